@@ -62,16 +62,15 @@ def _write_array(group: zarr.Group, name: str, data, dims: Sequence[str], *,
                  chunks=None, attrs: Mapping[str, Any] | None = None, dtype=None):
     """Write one array with xarray-readable dimension names; return the zarr array."""
     data = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
+    chunks = chunks or tuple(max(1, n) for n in data.shape) or None
     if data.dtype.kind in "UO":
-        arr = group.create_array(name, shape=data.shape, dtype=str, dimension_names=list(dims),
-                                 chunks=chunks or data.shape or None)
+        arr = group.create_array(name, shape=data.shape, dtype=str, dimension_names=list(dims), chunks=chunks)
         if data.size:
             arr[...] = data.astype(object)
     else:
         fill = np.nan if data.dtype.kind == "f" else 0
         arr = group.create_array(name, shape=data.shape, dtype=data.dtype, dimension_names=list(dims),
-                                 chunks=chunks or (data.shape if data.size else None),
-                                 fill_value=fill,
+                                 chunks=chunks, fill_value=fill,
                                  compressors=_codecs() if data.dtype.kind == "f" else "auto")
         if data.size:
             arr[...] = data
@@ -488,7 +487,7 @@ class Assembly:
         """Per-voxel coordinates: ``voxel``, ``voxel_valid`` (with its reasons ``voxel_has_nan``,
         ``voxel_constant``) and optional ``mask_indices``, ``roi``."""
         ds = self.tree["voxels"].to_dataset().set_coords(
-            [k for k in ("voxel_valid", "mask_indices", "roi") if k in self.tree["voxels"]])
+            [k for k in ("voxel_valid", "voxel_has_nan", "voxel_constant", "mask_indices", "roi") if k in self.tree["voxels"]])
         ds = ds.assign_coords(voxel=ds["voxel"].values)
         if self._voxel_index is not None:
             ds = ds.isel(voxel=self._voxel_index)

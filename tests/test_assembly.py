@@ -1,0 +1,174 @@
+"""Assembly writer/reader: round trips, lazy voxel-chunked reads, atomic writes, errors."""
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from scalenc.assembly import Assembly, AssemblyError, AssemblyWriter, load_assembly
+
+TR = 2.0
+
+
+def _grid(n):
+    return np.arange(n) * TR - 9.0
+
+
+def _write(path, rng, *, n_vox=10, chunk=4, stories=("a", "b", "t"), n_tr=15, reps=3, **kw):
+    data = {}
+    with AssemblyWriter(path, dataset="unit", subject="S1", tr_seconds=TR, n_voxels=n_vox, voxel_chunk=chunk,
+                        test_stories=["t"] if "t" in stories else [], mask_indices=np.arange(n_vox) * 7, **kw) as w:
+        for s in stories:
+            grid = _grid(n_tr + 15)
+            b = rng.standard_normal((reps, n_tr, n_vox) if s == "t" else (n_tr, n_vox))
+            data[s] = b
+            w.add_story(s, b, tr_time=grid[10:10 + n_tr], grid_time=grid, grid_offset=10,
+                        words=["the", "cat", "sat"], word_start=[1.0, 1.5, 2.0], word_end=[1.4, 1.9, 2.6],
+                        phones=(["DH", "AH"], [1.0, 1.2], [1.2, 1.4]))
+    return data
+
+
+def test_round_trip_values_and_metadata(tmp_path):
+    rng = np.random.default_rng(0)
+    data = _write(tmp_path / "a.zarr", rng)
+    a = Assembly(tmp_path / "a.zarr")
+    assert a.stories == ["a", "b", "t"]
+    assert a.train_stories == ["a", "b"] and a.test_stories == ["t"]
+    assert a.n_voxels == 10 and a.tr_seconds == TR and a.subject == "S1"
+    np.testing.assert_allclose(a.bold("a").values, data["a"].astype(np.float32), rtol=0, atol=0)
+    # repeated story: mean as response, repeats kept
+    np.testing.assert_allclose(a.bold("t").values, data["t"].mean(0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a.bold_repeats("t").values, data["t"].astype(np.float32))
+    assert a.n_repeats("t") == 3 and a.n_repeats("a") == 1 and a.bold_repeats("a") is None
+    np.testing.assert_allclose(a.tr_times("a").values, _grid(30))
+    np.testing.assert_allclose(a.bold("a").tr_time.values, _grid(30)[10:25])
+    assert a.grid_offset("a") == 10
+    w = a.words("b")
+    assert list(w.word.values) == ["the", "cat", "sat"]
+    np.testing.assert_allclose(a.word_times("b"), [1.2, 1.7, 2.3])
+    assert list(a.phones("a").phone.values) == ["DH", "AH"]
+    np.testing.assert_array_equal(a.voxels["mask_indices"].values, np.arange(10) * 7)
+
+
+def test_reads_are_lazy_and_voxel_chunked(tmp_path):
+    _write(tmp_path / "a.zarr", np.random.default_rng(1), n_vox=10, chunk=4)
+    b = Assembly(tmp_path / "a.zarr").bold("a")
+    assert isinstance(b.data, da.Array)
+    assert b.data.chunks == ((15,), (4, 4, 2))
+    assert b.dims == ("tr", "voxel")
+
+
+def test_story_data_compat_and_audio_path_persisted(tmp_path):
+    _write(tmp_path / "a.zarr", np.random.default_rng(2))
+    a = load_assembly(tmp_path / "a.zarr")
+    sd = a.story_data["a"]
+    assert sd.brain_data.shape == (15, 10)
+    assert sd.words == ["the", "cat", "sat"]
+    np.testing.assert_allclose(sd.tr_times, _grid(30))
+    assert sd.audio_path is None
+    sd.audio_path = "/x/y.wav"
+    assert a.story_data["a"].audio_path == "/x/y.wav"
+    assert Assembly(tmp_path / "a.zarr").audio_path("a") is None  # not yet saved
+    a.save()
+    assert load_assembly(tmp_path / "a.zarr").story_data["a"].audio_path == "/x/y.wav"
+    # split indices: first word of each TR of the grid (word midpoints 1.2, 1.7, 2.3 s)
+    # TR boundaries at grid + 1 s = -8, -6, ..., 0, 2, 4: words 0-1 fall before 2 s, word 2 before 4 s
+    si = sd.split_indices
+    assert si[4] == 0 and si[5] == 2 and si[6] == 3
+    with pytest.raises(KeyError, match="nosuch"):
+        a.story_data["nosuch"]
+
+
+def test_subset_and_save_copy(tmp_path):
+    data = _write(tmp_path / "a.zarr", np.random.default_rng(3))
+    a = Assembly(tmp_path / "a.zarr")
+    s = a.subset(stories=["b", "t"], voxels=[1, 3, 5])
+    assert s.stories == ["b", "t"] and s.n_voxels == 3
+    np.testing.assert_allclose(s.bold("b").values, data["b"][:, [1, 3, 5]].astype(np.float32))
+    np.testing.assert_array_equal(s.bold("b").voxel.values, [1, 3, 5])
+    ss = s.subset(voxels=np.array([False, True, True]))
+    np.testing.assert_array_equal(ss.bold("b").voxel.values, [3, 5])
+    s.set_audio_path("b", "/b.wav")
+    out = s.save(tmp_path / "sub.zarr")
+    c = Assembly(out)
+    assert c.stories == ["b", "t"] and c.test_stories == ["t"] and c.n_voxels == 3
+    np.testing.assert_allclose(c.bold_repeats("t").values, data["t"][:, :, [1, 3, 5]].astype(np.float32))
+    np.testing.assert_array_equal(c.voxels["mask_indices"].values, [7, 21, 35])
+    assert c.audio_path("b") == "/b.wav"
+    with pytest.raises(AssemblyError, match="new path"):
+        s.save()
+
+
+def test_nan_and_constant_voxels_flagged_not_dropped(tmp_path):
+    rng = np.random.default_rng(4)
+    b = rng.standard_normal((15, 6))
+    b[:, 2] = 3.0
+    b[4, 5] = np.nan
+    grid = _grid(15)
+    with pytest.warns(UserWarning, match=r"story 'a' \(src.hf5\): 1 voxels contain NaN and 1 are constant"):
+        with AssemblyWriter(tmp_path / "n.zarr", dataset="u", subject="s", tr_seconds=TR, n_voxels=6) as w:
+            w.add_story("a", b, tr_time=grid, words=[], word_start=[], word_end=[], source="src.hf5")
+    a = Assembly(tmp_path / "n.zarr")
+    assert a.n_voxels == 6
+    np.testing.assert_array_equal(a.voxels["voxel_valid"].values, [True, True, False, True, True, False])
+    np.testing.assert_array_equal(a.voxels["voxel_has_nan"].values, [0, 0, 0, 0, 0, 1])
+    assert np.isnan(a.bold("a").values[4, 5])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(n_vox=9), r"story 'b'.* has 9 voxels, the assembly has 10"),
+    (dict(rows=14), r"story 'b'.* 14 response rows but 15 TR times"),
+    (dict(step=2.5), r"story 'b'.*TR spacing 2.5 s disagrees with the assembly's tr_seconds=2.0"),
+    (dict(words_end=[1.0, 0.5]), r"story 'b'.*word 1 \('y'\) ends at 0.5 before it starts at 1.5"),
+    (dict(offset=20), r"story 'b'.*grid_offset 20 \+ 15 rows exceeds the 30-point TR grid"),
+])
+def test_inconsistent_story_refused_and_nothing_written(tmp_path, bad, match):
+    rng = np.random.default_rng(5)
+    out = tmp_path / "x.zarr"
+    with pytest.raises(AssemblyError, match=match):
+        with AssemblyWriter(out, dataset="u", subject="s", tr_seconds=TR, n_voxels=10) as w:
+            g = _grid(30)
+            w.add_story("a", rng.standard_normal((15, 10)), tr_time=g[10:25], grid_time=g, grid_offset=10,
+                        words=["x"], word_start=[1.0], word_end=[2.0])
+            rows = bad.get("rows", 15)
+            step = bad.get("step", TR)
+            g2 = np.arange(30) * step - 9
+            off = bad.get("offset", 10)
+            w.add_story("b", rng.standard_normal((rows, bad.get("n_vox", 10))), tr_time=g2[10:25],
+                        grid_time=g2, grid_offset=off, words=["x", "y"], word_start=[0.5, 1.5],
+                        word_end=bad.get("words_end", [1.0, 2.0]))
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())  # no temporary store left either
+
+
+def test_failure_in_block_leaves_existing_store_untouched(tmp_path):
+    _write(tmp_path / "a.zarr", np.random.default_rng(6))
+    before = Assembly(tmp_path / "a.zarr").bold("a").values
+    with pytest.raises(RuntimeError, match="boom"):
+        with AssemblyWriter(tmp_path / "a.zarr", dataset="u", subject="s", tr_seconds=TR, n_voxels=10,
+                            overwrite=True) as w:
+            g = _grid(15)
+            w.add_story("a", np.zeros((15, 10)) + np.arange(15)[:, None], tr_time=g, words=[], word_start=[],
+                        word_end=[])
+            raise RuntimeError("boom")
+    np.testing.assert_array_equal(Assembly(tmp_path / "a.zarr").bold("a").values, before)
+    with pytest.raises(FileExistsError, match="a.zarr already exists"):
+        AssemblyWriter(tmp_path / "a.zarr", dataset="u", subject="s", tr_seconds=TR, n_voxels=10).__enter__()
+
+
+def test_info_counts(tmp_path):
+    _write(tmp_path / "a.zarr", np.random.default_rng(7))
+    info = Assembly(tmp_path / "a.zarr").info()
+    assert info["n_stories"] == 3 and info["n_trs"] == 45 and info["n_voxels"] == 10
+    assert info["test_stories"] == ["t"]
+    assert info["bold_bytes"] == 45 * 10 * 4
+    assert info["stored_bytes"] > 0
+    assert [r["n_repeats"] for r in info["stories"]] == [1, 1, 3]
+
+
+def test_not_an_assembly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.zarr"):
+        load_assembly(tmp_path / "nowhere.zarr")
+    (tmp_path / "empty.zarr").mkdir()
+    with pytest.raises(AssemblyError, match="empty.zarr"):
+        Assembly(tmp_path / "empty.zarr")
