@@ -160,7 +160,7 @@ def build(root: str | os.PathLike, subject: str, out: str | os.PathLike, stories
     # check every file exists before writing anything
     for s in order:
         p = paths(root, subject, s)
-        for key in ("textgrid", "hf5"):
+        for key in ("hf5", "textgrid"):
             if not p[key].exists():
                 raise AssemblyError(f"story {s!r}: missing {key} file {p[key]}")
     audio_root = Path(audio_dir) if audio_dir is not None else root / "stimuli"

@@ -469,33 +469,36 @@ class _Token(NamedTuple):
 
 
 _TOKEN_RE = re.compile(r"""
-    (?P<nl>\n)
-  | (?P<ws>[^\S\n]+)
-  | (?P<comment>![^\n]*)
-  | (?P<str>"[^"]*(?:""[^"]*)*")
-  | (?P<quote>")
-  | (?P<flag><[^<>\s"=!]*>)
-  | (?P<eq>=)
-  | (?P<bare>[^\s"=!]+)
-""", re.VERBOSE)
+    (?P<ws>\s*)                        # whitespace before the token (newlines counted)
+    (?:
+        (?P<comment>![^\n]*)
+      | (?P<str>"[^"]*(?:""[^"]*)*")    # Praat string: "" is a literal quote
+      | (?P<quote>")                    # a quote that does not close: unterminated
+      | (?P<flag><[^<>\s"=!]*>)
+      | (?P<eq>=)
+      | (?P<bare>[^\s"=!]+)
+      | $
+    )""", re.VERBOSE)
 
 
 def _tokenize(text: str, first_line: int = 1) -> list[_Token]:
     """Split text into tokens; ``!`` comments and whitespace are dropped."""
     tokens: list[_Token] = []
+    append = tokens.append
     line = first_line
     for m in _TOKEN_RE.finditer(text):  # the alternatives cover every character
+        ws = m.group("ws")
+        if "\n" in ws:
+            line += ws.count("\n")
         kind = m.lastgroup
-        if kind == "nl":
-            line += 1
+        if kind == "bare" or kind == "eq" or kind == "flag":
+            append(_Token(kind, m.group(kind), line))
         elif kind == "str":
-            s = m.group()
-            tokens.append(_Token("str", s[1:-1].replace('""', '"'), line))
+            s = m.group(kind)
+            append(_Token("str", s[1:-1].replace('""', '"'), line))
             line += s.count("\n")
         elif kind == "quote":
             raise _ParseError("unterminated string (no closing '\"')", line)
-        elif kind in ("bare", "flag", "eq"):
-            tokens.append(_Token(kind, m.group(), line))
     return tokens
 
 
@@ -601,7 +604,8 @@ def _fields(tokens: list[_Token]) -> tuple[list[_Field], list[_Token]]:
             else:
                 value = tok
                 i += 1
-            fields.append(_Field(key.value.lower(), value, " ".join(p.value for p in pending), key.line))
+            prefix = " ".join([p.value for p in pending]) if pending else ""
+            fields.append(_Field(key.value.lower(), value, prefix, key.line))
             pending = []
         else:
             raise _ParseError(f"unexpected {_describe(tok)}", tok.line)
@@ -687,7 +691,45 @@ def _parse_long(lines: list[str], body: int, path: str | None) -> TextGrid:
     return TextGrid(xmin, xmax, tiers, path)
 
 
+_NUM = r'([^\s"=!]+)'
+_STRING = r'"([^"]*(?:""[^"]*)*)"'
+_FAST_HEAD_RE = re.compile(rf'\s*class\s*=\s*"IntervalTier"\s*name\s*=\s*{_STRING}\s*xmin\s*=\s*{_NUM}\s*'
+                           rf'xmax\s*=\s*{_NUM}\s*intervals\s*:\s*size\s*=\s*(\d+)\s*')
+_FAST_ENTRY_RE = re.compile(rf'intervals\s*\[\s*(\d+)\s*\]\s*:\s*xmin\s*=\s*{_NUM}\s*xmax\s*=\s*{_NUM}\s*'
+                            rf'text\s*=\s*{_STRING}\s*')
+
+
+def _fast_interval_tier(block: str) -> Tier | None:
+    """Fast path for a well-formed long-format IntervalTier block; None (and the
+    careful parser takes over) at the first irregularity."""
+    m = _FAST_HEAD_RE.match(block)
+    if m is None:
+        return None
+    name, n, pos = m.group(1).replace('""', '"'), int(m.group(4)), m.end()
+    match = _FAST_ENTRY_RE.match
+    intervals: list[Interval] = []
+    try:
+        for k in range(1, n + 1):
+            e = match(block, pos)
+            if e is None or int(e.group(1)) != k:
+                return None
+            a, b = float(e.group(2)), float(e.group(3))
+            if not (math.isfinite(a) and math.isfinite(b)):
+                return None
+            intervals.append(Interval(a, b, e.group(4).replace('""', '"')))
+            pos = e.end()
+        for x in (m.group(2), m.group(3)):
+            if not math.isfinite(float(x)):
+                return None
+    except ValueError:
+        return None
+    return Tier(name, INTERVAL_TIER, intervals) if pos == len(block) else None
+
+
 def _parse_long_item(block: str, first_line: int, end_line: int, info: dict[str, str]) -> Tier:
+    fast = _fast_interval_tier(block)
+    if fast is not None:
+        return fast
     fields, trailing = _fields(_tokenize(block, first_line))
     cur = _FieldCursor(fields, end_line, "tier")
     f = cur.next(("class",), "'class = \"IntervalTier\"'")

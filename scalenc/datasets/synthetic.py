@@ -312,8 +312,8 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
     delay_of = np.repeat(np.asarray(delays), 1 + p_emb)
     gt = xr.DataTree(xr.Dataset(
         {"weights": (("feature", "voxel"), weights), "snr": ("voxel", snr), "noise_sd": ("voxel", noise_sd),
-         "driver": ("voxel", driver.astype(str)), "ceiling_r": ("voxel", ceiling)},
-        coords={"feature_space": ("feature", feature_space.astype(str)), "delay": ("feature", delay_of),
+         "driver": ("voxel", driver.astype(object)), "ceiling_r": ("voxel", ceiling)},
+        coords={"feature_space": ("feature", feature_space), "delay": ("feature", delay_of),
                 "voxel": np.arange(n_voxels)},
         attrs=dict(seed=seed, delays=list(map(int, delays)), embedding_dim=embedding_dim,
                    test_story=TEST_STORY, n_test_repeats=n_test_repeats, ar_rho=ar_rho,
