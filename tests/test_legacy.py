@@ -9,7 +9,6 @@ import pickle
 import sys
 import types
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -41,11 +40,11 @@ def _fake_litcoder(top: str, story_module: str):
         split_indices: list
         tr_times: np.ndarray
         data_times: np.ndarray
-        temporal_baseline: Optional[np.ndarray] = None  # noqa: UP045 - mirrors LITcoder
-        word_rates: Optional[np.ndarray] = None  # noqa: UP045
-        words: Optional[list] = None  # noqa: UP045
-        mask_indices: Optional[np.ndarray] = None  # noqa: UP045
-        audio_path: Optional[str] = None  # noqa: UP045
+        temporal_baseline: np.ndarray | None = None
+        word_rates: np.ndarray | None = None
+        words: list | None = None
+        mask_indices: np.ndarray | None = None
+        audio_path: str | None = None
 
     class SimpleNeuroidAssembly:
         def __init__(self, story_data_list, validation_method, is_volume):
@@ -212,6 +211,15 @@ def test_load_assembly_on_pkl(tmp_path):
     assert isinstance(a, Assembly) and a.path == tmp_path / "lebel.zarr"
     assert a.test_stories == ["wheretheressmoke"] and a.n_voxels == 5
     assert isinstance(load_assembly(str(p)), Assembly)  # second call reuses the store
+    # a newer pickle is re-imported rather than served stale
+    specs = _specs(np.random.default_rng(6))
+    _dump(p, specs)
+    t = a.path.stat().st_mtime + 10
+    os.utime(p, (t, t))
+    b = load_assembly(p)
+    np.testing.assert_allclose(b.bold(b.stories[0]).values, np.asarray(specs[0]["brain_data"], np.float32))
+    c = load_assembly(p, import_to=tmp_path / "elsewhere" / "x.zarr")
+    assert c.path == tmp_path / "elsewhere" / "x.zarr"
 
 
 # --------------------------------------------------------------------------------------

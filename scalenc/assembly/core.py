@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -696,21 +695,22 @@ def _voxel_indexer(voxels, n: int):
     return v
 
 
-def load_assembly(path: str | os.PathLike) -> Assembly:
-    """Open an assembly: a scalenc ``.zarr`` store, or a LITcoder ``.pkl`` (imported to a
-    ``.zarr`` next to it on first use, through a restricted unpickler that runs no code)."""
+def load_assembly(path: str | os.PathLike, *, import_to: str | os.PathLike | None = None) -> Assembly:
+    """Open an assembly: a scalenc ``.zarr`` store or a LITcoder ``.pkl``.
+
+    A pickle is imported once, through a restricted unpickler that runs no pickled code,
+    to ``import_to`` (default: ``<name>.zarr`` next to it), and re-imported when the
+    pickle is newer than that store.
+    """
     p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"assembly not found: {p}")
     if p.suffix in (".pkl", ".pickle"):
         from .legacy import import_pickle
 
-        out = p.with_suffix(".zarr")
-        if not out.exists():
-            import_pickle(p, out)
+        out = Path(import_to) if import_to is not None else p.with_suffix(".zarr")
+        if not out.exists() or out.stat().st_mtime < p.stat().st_mtime:
+            logger.info("importing LITcoder pickle %s to %s", p, out)
+            import_pickle(p, out, overwrite=out.exists())
         return Assembly(out)
-    if not p.exists():
-        raise FileNotFoundError(f"assembly not found: {p}")
     return Assembly(p)
-
-
-def remove_store(path: str | os.PathLike) -> None:
-    shutil.rmtree(path, ignore_errors=True)

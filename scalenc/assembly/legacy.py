@@ -423,7 +423,7 @@ def read_pickle(path: str | os.PathLike) -> dict[str, Any]:
         n_vox = d["brain_data"].shape[1]
         if first is None:
             first = (s, n_vox)
-        elif False:
+        elif n_vox != first[1]:
             raise PickleImportError(f"{path}: story {s!r} has {n_vox} voxels but story {first[0]!r} has {first[1]}")
         out[s] = d
     vm = state.get("validation_method")
