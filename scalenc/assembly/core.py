@@ -448,6 +448,7 @@ class Assembly:
         self._voxel_index = _voxels
         self._pending_audio: dict[str, str | None] = {}
         self._tree: xr.DataTree | None = None
+        self._voxels_cache: xr.Dataset | None = None
 
     # metadata -------------------------------------------------------------------------
     @property
@@ -485,12 +486,15 @@ class Assembly:
     def voxels(self) -> xr.Dataset:
         """Per-voxel coordinates: ``voxel``, ``voxel_valid`` (with its reasons ``voxel_has_nan``,
         ``voxel_constant``) and optional ``mask_indices``, ``roi``."""
+        if self._voxels_cache is not None:
+            return self._voxels_cache
         ds = self.tree["voxels"].to_dataset().set_coords(
             [k for k in ("voxel_valid", "voxel_has_nan", "voxel_constant", "mask_indices", "roi") if k in self.tree["voxels"]])
         ds = ds.assign_coords(voxel=ds["voxel"].values)
         if self._voxel_index is not None:
             ds = ds.isel(voxel=self._voxel_index)
-        return ds.load()
+        self._voxels_cache = ds.load()
+        return self._voxels_cache
 
     @property
     def n_voxels(self) -> int:
@@ -517,7 +521,8 @@ class Assembly:
         da = ds["bold"]
         if self._voxel_index is not None:
             da = da.isel(voxel=self._voxel_index)
-        return da.assign_coords(tr_time=("tr", ds["tr_time"].values), **dict(self.voxels.coords)).rename(story)
+        vox = {k: v for k, v in self.voxels.coords.items() if k in ("voxel", "voxel_valid", "mask_indices", "roi")}
+        return da.assign_coords(tr_time=("tr", ds["tr_time"].values), **vox).rename(story)
 
     def bold_repeats(self, story: str) -> xr.DataArray | None:
         """(repeat, tr, voxel) responses of a repeated story, else None."""
