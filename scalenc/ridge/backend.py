@@ -147,6 +147,10 @@ class Backend:
             return x.sum() if axis is None else x.sum(dim=axis)
         return x.sum(axis=axis)
 
+    def coldot(self, a, b):
+        """Column-wise dot products ``sum(a * b, axis=0)`` without the temporary."""
+        return self.xp.einsum("ij,ij->j", a, b)
+
     def sqrt(self, x):
         return self.xp.sqrt(x)
 

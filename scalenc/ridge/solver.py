@@ -214,24 +214,24 @@ def _fold_scores(xs: XSide, f: _Fold, Cc, Yte, Cte_c, bk: Backend, my):
     Z = Q.T @ Cc                                                  # (r, vb)
     lam = bk.asarray(f.lam, dtype=xs.dtype)
     sy = bk.sum(Yte, 0)
-    syy = bk.sum(Yte * Yte, 0)
+    syy = bk.coldot(Yte, Yte)
     n_te = f.test.size
     out = []
     if f.mode == "stats":
         H = bk.asarray(f.H)
         u = bk.asarray(f.u)
         R = Q.T @ Cte_c                                           # (r, vb): Q^T Xc_te^T Y_te
-        for a in xs.alphas:
-            Za = Z / (lam + a)[:, None]
+        for a in xs.alphas:  # float(a): a numpy float64 scalar would promote the GEMMs to float64
+            Za = Z * (1.0 / (lam + float(a)))[:, None]
             se = u @ Za
-            see = bk.sum(Za * (H @ Za), 0)
-            sye = bk.sum(R * Za, 0)
+            see = bk.coldot(Za, H @ Za)
+            sye = bk.coldot(R, Za)
             out.append(_scores_from_stats(se, see, sye, sy, syy, n_te, my, xs.score, bk))
     else:
         XQ = bk.asarray(f.XQ)
         for a in xs.alphas:
-            E = XQ @ (Z / (lam + a)[:, None])                    # (n_te, vb)
-            out.append(_scores_from_stats(bk.sum(E, 0), bk.sum(E * E, 0), bk.sum(Yte * E, 0), sy, syy,
+            E = XQ @ (Z * (1.0 / (lam + float(a)))[:, None])     # (n_te, vb)
+            out.append(_scores_from_stats(bk.sum(E, 0), bk.coldot(E, E), bk.coldot(Yte, E), sy, syy,
                                           n_te, my, xs.score, bk))
     return bk.stack(out, 0)
 

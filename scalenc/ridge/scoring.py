@@ -1,0 +1,513 @@
+"""Per-voxel scores and statistics: Pearson r, R², p-values, FDR, noise ceiling.
+
+All functions work on ``(n_trs, n_voxels)`` arrays and are vectorised over voxels; long
+arrays are processed in blocks of voxels, each converted to float64, so float32 inputs
+are accumulated in float64 without copying the whole array at once.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+from scipy import special
+
+from .cv import contiguous_chunks
+
+__all__ = [
+    "block_permutation_pvalues",
+    "fdr_bh",
+    "noise_ceiling",
+    "pearson_pvalues",
+    "pearson_r",
+    "r2_score",
+    "score_summary",
+]
+
+# Elements of float64 work space per voxel block (about 64 MiB).
+_BLOCK_ELEMENTS = 1 << 23
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+def _pair(y_true: Any, y_pred: Any, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Validate two arrays of equal shape; 1-D inputs become one column."""
+    a = np.asarray(y_true)
+    b = np.asarray(y_pred)
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: y_true and y_pred must have the same shape, got {a.shape} and {b.shape}")
+    if a.ndim not in (1, 2):
+        raise ValueError(f"{name}: expected (n_trs, n_voxels) arrays, got shape {a.shape}")
+    vector = a.ndim == 1
+    if vector:
+        a, b = a[:, None], b[:, None]
+    if a.shape[0] < 2:
+        raise ValueError(f"{name}: need at least 2 samples (rows), got {a.shape[0]}")
+    return a, b, vector
+
+
+def _blocks(n_rows: int, n_cols: int, per_col: int = 1) -> Iterator[slice]:
+    """Column slices whose float64 work space stays near ``_BLOCK_ELEMENTS``."""
+    width = max(1, _BLOCK_ELEMENTS // max(1, n_rows * per_col))
+    for start in range(0, n_cols, width):
+        yield slice(start, min(start + width, n_cols))
+
+
+def _centred(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 column-centred copy and a mask of exactly constant columns."""
+    x = np.asarray(block, dtype=np.float64)
+    constant = np.all(x == x[:1], axis=0)
+    return x - x.mean(axis=0), constant
+
+
+def _standardise(block: np.ndarray) -> np.ndarray:
+    """Float64 columns centred and scaled to unit norm (constant columns -> 0).
+
+    With ``z = _standardise`` the Pearson r of two columns is ``sum(z_a * z_b)``.
+    """
+    x, constant = _centred(block)
+    norm = np.sqrt(np.einsum("ij,ij->j", x, x))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = x / norm
+    z[:, constant | (norm == 0)] = 0.0
+    return z
+
+
+# --------------------------------------------------------------------------------------
+# scores
+# --------------------------------------------------------------------------------------
+def pearson_r(y_true: Any, y_pred: Any) -> np.ndarray:
+    """Column-wise Pearson correlation.
+
+    Parameters
+    ----------
+    y_true, y_pred : (n_trs, n_voxels) arrays
+        A 1-D pair is treated as one voxel.
+
+    Returns
+    -------
+    r : (n_voxels,) float64 array
+        Clipped to [-1, 1]. A column that is constant in either input gives 0 (not NaN);
+        NaN in a column gives NaN for that column. Accumulated in float64.
+    """
+    a, b, _ = _pair(y_true, y_pred, "pearson_r")
+    r = np.empty(a.shape[1], dtype=np.float64)
+    for sl in _blocks(a.shape[0], a.shape[1], per_col=2):
+        xa, ca = _centred(a[:, sl])
+        xb, cb = _centred(b[:, sl])
+        num = np.einsum("ij,ij->j", xa, xb)
+        den = np.sqrt(np.einsum("ij,ij->j", xa, xa) * np.einsum("ij,ij->j", xb, xb))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rb = num / den
+        rb[(ca | cb | (den == 0)) & ~np.isnan(den)] = 0.0
+        r[sl] = rb
+    return np.clip(r, -1.0, 1.0)
+
+
+def r2_score(y_true: Any, y_pred: Any) -> np.ndarray:
+    """Column-wise coefficient of determination ``1 - SSE / SST``.
+
+    Parameters
+    ----------
+    y_true, y_pred : (n_trs, n_voxels) arrays
+        A 1-D pair is treated as one voxel.
+
+    Returns
+    -------
+    r2 : (n_voxels,) float64 array
+        ``SSE = sum((y_true - y_pred)**2)``, ``SST = sum((y_true - mean(y_true))**2)``
+        per column; may be negative. A constant ``y_true`` column gives 0.
+    """
+    a, b, _ = _pair(y_true, y_pred, "r2_score")
+    out = np.empty(a.shape[1], dtype=np.float64)
+    for sl in _blocks(a.shape[0], a.shape[1], per_col=2):
+        xa, ca = _centred(a[:, sl])
+        resid = np.asarray(a[:, sl], dtype=np.float64) - np.asarray(b[:, sl], dtype=np.float64)
+        sse = np.einsum("ij,ij->j", resid, resid)
+        sst = np.einsum("ij,ij->j", xa, xa)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ob = 1.0 - sse / sst
+        ob[(ca | (sst == 0)) & ~np.isnan(sst)] = 0.0
+        out[sl] = ob
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# p-values
+# --------------------------------------------------------------------------------------
+def pearson_pvalues(
+    r: Any,
+    n: Any,
+    alternative: Literal["two-sided", "greater", "less"] = "greater",
+) -> np.ndarray:
+    """Analytic p-values of Pearson correlations under independent Gaussian samples.
+
+    ``t = r * sqrt((n - 2) / (1 - r**2))`` follows Student's t with ``n - 2`` degrees
+    of freedom under the null of zero correlation; this is the test behind
+    ``scipy.stats.pearsonr`` (two-sided there), which LITcoder reports.
+
+    These p-values assume independent samples. BOLD time series are strongly
+    autocorrelated, so they are far too small (many false positives); they are given
+    for comparison with LITcoder. Use :func:`block_permutation_pvalues` for inference.
+
+    Parameters
+    ----------
+    r : array-like, any shape
+        Correlations in [-1, 1]; NaN gives NaN.
+    n : int or array-like broadcastable to ``r``
+        Number of samples each r was computed from (> 2).
+    alternative : {"greater", "two-sided", "less"}, default "greater"
+        "greater" tests r > 0 (what an encoding model claims), "two-sided" matches
+        ``scipy.stats.pearsonr``.
+
+    Returns
+    -------
+    p : float64 array, shape of ``r`` broadcast with ``n``
+    """
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+    r = np.asarray(r, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    if np.any(n <= 2):
+        raise ValueError(f"pearson_pvalues needs n > 2 samples, got min n = {n.min()}")
+    if np.any(np.abs(r[~np.isnan(r)]) > 1 + 1e-12):
+        raise ValueError("pearson_pvalues: correlations must lie in [-1, 1]")
+    r = np.clip(r, -1.0, 1.0)
+    df = n - 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = r * np.sqrt(df / ((1.0 - r) * (1.0 + r)))
+    t = np.where(np.abs(r) == 1.0, np.copysign(np.inf, r), t)
+    if alternative == "greater":
+        p = special.stdtr(df, -t)
+    elif alternative == "less":
+        p = special.stdtr(df, t)
+    else:
+        p = np.minimum(2.0 * special.stdtr(df, -np.abs(t)), 1.0)
+    return np.asarray(p, dtype=np.float64)
+
+
+def _block_layout(n_samples: int, block_length: int, groups: Any) -> tuple[np.ndarray, np.ndarray]:
+    starts, stops = contiguous_chunks(n_samples, block_length, groups)
+    return starts, stops - starts
+
+
+def _block_permutations(
+    lengths: np.ndarray, n_permutations: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Random permutations of the blocks, within classes of equal block length.
+
+    Returns
+    -------
+    perms : (n_permutations, n_blocks) int64
+        ``perms[p, j]`` is the block whose predictor values go to slot ``j``.
+    classes : list of (n_blocks_c,) int64 arrays
+        Block indices of each length class (ascending length).
+    """
+    n_blocks = lengths.size
+    perms = np.broadcast_to(np.arange(n_blocks, dtype=np.int64), (n_permutations, n_blocks)).copy()
+    classes = [np.flatnonzero(lengths == L) for L in np.unique(lengths)]
+    for members in classes:
+        if members.size > 1:
+            tiled = np.broadcast_to(members, (n_permutations, members.size)).copy()
+            perms[:, members] = rng.permuted(tiled, axis=1)
+    return perms, classes
+
+
+def _null_by_gather(zt: np.ndarray, zp: np.ndarray, perms: np.ndarray, starts: np.ndarray,
+                    lengths: np.ndarray) -> np.ndarray:
+    """Null r (n_perm, v) by permuting predictor rows: O(n_perm * n * v)."""
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    slot_of_row = np.repeat(np.arange(lengths.size), lengths)
+    null = np.empty((perms.shape[0], zt.shape[1]), dtype=np.float64)
+    for k, perm in enumerate(perms):  # loop over permutations; each is vectorised over voxels
+        rows = starts[perm][slot_of_row] + offsets
+        null[k] = np.einsum("ij,ij->j", zt, zp[rows])
+    return null
+
+
+def _null_by_blocks(zt: np.ndarray, zp: np.ndarray, perms: np.ndarray, starts: np.ndarray,
+                    lengths: np.ndarray, classes: list[np.ndarray]) -> np.ndarray:
+    """Null r (n_perm, v) from block cross-products: O(n * B * v + n_perm * B * v).
+
+    For the blocks of one length class, ``M[v, j, k] = sum_l zt[block j, l] zp[block k, l]``
+    (a batched matrix product); a permutation's r is ``sum_j M[v, j, perm[j]]``.
+    """
+    v = zt.shape[1]
+    null = np.zeros((perms.shape[0], v), dtype=np.float64)
+    for members in classes:
+        L = int(lengths[members[0]])
+        rows = (starts[members][:, None] + np.arange(L)[None, :]).ravel()
+        bt = zt[rows].reshape(members.size, L, v).transpose(2, 0, 1)  # (v, B_c, L)
+        bp = zp[rows].reshape(members.size, L, v).transpose(2, 1, 0)  # (v, L, B_c)
+        M = np.matmul(bt, bp)  # (v, B_c, B_c)
+        # position of each member block within its class
+        local = np.searchsorted(members, perms[:, members])  # (n_perm, B_c)
+        slot = np.arange(members.size)
+        null += M[:, slot[None, :], local].sum(axis=2).T
+    return null
+
+
+def block_permutation_pvalues(
+    y_true: Any,
+    y_pred: Any,
+    *,
+    block_length: int = 10,
+    n_permutations: int = 1000,
+    seed: int | None = 0,
+    groups: Any = None,
+    return_null: bool = False,
+    method: Literal["auto", "gather", "blocks"] = "auto",
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """One-sided permutation p-values of Pearson r that respect autocorrelation.
+
+    The time axis is cut into contiguous blocks of ``block_length`` TRs (within each
+    story when ``groups`` is given; a story's last block may be shorter). Each
+    permutation shuffles the blocks of ``y_pred`` (blocks of equal length trade places,
+    so a story's short last block only trades with other short blocks) and recomputes r
+    for every voxel with the same permutation. Autocorrelation within a block is kept,
+    so the null distribution is not too narrow as the analytic one is (Politis &
+    Romano-style block resampling; see also Huth et al. 2016).
+
+    ``p = (1 + #{null >= observed}) / (1 + n_permutations)`` per voxel, so the smallest
+    possible p is ``1 / (1 + n_permutations)``.
+
+    Parameters
+    ----------
+    y_true, y_pred : (n_trs, n_voxels) arrays
+        A 1-D pair is treated as one voxel.
+    block_length : int, default 10
+        Block length in TRs; choose it longer than the autocorrelation time of the data.
+    n_permutations : int, default 1000
+    seed : int or None, default 0
+        Seed of ``np.random.default_rng``; the same seed gives the same permutations.
+    groups : (n_trs,) array-like, optional
+        Story label of each TR; blocks never straddle a story boundary.
+    return_null : bool, default False
+        Also return the null correlations.
+    method : {"auto", "gather", "blocks"}, default "auto"
+        How null correlations are computed (same result): "gather" permutes rows,
+        costing ``n_permutations * n_trs`` per voxel; "blocks" forms the block
+        cross-product matrix per voxel (batched matrix product) and sums its entries,
+        costing ``n_trs * n_blocks + n_permutations * n_blocks`` per voxel. "auto"
+        picks the cheaper one. Voxels are processed in blocks to bound memory.
+
+    Returns
+    -------
+    p : (n_voxels,) float64 array
+        A voxel constant in either input gets p = 1.
+    null : (n_permutations, n_voxels) float64 array
+        Only when ``return_null``.
+    """
+    a, b, vector = _pair(y_true, y_pred, "block_permutation_pvalues")
+    n, v = a.shape
+    if isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer)) or n_permutations < 1:
+        raise ValueError(f"n_permutations must be a positive int, got {n_permutations!r}")
+    if method not in ("auto", "gather", "blocks"):
+        raise ValueError(f"method must be 'auto', 'gather' or 'blocks', got {method!r}")
+    starts, lengths = _block_layout(n, block_length, groups)
+    rng = np.random.default_rng(seed)
+    perms, classes = _block_permutations(lengths, int(n_permutations), rng)
+    if not any(c.size > 1 for c in classes):
+        raise ValueError(
+            f"block_permutation_pvalues: {n} samples in blocks of {block_length} TRs leave no two blocks "
+            f"of equal length to permute ({lengths.size} blocks)"
+        )
+    n_blocks = lengths.size
+    sq = sum(c.size ** 2 for c in classes)
+    if method == "auto":
+        cost_blocks = n * n_blocks + n_permutations * n_blocks
+        cost_gather = n_permutations * n
+        method = "blocks" if (cost_blocks < cost_gather and sq <= _BLOCK_ELEMENTS) else "gather"
+    per_col = 2 * n + (sq + n_permutations * max(c.size for c in classes) if method == "blocks" else n)
+    observed = np.empty(v, dtype=np.float64)
+    null = np.empty((int(n_permutations), v), dtype=np.float64)
+    for sl in _blocks(1, v, per_col=per_col):
+        zt = _standardise(a[:, sl])
+        zp = _standardise(b[:, sl])
+        observed[sl] = np.einsum("ij,ij->j", zt, zp)
+        if method == "blocks":
+            null[:, sl] = _null_by_blocks(zt, zp, perms, starts, lengths, classes)
+        else:
+            null[:, sl] = _null_by_gather(zt, zp, perms, starts, lengths)
+    # ties count as exceeding (conservative); the slack absorbs rounding differences
+    exceed = np.count_nonzero(null >= observed[None, :] - 1e-12, axis=0)
+    p = (1.0 + exceed) / (1.0 + n_permutations)
+    p[np.isnan(observed)] = np.nan
+    if return_null:
+        return p, null
+    return p
+
+
+def fdr_bh(pvalues: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Benjamini–Hochberg false discovery rate control.
+
+    ``q_(i) = min_{j >= i} m p_(j) / j`` over the ``m`` non-NaN p-values sorted
+    ascending, clipped at 1; a test is significant when ``q <= alpha`` (the same
+    decisions as the BH step-up rule). Return order follows statsmodels'
+    ``fdrcorrection``: ``(reject, pvals_corrected)``.
+
+    Parameters
+    ----------
+    pvalues : array-like, any shape
+        p-values in [0, 1]; NaN entries are left out of ``m``.
+    alpha : float, default 0.05
+        Target false discovery rate, in (0, 1).
+
+    Returns
+    -------
+    significant_mask : bool array, shape of ``pvalues``
+        False where p is NaN.
+    qvalues : float64 array, shape of ``pvalues``
+        NaN where p is NaN.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"fdr_bh: alpha must be in (0, 1), got {alpha}")
+    p = np.asarray(pvalues, dtype=np.float64)
+    flat = p.ravel()
+    ok = ~np.isnan(flat)
+    vals = flat[ok]
+    if np.any((vals < 0) | (vals > 1)):
+        raise ValueError(f"fdr_bh: p-values must lie in [0, 1], found range [{vals.min()}, {vals.max()}]")
+    q = np.full(flat.shape, np.nan)
+    m = vals.size
+    if m:
+        order = np.argsort(vals, kind="stable")
+        scaled = vals[order] * m / np.arange(1, m + 1)
+        qs = np.minimum.accumulate(scaled[::-1])[::-1]
+        qv = np.empty(m)
+        qv[order] = np.minimum(qs, 1.0)
+        q[ok] = qv
+    q = q.reshape(p.shape)
+    with np.errstate(invalid="ignore"):
+        reject = np.where(np.isnan(q), False, q <= alpha)
+    return reject.astype(bool), q
+
+
+# --------------------------------------------------------------------------------------
+# noise ceiling
+# --------------------------------------------------------------------------------------
+def noise_ceiling(repeats: Any) -> dict[str, np.ndarray]:
+    """Noise ceiling of each voxel from repeated presentations of the same stimulus.
+
+    Let ``y_1 .. y_k`` be the ``k`` repeats of a voxel (time series of ``n`` TRs), and
+    ``Var`` the sample variance over time (ddof=1). Model each repeat as a common signal
+    plus independent noise, ``y_i = s + e_i``.
+
+    - Signal power (Sahani & Linden 2003; Hsu, Borst & Theunissen 2004)::
+
+          SP = (Var(sum_i y_i) - sum_i Var(y_i)) / (k (k - 1))
+
+      the mean covariance between distinct repeats, an unbiased estimate of ``Var(s)``.
+    - Total power ``TP = mean_i Var(y_i)``, an estimate of ``Var(s) + Var(e)``.
+    - ``explainable_variance = SP / TP``: fraction of a single repeat's variance that is
+      stimulus-driven (may be slightly negative by chance when there is no signal).
+    - ``cc_max = sqrt(SP / Var(mean_i y_i))`` (Schoppe, Harper, Willmore, King &
+      Schnupp 2016): the largest correlation any model can reach with the repeat-mean
+      response, since ``Var(mean) = Var(s) + Var(e) / k``; clipped to [0, 1].
+    - ``split_half_r``: Pearson r between the mean of the even repeats (0, 2, ...) and
+      the mean of the odd repeats (1, 3, ...), Spearman–Brown corrected to the full
+      set, ``2 r / (1 + r)``, clipped to [-1, 1] (the correction assumes equal halves;
+      with odd ``k`` it is approximate). Deterministic: no random splits.
+
+    Constant voxels get 0 for every score; NaN inputs give NaN for that voxel.
+
+    Parameters
+    ----------
+    repeats : (k, n_trs, n_voxels) array
+        ``k >= 2`` responses to the same stimulus, aligned in time.
+
+    Returns
+    -------
+    dict of (n_voxels,) float64 arrays
+        ``explainable_variance``, ``cc_max``, ``split_half_r``, ``signal_power``,
+        ``total_power``.
+    """
+    y = np.asarray(repeats)
+    if y.ndim != 3:
+        raise ValueError(f"noise_ceiling expects repeats of shape (k, n_trs, n_voxels), got shape {y.shape}")
+    k, n, v = y.shape
+    if k < 2:
+        raise ValueError(f"noise_ceiling needs at least 2 repeats, got {k}")
+    if n < 2:
+        raise ValueError(f"noise_ceiling needs at least 2 TRs per repeat, got {n}")
+    sp = np.empty(v)
+    tp = np.empty(v)
+    var_mean = np.empty(v)
+    for sl in _blocks(k * n, v, per_col=2):
+        x = np.asarray(y[:, :, sl], dtype=np.float64)
+        var_each = x.var(axis=1, ddof=1)  # (k, vb)
+        total = x.sum(axis=0)
+        var_sum = total.var(axis=0, ddof=1)
+        sp[sl] = (var_sum - var_each.sum(axis=0)) / (k * (k - 1))
+        tp[sl] = var_each.mean(axis=0)
+        var_mean[sl] = var_sum / k**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ev = np.where(tp > 0, sp / tp, 0.0)
+        cc = np.where(var_mean > 0, np.sqrt(np.clip(sp, 0.0, None) / var_mean), 0.0)
+    ev = np.where(np.isnan(tp) | np.isnan(sp), np.nan, ev)
+    cc = np.where(np.isnan(var_mean) | np.isnan(sp), np.nan, np.clip(cc, 0.0, 1.0))
+    even = y[0::2].mean(axis=0, dtype=np.float64)
+    odd = y[1::2].mean(axis=0, dtype=np.float64)
+    r = pearson_r(even, odd)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sb = np.where(r > -1.0, 2.0 * r / (1.0 + r), -1.0)
+    sb = np.where(np.isnan(r), np.nan, np.clip(sb, -1.0, 1.0))
+    return {
+        "explainable_variance": ev,
+        "cc_max": cc,
+        "split_half_r": sb,
+        "signal_power": sp,
+        "total_power": tp,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# summary
+# --------------------------------------------------------------------------------------
+def _nanstat(func: Any, x: np.ndarray) -> float:
+    if x.size == 0 or np.all(np.isnan(x)):
+        return float("nan")
+    return float(func(x))
+
+
+def score_summary(r: Any, pvalues: Any, alpha: float = 0.05) -> dict[str, Any]:
+    """Summary of per-voxel scores with LITcoder's metric keys.
+
+    Parameters
+    ----------
+    r : (n_voxels,) array
+        Per-voxel scores (usually Pearson r).
+    pvalues : (n_voxels,) array
+        Per-voxel p-values; FDR-corrected with :func:`fdr_bh`.
+    alpha : float, default 0.05
+        FDR level.
+
+    Returns
+    -------
+    dict
+        ``median_score, mean_score, std_score, min_score, max_score`` (floats, NaN
+        voxels ignored, std with ddof=0), ``correlations`` (r, float64 array),
+        ``p_values``, ``corrected_p_values`` (BH q-values), ``significant_mask`` (bool
+        array), ``n_significant`` (int), ``percent_significant`` (float, 100 *
+        n_significant / n_voxels, all voxels in the denominator).
+    """
+    r = np.asarray(r, dtype=np.float64).ravel()
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    if r.shape != p.shape:
+        raise ValueError(f"score_summary: r and pvalues must have the same length, got {r.size} and {p.size}")
+    reject, q = fdr_bh(p, alpha=alpha)
+    n_sig = int(np.count_nonzero(reject))
+    return {
+        "median_score": _nanstat(np.nanmedian, r),
+        "mean_score": _nanstat(np.nanmean, r),
+        "std_score": _nanstat(np.nanstd, r),
+        "min_score": _nanstat(np.nanmin, r),
+        "max_score": _nanstat(np.nanmax, r),
+        "correlations": r,
+        "p_values": p,
+        "corrected_p_values": q,
+        "significant_mask": reject,
+        "n_significant": n_sig,
+        "percent_significant": 100.0 * n_sig / r.size if r.size else float("nan"),
+    }
