@@ -1,0 +1,223 @@
+"""p-space ridge against float64 closed-form and brute-force references, on every backend."""
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from scalenc.ridge import RidgeCVResult, ridge_closed_form, solve_ridge_cv, use_backend
+from scalenc.ridge.backend import Backend, get_backend
+
+
+def _cuda_torch():
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _cupy_ok():
+    try:
+        import cupy
+
+        return bool(cupy.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+BACKENDS = [
+    pytest.param(("numpy", None), id="numpy"),
+    pytest.param(("torch", "cpu"), id="torch-cpu"),
+    pytest.param(("cupy", None), id="cupy", marks=[pytest.mark.gpu,
+                                                    pytest.mark.skipif(not _cupy_ok(), reason="no CUDA for CuPy")]),
+    pytest.param(("torch", "cuda"), id="torch-cuda", marks=[pytest.mark.gpu,
+                                                            pytest.mark.skipif(not _cuda_torch(), reason="no CUDA")]),
+]
+
+
+def _data(n=240, p=12, v=30, seed=0, offset=0.7):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p)) + offset
+    W = rng.standard_normal((p, v)) * rng.uniform(0, 1, v)  # voxels of varying SNR -> varied alphas
+    Y = X @ W + 2.0 * rng.standard_normal((n, v)) + 1.5
+    return X, Y
+
+
+def _kfold(n, k=5):
+    tests = np.array_split(np.arange(n), k)
+    return [(np.setdiff1d(np.arange(n), t), t) for t in tests]
+
+
+def _r(y, yh):
+    y = y - y.mean(0)
+    yh = yh - yh.mean(0)
+    den = np.sqrt((y * y).sum(0) * (yh * yh).sum(0))
+    return np.where(den > 0, (y * yh).sum(0) / np.where(den > 0, den, 1), 0)
+
+
+def _brute_scores(X, Y, alphas, folds, score="r", fit_intercept=True):
+    """Brute-force CV: explicit float64 solve per fold and alpha, predictions, scores."""
+    S = np.zeros((len(folds), len(alphas), Y.shape[1]))
+    for k, (tr, te) in enumerate(folds):
+        for i, a in enumerate(alphas):
+            W, b = ridge_closed_form(X[tr], Y[tr], a, fit_intercept=fit_intercept)
+            P = X[te] @ W + b
+            if score == "r":
+                S[k, i] = _r(Y[te], P)
+            else:
+                S[k, i] = 1 - ((Y[te] - P) ** 2).sum(0) / ((Y[te] - Y[te].mean(0)) ** 2).sum(0)
+    return S
+
+
+ALPHAS = np.logspace(-1, 4, 9)
+
+
+@pytest.mark.parametrize("bk", BACKENDS)
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-8), ("float32", 1e-3)])
+def test_weights_equal_closed_form(bk, dtype, tol):
+    X, Y = _data()
+    res = solve_ridge_cv(X, Y, ALPHAS, _kfold(len(X)), backend=bk[0], device=bk[1], dtype=dtype)
+    W, b = ridge_closed_form(X, Y, res.best_alphas)
+    assert np.abs(res.coef - W).max() / np.abs(W).max() < tol
+    assert np.abs(res.intercept - b).max() / np.abs(b).max() < tol
+    assert len(np.unique(res.best_alphas)) > 2  # the data choose different alphas
+
+
+@pytest.mark.parametrize("bk", BACKENDS)
+@pytest.mark.parametrize("score", ["r", "r2"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_chosen_alphas_equal_brute_force(bk, score, fit_intercept):
+    X, Y = _data(seed=1)
+    folds = _kfold(len(X))
+    res = solve_ridge_cv(X, Y, ALPHAS, folds, score=score, fit_intercept=fit_intercept, backend=bk[0],
+                         device=bk[1], dtype="float64")
+    S = _brute_scores(X, Y, ALPHAS, folds, score, fit_intercept)
+    np.testing.assert_allclose(res.fold_scores, S, atol=1e-9)
+    np.testing.assert_array_equal(res.best_alpha_index, S.mean(0).argmax(0))
+    W, b = ridge_closed_form(X, Y, res.best_alphas, fit_intercept=fit_intercept)
+    np.testing.assert_allclose(res.coef, W, rtol=1e-8, atol=1e-10)
+
+
+def test_small_test_folds_use_prediction_path_and_agree():
+    """Test folds smaller than p switch from sufficient statistics to predictions."""
+    X, Y = _data(n=120, p=40, seed=2)
+    folds = _kfold(120, 10)  # 12 test rows < 40 features
+    res = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
+    np.testing.assert_allclose(res.fold_scores, _brute_scores(X, Y, ALPHAS, folds), atol=1e-9)
+
+
+def test_n_smaller_than_p_kernel_form():
+    X, Y = _data(n=60, p=150, v=8, seed=3)
+    folds = _kfold(60, 3)
+    res = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
+    np.testing.assert_allclose(res.fold_scores, _brute_scores(X, Y, ALPHAS, folds), atol=1e-8)
+    W, b = ridge_closed_form(X, Y, res.best_alphas)
+    assert np.abs(res.coef - W).max() / np.abs(W).max() < 1e-8
+    np.testing.assert_allclose(res.intercept, b, rtol=1e-8)
+
+
+def test_folds_that_do_not_cover_all_rows():
+    """Explicit folds whose train and test do not partition the rows (no downdate)."""
+    X, Y = _data(seed=4)
+    n = len(X)
+    folds = [(np.arange(0, 100), np.arange(150, 200)), (np.arange(100, 240), np.arange(0, 40)),
+             (np.r_[0:60, 120:200], np.arange(60, 120))]
+    res = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
+    np.testing.assert_allclose(res.fold_scores, _brute_scores(X, Y, ALPHAS, folds), atol=1e-9)
+    assert n == 240
+
+
+def test_voxel_block_invariance():
+    X, Y = _data(v=37, seed=5)
+    folds = _kfold(len(X))
+    for dtype, rtol in (("float64", 1e-10), ("float32", 1e-4)):
+        ref = solve_ridge_cv(X, Y, ALPHAS, folds, voxel_block=None, dtype=dtype)
+        for block in (1, 7, 36):
+            r = solve_ridge_cv(X, Y, ALPHAS, folds, voxel_block=block, dtype=dtype)
+            np.testing.assert_array_equal(r.best_alpha_index, ref.best_alpha_index)
+            np.testing.assert_allclose(r.coef, ref.coef, rtol=rtol, atol=rtol * np.abs(ref.coef).max())
+            np.testing.assert_allclose(r.cv_scores, ref.cv_scores, atol=rtol)
+
+
+@pytest.mark.parametrize("single_alpha", [False, True])
+def test_dask_path_equals_in_memory(single_alpha):
+    X, Y = _data(v=40, seed=6)
+    folds = _kfold(len(X))
+    ref = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64", single_alpha=single_alpha)
+    Yd = da.from_array(Y, chunks=(60, 9))  # chunked over rows too: rechunked internally
+    r = solve_ridge_cv(X, Yd, ALPHAS, folds, dtype="float64", single_alpha=single_alpha)
+    np.testing.assert_array_equal(r.best_alpha_index, ref.best_alpha_index)
+    np.testing.assert_allclose(r.coef, ref.coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(r.intercept, ref.intercept, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(r.cv_scores, ref.cv_scores, atol=1e-12)
+
+
+def test_single_alpha_is_best_mean_over_voxels():
+    X, Y = _data(seed=7)
+    folds = _kfold(len(X))
+    res = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64", single_alpha=True)
+    S = _brute_scores(X, Y, ALPHAS, folds).mean(0)
+    best = ALPHAS[S.mean(1).argmax()]
+    assert np.all(res.best_alphas == best)
+    W, _ = ridge_closed_form(X, Y, best)
+    np.testing.assert_allclose(res.coef, W, rtol=1e-8, atol=1e-10)
+
+
+def test_alpha_squared_grid():
+    X, Y = _data(seed=8)
+    folds = _kfold(len(X))
+    a = solve_ridge_cv(X, Y, np.sqrt(ALPHAS), folds, alpha_squared=True, dtype="float64")
+    b = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
+    np.testing.assert_allclose(a.best_alphas, b.best_alphas)
+    np.testing.assert_allclose(a.alphas, ALPHAS)
+
+
+def test_torch_cpu_equals_numpy_and_context_manager():
+    X, Y = _data(seed=9)
+    folds = _kfold(len(X))
+    ref = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
+    with use_backend("torch", device="cpu") as b:
+        assert get_backend() == b
+        r = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
+    assert get_backend() == Backend("numpy")  # scoped to the block
+    np.testing.assert_array_equal(r.best_alpha_index, ref.best_alpha_index)
+    np.testing.assert_allclose(r.coef, ref.coef, rtol=1e-10, atol=1e-12)
+    import torch
+
+    # float32, with a torch Y: scores agree to float32 rounding
+    r2 = solve_ridge_cv(X, torch.from_numpy(Y), ALPHAS, folds, backend="torch", dtype="float32")
+    np.testing.assert_allclose(r2.cv_scores, ref.cv_scores, atol=1e-5)
+
+
+def test_bad_input_errors():
+    X, Y = _data()
+    folds = _kfold(len(X))
+    with pytest.raises(ValueError, match="Y must be 2-D with 240 rows"):
+        solve_ridge_cv(X, Y[:-1], ALPHAS, folds)
+    Xn = X.copy()
+    Xn[3, 2] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN"):
+        solve_ridge_cv(Xn, Y, ALPHAS, folds)
+    with pytest.raises(ValueError, match="alphas must be positive"):
+        solve_ridge_cv(X, Y, [0.0, 1.0], folds)
+    with pytest.raises(ValueError, match="score must be one of"):
+        solve_ridge_cv(X, Y, ALPHAS, folds, score="mse")
+    with pytest.raises(ValueError, match="unknown ridge backend 'jax'"):
+        solve_ridge_cv(X, Y, ALPHAS, folds, backend="jax")
+    with pytest.raises(ValueError, match="fold 0: empty"):
+        solve_ridge_cv(X, Y, ALPHAS, [(np.arange(10), np.array([], int))])
+    if not _cupy_ok():
+        with pytest.raises((RuntimeError, ImportError), match="cupy|CuPy|CUDA"):
+            solve_ridge_cv(X, Y, ALPHAS, folds, backend="cupy")
+    if not _cuda_torch():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            solve_ridge_cv(X, Y, ALPHAS, folds, backend="torch", device="cuda")
+
+
+def test_result_type():
+    X, Y = _data(v=5)
+    r = solve_ridge_cv(X, Y, ALPHAS, _kfold(len(X)), return_coef=False)
+    assert isinstance(r, RidgeCVResult) and r.coef is None
+    assert r.cv_scores.shape == (9, 5) and r.fold_scores.shape == (5, 9, 5)
