@@ -24,6 +24,7 @@ __all__ = [
     "Splitter",
     "StoryKFold",
     "check_cv",
+    "contiguous_chunks",
 ]
 
 Split = tuple[np.ndarray, np.ndarray]

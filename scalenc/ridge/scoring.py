@@ -83,7 +83,7 @@ def pearson_r(y_true: Any, y_pred: Any) -> np.ndarray:
     Parameters
     ----------
     y_true, y_pred : (n_trs, n_voxels) arrays
-        A 1-D pair is treated as one voxel.
+        A 1-D pair is treated as one voxel (result of shape ``(1,)``).
 
     Returns
     -------
@@ -111,7 +111,7 @@ def r2_score(y_true: Any, y_pred: Any) -> np.ndarray:
     Parameters
     ----------
     y_true, y_pred : (n_trs, n_voxels) arrays
-        A 1-D pair is treated as one voxel.
+        A 1-D pair is treated as one voxel (result of shape ``(1,)``).
 
     Returns
     -------
@@ -266,8 +266,8 @@ def block_permutation_pvalues(
     permutation shuffles the blocks of ``y_pred`` (blocks of equal length trade places,
     so a story's short last block only trades with other short blocks) and recomputes r
     for every voxel with the same permutation. Autocorrelation within a block is kept,
-    so the null distribution is not too narrow as the analytic one is (Politis &
-    Romano-style block resampling; see also Huth et al. 2016).
+    so the null distribution is not too narrow, as the analytic one
+    (:func:`pearson_pvalues`) is for autocorrelated BOLD data.
 
     ``p = (1 + #{null >= observed}) / (1 + n_permutations)`` per voxel, so the smallest
     possible p is ``1 / (1 + n_permutations)``.
@@ -275,7 +275,7 @@ def block_permutation_pvalues(
     Parameters
     ----------
     y_true, y_pred : (n_trs, n_voxels) arrays
-        A 1-D pair is treated as one voxel.
+        A 1-D pair is treated as one voxel (result of shape ``(1,)``).
     block_length : int, default 10
         Block length in TRs; choose it longer than the autocorrelation time of the data.
     n_permutations : int, default 1000
