@@ -1,0 +1,117 @@
+"""RidgeCV estimator and the tutorials' NestedCVModel against brute-force references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scalenc.models import NestedCVModel
+from scalenc.ridge import ChunkKFold, RidgeCV, StoryKFold, pearson_r, ridge_closed_form
+
+
+def _data(n=400, p=10, v=24, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, p))
+    W = rng.standard_normal((p, v))
+    W[:, : v // 4] = 0  # pure-noise voxels
+    Y = X @ W * rng.uniform(0.2, 1.0, v) + rng.standard_normal((n, v))
+    groups = np.repeat(np.arange(4), n // 4)
+    return X, Y, groups
+
+
+def _brute_alpha(X, Y, alphas, folds):
+    S = np.zeros((len(alphas), Y.shape[1]))
+    for tr, te in folds:
+        for i, a in enumerate(alphas):
+            W, b = ridge_closed_form(X[tr], Y[tr], a)
+            S[i] += pearson_r(Y[te], X[te] @ W + b)
+    return np.asarray(alphas)[S.argmax(0)]
+
+
+ALPHAS = np.logspace(-1, 4, 8)
+
+
+def test_ridgecv_estimator_api():
+    X, Y, groups = _data()
+    m = RidgeCV(alphas=ALPHAS, cv=4, dtype="float64").fit(X, Y, groups=groups)
+    folds = list(StoryKFold(4).split(len(X), groups))
+    np.testing.assert_allclose(m.alphas_, _brute_alpha(X, Y, ALPHAS, folds))
+    W, b = ridge_closed_form(X, Y, m.alphas_)
+    np.testing.assert_allclose(m.coef_, W, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(m.intercept_, b, rtol=1e-8, atol=1e-10)
+    assert m.cv_scores_.shape == (8, 24) and m.n_features_in_ == 10
+    np.testing.assert_allclose(m.predict(X[:5]), X[:5] @ W + b, rtol=1e-8)
+    np.testing.assert_allclose(m.score(X, Y), pearson_r(Y, X @ W + b), rtol=1e-8)
+    assert m.get_params()["cv"] == 4 and m.set_params(dtype="float32").dtype == "float32"
+    with pytest.raises(ValueError, match="invalid parameter 'bogus'"):
+        m.set_params(bogus=1)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        RidgeCV().predict(X)
+    with pytest.raises(ValueError, match="must have 10 features"):
+        m.predict(X[:, :3])
+
+
+def test_nested_cv_train_test_mode_matches_brute_force():
+    Xa, Ya, _ = _data(n=520, seed=1)
+    X, Y, Xt, Yt = Xa[:400], Ya[:400], Xa[400:], Ya[400:]
+    groups = np.repeat(np.arange(4), 100)
+    model = NestedCVModel(alphas=ALPHAS, n_inner_folds=5, chunk_length=20, seed=3, dtype="float64")
+    metrics, weights, best = model.fit_predict(X, Y, X_test=Xt, y_test=Yt, groups=groups)
+    folds = list(ChunkKFold(chunk_length=20, n_splits=5, seed=3).split(len(X), groups))
+    np.testing.assert_allclose(best, _brute_alpha(X, Y, ALPHAS, folds))
+    W, b = ridge_closed_form(X, Y, best)
+    np.testing.assert_allclose(weights, W, rtol=1e-8, atol=1e-10)
+    r = pearson_r(Yt, Xt @ W + b)
+    np.testing.assert_allclose(metrics["correlations"], r, rtol=1e-8)
+    assert metrics["median_score"] == pytest.approx(np.median(r))
+    for key in ("median_score", "mean_score", "std_score", "min_score", "max_score", "best_alphas",
+                "correlations", "p_values", "corrected_p_values", "significant_mask", "n_significant",
+                "percent_significant"):
+        assert key in metrics
+    # signal voxels significant, most pure-noise voxels not
+    assert metrics["significant_mask"][6:].mean() > 0.9
+    assert metrics["significant_mask"][:6].mean() < 0.5
+
+
+def test_nested_cv_outer_loop_and_reproducibility():
+    X, Y, groups = _data(seed=4)
+    m1 = NestedCVModel(alphas=ALPHAS, n_outer_folds=4, n_inner_folds=3, folding="story", dtype="float64")
+    metrics, weights, best = m1.fit_predict(X, Y, groups=groups)
+    assert metrics["fold_correlations"].shape == (4, 24)
+    np.testing.assert_allclose(metrics["correlations"], metrics["fold_correlations"].mean(0))
+    # the first outer fold by hand: story 0 (the largest-first assignment puts one story per fold)
+    outer = list(StoryKFold(4).split(len(X), groups))
+    tr, te = outer[0]
+    inner = list(StoryKFold(3).split(len(tr), groups[tr]))
+    a = _brute_alpha(X[tr], Y[tr], ALPHAS, inner)
+    W, b = ridge_closed_form(X[tr], Y[tr], a)
+    np.testing.assert_allclose(metrics["fold_correlations"][0], pearson_r(Y[te], X[te] @ W + b), rtol=1e-8)
+    m2 = NestedCVModel(alphas=ALPHAS, n_outer_folds=4, n_inner_folds=3, folding="chunked", seed=5)
+    m3 = NestedCVModel(alphas=ALPHAS, n_outer_folds=4, n_inner_folds=3, folding="chunked", seed=5)
+    np.testing.assert_array_equal(m2.fit_predict(X, Y)[0]["correlations"], m3.fit_predict(X, Y)[0]["correlations"])
+
+
+def test_nested_cv_permutation_pvalues_and_noise_ceiling():
+    X, Y, groups = _data(seed=6)
+    rng = np.random.default_rng(0)
+    Xt = rng.standard_normal((100, 10))
+    sig = Xt @ rng.standard_normal((10, 24))
+    reps = sig[None] + rng.standard_normal((4, 100, 24)) * 2
+    m = NestedCVModel(alphas=ALPHAS, pvalue_method="permutation", n_permutations=99, seed=1)
+    metrics, _, _ = m.fit_predict(X, Y, X_test=Xt, y_test=reps.mean(0), test_repeats=reps)
+    assert metrics["p_values"].min() >= 1 / 100
+    assert metrics["noise_ceiling"].shape == (24,) and np.all(metrics["noise_ceiling"] > 0.5)
+
+
+def test_nested_cv_errors_and_alpha_squared():
+    with pytest.raises(ValueError, match="unknown model_name 'lasso'"):
+        NestedCVModel("lasso")
+    with pytest.raises(ValueError, match="unknown folding"):
+        NestedCVModel(folding="timeseries")
+    X, Y, _ = _data()
+    with pytest.raises(ValueError, match="folding='story' needs groups"):
+        NestedCVModel(folding="story").fit_predict(X, Y, X_test=X, y_test=Y)
+    with pytest.raises(ValueError, match="pass both X_test and y_test"):
+        NestedCVModel().fit_predict(X, Y, X_test=X)
+    a = NestedCVModel(alphas=np.sqrt(ALPHAS), alpha_squared=True, dtype="float64").fit_predict(X, Y, X_test=X, y_test=Y)
+    b = NestedCVModel(alphas=ALPHAS, dtype="float64").fit_predict(X, Y, X_test=X, y_test=Y)
+    np.testing.assert_allclose(a[2], b[2])
