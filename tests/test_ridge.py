@@ -221,3 +221,20 @@ def test_result_type():
     r = solve_ridge_cv(X, Y, ALPHAS, _kfold(len(X)), return_coef=False)
     assert isinstance(r, RidgeCVResult) and r.coef is None
     assert r.cv_scores.shape == (9, 5) and r.fold_scores.shape == (5, 9, 5)
+
+
+@pytest.mark.slow
+def test_two_process_local_cluster_equals_in_process():
+    """Voxel chunks solved on 2 worker processes (X-side sent once) give the in-process result."""
+    from distributed import Client, LocalCluster
+
+    X, Y = _data(v=50, seed=10)
+    folds = _kfold(len(X))
+    ref = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        r = solve_ridge_cv(X, da.from_array(Y, chunks=(len(X), 10)), ALPHAS, folds, dtype="float64")
+        assert len(client.scheduler_info()["workers"]) == 2
+    np.testing.assert_array_equal(r.best_alpha_index, ref.best_alpha_index)
+    np.testing.assert_allclose(r.coef, ref.coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(r.cv_scores, ref.cv_scores, atol=1e-12)
