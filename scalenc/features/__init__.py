@@ -2,10 +2,22 @@
 
 - ``base.py``: the FeatureSet (layer, time, feature) and the :class:`FeatureExtractor` protocol;
 - ``cache.py``: :class:`FeatureCache`, atomic multi-layer zarr entries;
+- ``factory.py``: :class:`FeatureExtractorFactory` (``create_extractor(modality, model_name, config,
+  cache_dir)``, the LITcoder tutorials' entry point);
+- ``wordrate.py``: :class:`WordRateExtractor` (word / phoneme rate events);
+- ``embeddings.py``: :class:`StaticEmbeddingExtractor` (word2vec, GloVe, fastText, KeyedVectors);
+- ``custom.py``: :class:`CustomExtractor` (a user function or precomputed arrays);
+- ``language_model.py``, ``speech.py``: neural extractors, imported on demand by the factory
+  (they need the ``lm`` / ``speech`` extras).
 """
 from .base import FeatureError, FeatureExtractor, cache_key, make_feature_set, path_identity, select_layers, \
     stimulus_digest
 from .cache import FeatureCache
+from .custom import CustomExtractor
+from .embeddings import StaticEmbeddingExtractor
+from .factory import FeatureExtractorFactory
+from .wordrate import WordRateExtractor
 
-__all__ = ["FeatureCache", "FeatureError", "FeatureExtractor", "cache_key", "make_feature_set", "path_identity",
+__all__ = ["CustomExtractor", "FeatureCache", "FeatureError", "FeatureExtractor", "FeatureExtractorFactory",
+           "StaticEmbeddingExtractor", "WordRateExtractor", "cache_key", "make_feature_set", "path_identity",
            "select_layers", "stimulus_digest"]

@@ -37,6 +37,7 @@ class FeatureError(ValueError):
 
 def make_feature_set(features, times, *, layers: Sequence | None = None, story: str = "", extractor: str = "",
                      model: str = "", feature_space: str | None = None, time_start=None,
+                     feature_names: Sequence[str] | None = None,
                      attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
     """Build and validate a FeatureSet.
 
@@ -49,6 +50,8 @@ def make_feature_set(features, times, *, layers: Sequence | None = None, story: 
         Labels of the layers (default ``range(n_layers)``).
     time_start : (n_times,) float, optional
         Window starts (speech features).
+    feature_names : (n_features,) str, optional
+        Names of the feature columns (a ``feature`` coordinate, kept by the cache).
     """
     F = np.asarray(features, dtype=np.float32)
     if F.ndim == 2:
@@ -74,6 +77,10 @@ def make_feature_set(features, times, *, layers: Sequence | None = None, story: 
         if ts.shape != t.shape:
             raise FeatureError(f"story {story!r}: time_start has {ts.size} values for {t.size} rows")
         coords["time_start"] = ("time", ts)
+    if feature_names is not None:
+        if len(feature_names) != F.shape[2]:
+            raise FeatureError(f"story {story!r}: {len(feature_names)} feature names for {F.shape[2]} features")
+        coords["feature"] = ("feature", [str(n) for n in feature_names])
     ds = xr.Dataset({"features": (("layer", "time", "feature"), F)}, coords=coords)
     ds.attrs.update(dict(extractor=extractor, model=model, story=story,
                          feature_space=feature_space or extractor, **dict(attrs or {})))

@@ -85,7 +85,8 @@ class FeatureCache:
                     chunks=tuple(max(1, n) for n in a.shape))
                 arr[...] = a
             labels = [v.item() if hasattr(v, "item") else v for v in fs["layer"].values]
-            g.attrs.update(dict(scalenc_cache=CACHE_FORMAT, layers=labels,
+            names = [str(x) for x in fs["feature"].values] if "feature" in fs.coords else None
+            g.attrs.update(dict(scalenc_cache=CACHE_FORMAT, layers=labels, feature_names=names,
                                 meta=json.loads(json.dumps(dict(meta or {}), default=str)),
                                 fs_attrs=json.loads(json.dumps(dict(fs.attrs), default=str))))
             g.attrs["complete"] = True  # last: an entry without it is never read
@@ -106,6 +107,8 @@ class FeatureCache:
         coords: dict[str, Any] = {"time": ("time", g["time"][...]), "layer": ("layer", [labels[i] for i in pick])}
         if "time_start" in g:
             coords["time_start"] = ("time", g["time_start"][...])
+        if g.attrs.get("feature_names") is not None:
+            coords["feature"] = ("feature", list(g.attrs["feature_names"]))
         ds = xr.Dataset({"features": (("layer", "time", "feature"), stack)}, coords=coords)
         ds.attrs.update(g.attrs.get("fs_attrs", {}))
         ds.attrs["cache_key"] = key
