@@ -1,0 +1,152 @@
+"""Dask clusters for scalenc: local, an existing scheduler, SLURM/PBS (dask-jobqueue), CUDA.
+
+:func:`client` returns a connected :class:`distributed.Client`::
+
+    client()                         # LocalCluster sized to this machine
+    client("tcp://10.0.0.5:8786")    # an existing scheduler
+    client("slurm", jobs=4)          # dask-jobqueue SLURMCluster from the dask config
+    client("deploy/slurm/jobqueue.yaml", jobs=4)  # ... from a jobqueue YAML
+    client("cuda")                   # dask-cuda LocalCUDACluster: one worker per GPU
+    client("scheduler.json")         # a scheduler started with --scheduler-file (deploy/slurm)
+
+Workers of GPU clusters declare a ``GPU`` resource (``resources={"GPU": 1}``), which
+the feature-extraction tasks of neural models request.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+JOBQUEUE_KINDS = ("slurm", "pbs")
+
+
+def _machine() -> tuple[int, int]:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return cores, mem
+
+
+def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None, *,
+                  processes: bool = True, memory_limit: str | int | None = None, **kwargs):
+    """A LocalCluster sized to the machine: one single-threaded worker per core by default
+    (BLAS threads are pinned to 1 per worker so workers do not oversubscribe cores), the
+    memory split evenly between workers."""
+    from distributed import LocalCluster
+
+    cores, mem = _machine()
+    n_workers = n_workers or cores
+    threads_per_worker = threads_per_worker or max(1, cores // n_workers)
+    env = {k: str(threads_per_worker) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(kwargs.pop("env", {}) or {})
+    if processes:  # worker processes (nannies) take the BLAS thread settings
+        kwargs["env"] = env
+    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
+                        memory_limit=memory_limit or int(0.9 * mem / n_workers), **kwargs)
+
+
+def jobqueue_cluster(kind: str, *, config: str | os.PathLike | None = None, jobs: int = 0, **kwargs):
+    """A dask-jobqueue cluster (``kind`` "slurm" or "pbs").
+
+    Parameters
+    ----------
+    config : path-like, optional
+        A YAML in dask's config format (``jobqueue: {slurm: {...}}``), e.g.
+        ``deploy/slurm/jobqueue.yaml``; its values are defaults that ``kwargs`` override.
+    jobs : int
+        Jobs to submit right away (``cluster.scale(jobs=...)``); 0 submits nothing.
+    """
+    try:
+        import dask_jobqueue
+    except ImportError as e:
+        raise ImportError(f"cluster={kind!r} needs dask-jobqueue: install scalenc[hpc]") from e
+    import yaml
+
+    if kind not in JOBQUEUE_KINDS:
+        raise ValueError(f"unknown jobqueue kind {kind!r}; accepted: {JOBQUEUE_KINDS}")
+    settings: dict[str, Any] = {}
+    if config is not None:
+        p = Path(config)
+        if not p.exists():
+            raise FileNotFoundError(f"jobqueue config {p} not found")
+        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            settings = dict(data["jobqueue"][kind])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{p}: expected a 'jobqueue: {kind}: ...' section") from e
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
+    # YAML keys use dask's dashed config names; the constructor takes underscores
+    args = {k.replace("-", "_"): v for k, v in settings.items() if v is not None}
+    args.update(kwargs)
+    cluster = cls(**args)
+    if jobs:
+        cluster.scale(jobs=jobs)
+    return cluster
+
+
+def cuda_cluster(**kwargs):
+    """dask-cuda's LocalCUDACluster: one worker per visible GPU, each with ``GPU: 1``."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as e:
+        raise ImportError("cluster='cuda' needs dask-cuda: install scalenc[gpu] on a GPU node") from e
+    kwargs.setdefault("resources", {"GPU": 1})
+    return LocalCUDACluster(**kwargs)
+
+
+def client(cluster: Any = None, **kwargs):
+    """A Dask client for ``cluster``.
+
+    Parameters
+    ----------
+    cluster : None, "local", "slurm", "pbs", "cuda", a scheduler address, a path to a
+        jobqueue YAML, or a Cluster object
+        None and "local" start a :func:`local_cluster` (keyword arguments go to it).
+    **kwargs
+        Passed to the cluster constructor (``jobs=`` for jobqueue clusters).
+
+    Returns
+    -------
+    distributed.Client
+        Its ``dashboard_link`` is logged.
+    """
+    from distributed import Client
+
+    if cluster is None or cluster == "local":
+        c = Client(local_cluster(**kwargs))
+    elif isinstance(cluster, str) and cluster in JOBQUEUE_KINDS:
+        c = Client(jobqueue_cluster(cluster, **kwargs))
+    elif cluster == "cuda":
+        c = Client(cuda_cluster(**kwargs))
+    elif isinstance(cluster, (str, os.PathLike)) and str(cluster).endswith((".yaml", ".yml")):
+        import yaml
+
+        p = Path(cluster)
+        if not p.exists():
+            raise FileNotFoundError(f"jobqueue config {p} not found")
+        kinds = [k for k in ((yaml.safe_load(p.read_text()) or {}).get("jobqueue") or {}) if k in JOBQUEUE_KINDS]
+        if len(kinds) != 1:
+            raise ValueError(f"{p}: expected exactly one of {JOBQUEUE_KINDS} under 'jobqueue', found {kinds}")
+        c = Client(jobqueue_cluster(kinds[0], config=p, **kwargs))
+    elif isinstance(cluster, (str, os.PathLike)) and str(cluster).endswith(".json"):
+        if not Path(cluster).exists():
+            raise FileNotFoundError(f"scheduler file {cluster} not found")
+        c = Client(scheduler_file=str(cluster), **kwargs)
+    elif isinstance(cluster, str):
+        if "://" not in cluster and ":" not in cluster:
+            raise ValueError(f"cluster={cluster!r} is not 'local', 'slurm', 'pbs', 'cuda', a scheduler address "
+                             "(tcp://host:port) or a jobqueue .yaml")
+        c = Client(cluster, **kwargs)
+    else:
+        c = Client(cluster, **kwargs)
+    logger.warning("Dask dashboard: %s", c.dashboard_link)
+    return c
+
+
+def has_gpu_workers(c) -> bool:
+    """Whether any worker of client ``c`` declares a ``GPU`` resource."""
+    info = c.scheduler_info()
+    return any((w.get("resources") or {}).get("GPU", 0) > 0 for w in info.get("workers", {}).values())

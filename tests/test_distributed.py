@@ -1,0 +1,75 @@
+"""Cluster helpers: jobqueue scripts from deploy/, addresses, errors (no SLURM or GPU needed)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scalenc.distributed import client, has_gpu_workers, jobqueue_cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_slurm_cluster_from_deploy_yaml_job_script():
+    c = jobqueue_cluster("slurm", config=ROOT / "deploy/slurm/jobqueue.yaml")
+    try:
+        script = c.job_script()
+    finally:
+        c.close()
+    assert "#SBATCH -J scalenc-worker" in script
+    assert "#SBATCH -p normal" in script and "#SBATCH --cpus-per-task=8" in script
+    assert "#SBATCH --mem=32G" in script and "#SBATCH -t 04:00:00" in script
+    assert "export HF_HUB_OFFLINE=1" in script
+    assert "--nworkers 2" in script and "--nthreads 4" in script
+    assert "--local-directory $TMPDIR" in script  # expanded on the node, not here
+
+
+def test_pbs_cluster_and_overrides():
+    c = jobqueue_cluster("pbs", config=ROOT / "deploy/pbs/jobqueue.yaml", queue="gpu", walltime="01:00:00")
+    try:
+        script = c.job_script()
+    finally:
+        c.close()
+    assert "#PBS -q gpu" in script and "walltime=01:00:00" in script
+
+
+def test_bad_cluster_arguments(tmp_path):
+    with pytest.raises(ValueError, match="is not 'local', 'slurm'"):
+        client("nonsense")
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        client(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jobqueue: {lsf: {cores: 1}}\n")
+    with pytest.raises(ValueError, match="expected exactly one of"):
+        client(str(bad))
+    with pytest.raises(ValueError, match="unknown jobqueue kind"):
+        jobqueue_cluster("sge")
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match=r"scalenc\[gpu\]"):
+            client("cuda")
+
+
+@pytest.mark.slow
+def test_local_cluster_and_scheduler_file(tmp_path):
+    c = client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+    try:
+        assert c.submit(lambda x: x + 1, 1).result() == 2
+        assert not has_gpu_workers(c)
+        sched = tmp_path / "scheduler.json"
+        import json
+
+        json.dump({"address": c.scheduler.address, "type": "Scheduler"}, open(sched, "w"))
+        c2 = client(str(sched))
+        assert c2.submit(lambda: 3).result() == 3
+        c2.close()
+    finally:
+        c.cluster.close()
+        c.close()
+
+
+def test_sbatch_script_syntax():
+    r = subprocess.run(["bash", "-n", str(ROOT / "deploy/slurm/scalenc.sbatch")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
