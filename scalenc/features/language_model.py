@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -316,6 +315,14 @@ def load_tokenizer(path: Path, *, add_prefix_space: bool | None = None):
     return _TOKENIZER_CACHE[key]
 
 
+def _dtype_kw(tdt) -> dict[str, Any]:
+    """``dtype=`` (transformers >= 5) or ``torch_dtype=`` (4.x) for from_pretrained."""
+    import transformers
+
+    major = int(transformers.__version__.split(".")[0])
+    return {"dtype": tdt} if major >= 5 else {"torch_dtype": tdt}
+
+
 def _config_int(config, *names) -> int | None:
     for nm in names:
         v = getattr(config, nm, None)
@@ -347,7 +354,7 @@ def load_model(path: Path, *, backend: str = "transformers", device: str = "cpu"
     bridge = None
     try:
         if backend == "transformers":
-            model = AutoModel.from_pretrained(str(path), local_files_only=True, dtype=tdt)
+            model = AutoModel.from_pretrained(str(path), local_files_only=True, **_dtype_kw(tdt))
         else:
             model, bridge = _load_bridge(path, config, dev, tdt, tokenizer_path)
     except (OSError, ValueError) as e:
@@ -384,7 +391,7 @@ def _load_bridge(path: Path, config, dev, tdt, tokenizer_path: Path | None):
 
     architecture = determine_architecture_from_hf_config(config)
     cls = get_hf_model_class_for_architecture(architecture)
-    model = cls.from_pretrained(str(path), local_files_only=True, dtype=tdt, attn_implementation="eager")
+    model = cls.from_pretrained(str(path), local_files_only=True, attn_implementation="eager", **_dtype_kw(tdt))
     model.eval().to(dev)
     # a separate tokenizer instance: the bridge configures (mutates) the one it is given
     tok = AutoTokenizer.from_pretrained(str(tokenizer_path or path), local_files_only=True)
@@ -398,7 +405,9 @@ def _probe_causal(model, vocab: int, dev) -> bool:
     """True when changing the last token of a sequence leaves the earlier positions unchanged."""
     import torch
 
-    ids = torch.tensor([[1, 2, 3, 4, 5], [1, 2, 3, 4, 6]], device=dev) % max(vocab, 1)
+    # ordinary ids from the middle of the vocabulary (not special or unused low ids)
+    base = [vocab // 2 + i for i in range(5)]
+    ids = torch.tensor([base, base[:4] + [vocab // 3]], device=dev) % max(vocab, 1)
     with torch.inference_mode():
         hs = model(input_ids=ids, attention_mask=torch.ones_like(ids),
                    output_hidden_states=True).hidden_states[-1].float()
@@ -652,7 +661,7 @@ class LanguageModelExtractor(FeatureExtractor):
         pos = torch.arange(T, device=ids.device).unsqueeze(0).expand(B, T)
         with torch.inference_mode():
             if names is None:
-                kw = {"output_hidden_states": True}
+                kw = {"attention_mask": mask, "output_hidden_states": True}
                 if "position_ids" in lm.forward_params:
                     kw["position_ids"] = pos
                 if "use_cache" in lm.forward_params:
