@@ -327,6 +327,9 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
 
     with atomic_directory(gt_path, overwrite=True) as tmp:
         gt.to_zarr(str(tmp), mode="w", consolidated=False)
+    import zarr
+
+    zarr.open_group(str(asm), mode="r+").attrs["ground_truth"] = str(gt_path.resolve())
     logger.info("synthetic dataset: %d stories, %d voxels, vocabulary %d, at %s", n_stories, n_voxels, len(vocab), out)
     return SyntheticDataset(out=out, root=root, assembly_path=Path(asm), embeddings_path=emb_txt,
                             embeddings_binary_path=emb_bin, ground_truth_path=gt_path, audio_dir=audio_dir,

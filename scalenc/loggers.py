@@ -1,0 +1,118 @@
+"""Experiment loggers: ``local`` (JSONL + PNG), ``tensorboard``, ``wandb``.
+
+(DESIGN.md calls this module ``logging.py``; it is ``loggers.py`` so that it never shadows
+the standard library's :mod:`logging` for readers and tools.)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("local", "tensorboard", "wandb", "none")
+
+
+class ExperimentLogger:
+    """Interface: ``log_scalars(dict, step)``, ``log_image(name, png_path)``, ``close()``."""
+
+    def log_scalars(self, values: dict[str, float], step: int = 0) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def log_image(self, name: str, path: str | os.PathLike) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class NullLogger(ExperimentLogger):
+    def log_scalars(self, values, step=0):
+        pass
+
+    def log_image(self, name, path):
+        pass
+
+
+class LocalLogger(ExperimentLogger):
+    """Appends one JSON line per call to ``<run_dir>/log.jsonl``; images are referenced."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / "log.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        rec["time"] = time.time()
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec, default=float) + "\n")
+
+    def log_scalars(self, values, step=0):
+        self._write({"step": step, **{k: float(v) for k, v in values.items()}})
+
+    def log_image(self, name, path):
+        self._write({"image": name, "path": str(path)})
+
+
+class TensorBoardLogger(ExperimentLogger):
+    def __init__(self, log_dir: str | os.PathLike):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ImportError("logger_backend='tensorboard' needs the tensorboard package: "
+                              "pip install tensorboard (or scalenc[all])") from e
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log_scalars(self, values, step=0):
+        for k, v in values.items():
+            self.writer.add_scalar(k, float(v), step)
+        self.writer.flush()
+
+    def log_image(self, name, path):
+        import matplotlib.image as mpimg
+
+        self.writer.add_image(name, mpimg.imread(str(path))[..., :3], dataformats="HWC")
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+class WandbLogger(ExperimentLogger):
+    """Weights & Biases; works offline with ``WANDB_MODE=offline`` (files under ``dir``)."""
+
+    def __init__(self, project: str, run_name: str, run_dir: str | os.PathLike, config: dict | None = None):
+        try:
+            import wandb
+        except ImportError as e:
+            raise ImportError("logger_backend='wandb' needs the wandb package: pip install wandb "
+                              "(offline use: WANDB_MODE=offline)") from e
+        self.wandb = wandb
+        self.run = wandb.init(project=project, name=run_name, dir=str(run_dir), config=config or {},
+                              reinit="finish_previous")
+
+    def log_scalars(self, values, step=0):
+        self.run.log({k: float(v) for k, v in values.items()}, step=step)
+
+    def log_image(self, name, path):
+        self.run.log({name: self.wandb.Image(str(path))})
+
+    def close(self):
+        self.run.finish()
+
+
+def make_logger(backend: str, *, run_dir: str | os.PathLike, run_name: str, project: str = "scalenc",
+                config: dict | None = None) -> ExperimentLogger:
+    """The logger for ``backend`` (one of ``local``, ``tensorboard``, ``wandb``, ``none``)."""
+    if backend == "local":
+        return LocalLogger(run_dir)
+    if backend == "tensorboard":
+        return TensorBoardLogger(Path(run_dir) / "tensorboard")
+    if backend == "wandb":
+        return WandbLogger(project, run_name, run_dir, config)
+    if backend in ("none", None):
+        return NullLogger()
+    raise ValueError(f"unknown logger_backend {backend!r}; accepted: {BACKENDS}")
