@@ -1,0 +1,205 @@
+"""The pipeline: AbstractTrainer against a hand-wired composition, results, loggers, configs."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from scalenc import results
+from scalenc.align import Downsampler, TrimmingConfig, fir, trim_story, zscore
+from scalenc.cli import main
+from scalenc.config import ConfigError, load_config
+from scalenc.features import FeatureExtractorFactory
+from scalenc.models import NestedCVModel
+from scalenc.trainer import AbstractTrainer
+
+ALPHAS = np.logspace(-1, 5, 7)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from scalenc.datasets import synthetic
+
+    return synthetic(tmp_path_factory.mktemp("trainer"), n_stories=5, words_per_story=260, n_voxels=60,
+                     embedding_dim=8, n_test_repeats=3, audio=False, seed=3)
+
+
+def _extractors(data, cache):
+    return [FeatureExtractorFactory.create_extractor("wordrate", None, {"include_phonemes": False}, cache),
+            FeatureExtractorFactory.create_extractor("embeddings", str(data.embeddings_path), {}, cache)]
+
+
+def test_trainer_equals_hand_wired_pipeline(data, tmp_path):
+    asm = data.assembly()
+    trim = TrimmingConfig.lebel()
+    model = NestedCVModel(alphas=ALPHAS, seed=1, dtype="float64")
+    tr = AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), Downsampler(), model, [1, 2, 3, 4],
+                         trim.to_dict(), results_dir=tmp_path / "res", run_name="r", logger_backend="local")
+    m = tr.train()
+    # the same pipeline written out by hand from the stages
+    ds = Downsampler()
+    kv = {}
+    for line in open(data.embeddings_path).read().splitlines()[1:]:
+        w, *v = line.split()
+        kv[w] = np.array(v, float)
+
+    def design(story, split):
+        words = [str(w) for w in asm.words(story).word.values]
+        t = asm.word_times(story)
+        grid = asm.tr_times(story).values
+        F = np.column_stack([ds.downsample(np.ones(len(t)), t, grid),
+                             ds.downsample(np.stack([kv[w] for w in words]), t, grid)])
+        X, Y = trim_story(fir(F, [1, 2, 3, 4]), asm.bold(story).values, trim, split, story=story)
+        return zscore(X.astype(np.float32)), zscore(Y)
+
+    train = [design(s, "train") for s in asm.train_stories]
+    Xt, Yt = design(asm.test_stories[0], "test")
+    groups = np.concatenate([[s] * x.shape[0] for s, (x, _) in zip(asm.train_stories, train)])
+    ref, _, alphas = NestedCVModel(alphas=ALPHAS, seed=1, dtype="float64").fit_predict(
+        np.vstack([x for x, _ in train]), np.vstack([y for _, y in train]), X_test=Xt, y_test=Yt, groups=groups)
+    np.testing.assert_allclose(m["correlations"], ref["correlations"], atol=1e-5)
+    np.testing.assert_allclose(m["best_alphas"], alphas)
+    for k in ("median_score", "mean_score", "std_score", "min_score", "max_score", "n_significant",
+              "percent_significant", "correlations", "best_alphas", "p_values", "corrected_p_values",
+              "significant_mask", "noise_ceiling"):
+        assert k in m
+    assert m["noise_ceiling_source"] == "ground truth"
+    assert m["feature_spaces"] == {"wordrate": (0, 1), "embeddings": (1, 9)}
+    # the fit recovers the known signal: driven voxels near their ceiling, noise voxels near 0
+    driver = data.ground_truth()["driver"].values
+    assert np.median(m["correlations"][driver != "noise"]) > 0.7 * np.median(m["noise_ceiling"][driver != "noise"])
+    # (12 noise voxels scored on 30 test TRs: r of pure noise spreads widely around 0)
+    assert abs(np.median(m["correlations"][driver == "noise"])) < 0.3
+    assert np.median(m["correlations"][driver != "noise"]) > np.median(m["correlations"][driver == "noise"]) + 0.3
+    # results on disk
+    res = results.load(tmp_path / "res" / "r")
+    np.testing.assert_allclose(res.layer()["correlation"].values, m["correlations"])
+    np.testing.assert_allclose(res.noise_ceiling, m["noise_ceiling"])
+    assert res.feature_spaces == {"wordrate": (0, 1), "embeddings": (1, 9)}
+    assert res.config["fir_delays"] == [1, 2, 3, 4] and res.config["trimming"]["test_targets_start"] == 40
+    assert json.loads((tmp_path / "res/r/metrics.json").read_text())["layers"]["0"]["n_significant"] == m["n_significant"]
+    assert (tmp_path / "res/r/report.png").stat().st_size > 1000
+    lines = (tmp_path / "res/r/log.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["median_score"] == pytest.approx(m["median_score"])
+
+
+def test_resume_reads_cache_and_layers(data, tmp_path, monkeypatch):
+    from scalenc.features.embeddings import StaticEmbeddingExtractor
+
+    exs = _extractors(data, tmp_path / "cache")
+    AbstractTrainer(data.assembly(), exs, model=NestedCVModel(alphas=ALPHAS), results_dir=tmp_path,
+                    run_name="a", logger_backend="none").train()
+    calls = []
+    orig = StaticEmbeddingExtractor.compute
+    monkeypatch.setattr(StaticEmbeddingExtractor, "compute", lambda self, a, s: calls.append(s) or orig(self, a, s))
+    AbstractTrainer(data.assembly(), _extractors(data, tmp_path / "cache"), model=NestedCVModel(alphas=ALPHAS),
+                    results_dir=tmp_path, run_name="b", logger_backend="none").train()
+    assert calls == []  # every story came from the cache
+
+
+def test_several_layers_from_one_extraction(data, tmp_path):
+    from scalenc.datasets.tiny_lm import build_tiny_lm
+
+    asm = data.assembly()
+    lm = build_tiny_lm(tmp_path / "lm", [str(w) for s in asm.stories for w in asm.words(s).word.values],
+                       n_layer=2, n_embd=16, n_head=2)
+    ex = FeatureExtractorFactory.create_extractor("language_model", str(lm), {"lookback": 32}, tmp_path / "cache")
+    m = AbstractTrainer(asm, [ex], model=NestedCVModel(alphas=ALPHAS), layer_idx=[1, 2], results_dir=tmp_path,
+                        run_name="layers", logger_backend="none").train()
+    assert set(m["per_layer"]) == {"1", "2"} and m["layer"] in ("1", "2")
+    res = results.load(tmp_path / "layers")
+    assert res.layers == ["1", "2"]
+    assert res.layer(2)["correlation"].shape == (60,)
+
+
+def test_loggers_tensorboard_and_wandb_offline(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for backend in ("tensorboard", "wandb"):
+        AbstractTrainer(data.assembly(), _extractors(data, tmp_path / "cache")[:1],
+                        model=NestedCVModel(alphas=ALPHAS), results_dir=tmp_path, run_name=backend,
+                        logger_backend=backend).train()
+    assert list((tmp_path / "tensorboard" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
+    with pytest.raises(ValueError, match="unknown logger_backend 'mlflow'"):
+        AbstractTrainer(data.assembly(), _extractors(data, tmp_path / "cache")[:1],
+                        model=NestedCVModel(alphas=ALPHAS), results_dir=tmp_path, run_name="x",
+                        logger_backend="mlflow").train()
+
+
+def test_scalenc_run_toml(data, tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f"""
+run_name = "toml"
+results_dir = "out"
+assembly = "{data.assembly_path}"
+fir_delays = [1, 2, 3, 4]
+logger_backend = "local"
+
+[downsampler]
+method = "lanczos"
+window = 3
+
+[model]
+alphas_logspace = [-1, 5, 7]
+n_inner_folds = 4
+
+[[extractors]]
+modality = "wordrate"
+cache_dir = "cache"
+[extractors.config]
+include_phonemes = false
+
+[[extractors]]
+modality = "embeddings"
+model_name = "{data.embeddings_path}"
+cache_dir = "cache"
+""")
+    assert main(["run", str(cfg)]) == 0
+    assert "run toml: median r" in capsys.readouterr().out
+    res = results.load(tmp_path / "out" / "toml")
+    assert res.layer()["correlation"].shape == (60,)
+    # the resolved config written with the results is itself a valid run configuration
+    again = load_config(tmp_path / "out" / "toml" / "config.toml")
+    assert again["fir_delays"] == [1, 2, 3, 4] and len(again["extractors"]) == 2
+
+
+@pytest.mark.parametrize("text, match", [
+    ('assembly = "x.zarr"\nbogus = 1\n[[extractors]]\nmodality = "wordrate"\n', r"unknown key\(s\) \['bogus'\]"),
+    ('[[extractors]]\nmodality = "wordrate"\n', "missing required key 'assembly'"),
+    ('assembly = "x.zarr"\nextractors = []\n', "non-empty array"),
+    ('assembly = "x.zarr"\nfir_delays = [1.5]\n[[extractors]]\nmodality = "wordrate"\n', "fir_delays must be"),
+    ('assembly = "x.zarr\n', "not valid TOML"),
+])
+def test_invalid_configs_name_the_key(tmp_path, text, match):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(p)
+
+
+def test_bad_model_key_is_a_config_error(data, tmp_path, capsys):
+    p = tmp_path / "c.toml"
+    p.write_text(f'assembly = "{data.assembly_path}"\n[model]\nfolds = 3\n[[extractors]]\nmodality = "wordrate"\n')
+    assert main(["run", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "[model]" in err and "folds" in err
+
+
+@pytest.mark.slow
+def test_two_worker_cluster_equals_in_process(data, tmp_path):
+    from distributed import Client, LocalCluster
+
+    ref = AbstractTrainer(data.assembly(), _extractors(data, tmp_path / "c1"),
+                          model=NestedCVModel(alphas=ALPHAS, dtype="float64"), results_dir=tmp_path,
+                          run_name="inproc", logger_backend="none").train()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        m = AbstractTrainer(data.assembly(), _extractors(data, tmp_path / "c2"),
+                            model=NestedCVModel(alphas=ALPHAS, dtype="float64"), results_dir=tmp_path,
+                            run_name="cluster", logger_backend="none", client=client).train()
+    np.testing.assert_allclose(m["correlations"], ref["correlations"], atol=1e-10)
+    np.testing.assert_array_equal(m["best_alphas"], ref["best_alphas"])
+    assert len(os.listdir(tmp_path / "c2")) == 2 * len(data.assembly().stories)  # written by the workers
