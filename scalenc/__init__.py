@@ -1,4 +1,18 @@
-"""scalenc: voxelwise encoding models of fMRI responses to stories."""
+"""scalenc: voxelwise encoding models of fMRI responses to stories.
+
+The LITcoder tutorials' names are importable from the package itself::
+
+    from scalenc import load_assembly, FeatureExtractorFactory, Downsampler, NestedCVModel, AbstractTrainer
+"""
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .align import Downsampler  # noqa: E402
+from .assembly import load_assembly  # noqa: E402
+from .features import FeatureExtractorFactory  # noqa: E402
+from .models import NestedCVModel  # noqa: E402
+from .trainer import AbstractTrainer  # noqa: E402
+
+__all__ = ["AbstractTrainer", "Downsampler", "FeatureExtractorFactory", "NestedCVModel", "__version__",
+           "load_assembly"]

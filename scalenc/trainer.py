@@ -145,6 +145,10 @@ class AbstractTrainer:
         if client is not None:
             from .distributed import has_gpu_workers
 
+            if self.assembly._pending_audio:  # workers open the store: persist audio paths first
+                logger.info("saving the assembly's new audio paths before sending tasks to workers")
+                self.assembly.save()
+
             gpu = has_gpu_workers(client)
             futures = {}
             for s, i in jobs:
