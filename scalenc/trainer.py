@@ -260,12 +260,18 @@ class AbstractTrainer:
         from . import results as results_mod
         from .loggers import make_logger
 
+        import time
+
+        tick = time.perf_counter()
+        timings = {"extract": 0.0, "align": 0.0, "fit": 0.0, "write": 0.0}
         train_s, test_s = self.split()
         feats = self.extract()
+        timings["extract"] = time.perf_counter() - tick
         layers, multi = self._layers(feats)
         client = self._client()
         all_metrics, weights, spaces_out, ceiling = {}, {}, {}, None
         for layer in tqdm(layers, desc="layers", unit="layer", disable=len(layers) == 1):
+            tick = time.perf_counter()
             tr = [self.design(feats, s, "train", layer, multi) for s in train_s]
             X = np.concatenate([t[0] for t in tr])
             Y = da.concatenate([da.asarray(t[1]) for t in tr], axis=0)
@@ -279,6 +285,8 @@ class AbstractTrainer:
                 reps = self._test_repeats(test_s[0], Yt.shape[0]) if len(test_s) == 1 else None
                 if reps is not None and "test_repeats" not in kw:
                     kw["test_repeats"] = reps
+                timings["align"] += time.perf_counter() - tick
+                tick = time.perf_counter()
                 metrics, W, best = self.model.fit_predict(X, Y, X_test=Xt, y_test=Yt, groups=groups, **kw)
                 if len(test_s) == 1:
                     gt_ceiling = self._ground_truth_ceiling(test_s[0], Yt)
@@ -288,13 +296,17 @@ class AbstractTrainer:
                     elif "noise_ceiling" in metrics:
                         metrics["noise_ceiling_source"] = "test repeats (cc_max)"
             else:
+                timings["align"] += time.perf_counter() - tick
+                tick = time.perf_counter()
                 metrics, W, best = self.model.fit_predict(X, Y, groups=groups, **kw)
+            timings["fit"] += time.perf_counter() - tick
             ceiling = metrics.get("noise_ceiling", ceiling)
             label = "0" if layer is None else str(layer)
             all_metrics[label] = metrics
             weights[label] = W if self.save_weights else None
             logger.info("layer %s: median r %.4f", label, float(metrics["median_score"]))
         del client
+        tick = time.perf_counter()
         best_layer = max(all_metrics, key=lambda k: np.nanmedian(all_metrics[k]["correlations"]))
         config = self.config()
         results_mod.save(self.run_dir, all_metrics, config=config, weights=weights, feature_spaces=spaces_out,
@@ -310,12 +322,15 @@ class AbstractTrainer:
                 exp.log_image("report", self.run_dir / "report.png")
         finally:
             exp.close()
+        timings["write"] = time.perf_counter() - tick
+        self.timings = timings
         out = dict(all_metrics[best_layer])
         out["layer"] = best_layer
         if len(all_metrics) > 1:
             out["per_layer"] = {k: results_mod.summary(m) for k, m in all_metrics.items()}
         out["results_dir"] = str(self.run_dir)
         out["feature_spaces"] = spaces_out
+        out["timings"] = timings
         return out
 
     def config(self) -> dict[str, Any]:

@@ -5,19 +5,31 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from test_legacy import _dump, _specs
 
 from scalenc.assembly import Assembly
 from scalenc.cli import main
 
 
-def test_demo_builds_and_reports(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "d"), "--stories", "3", "--voxels", "50"]) == 0
+@pytest.mark.slow
+def test_demo_recovers_the_known_signal(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--stories", "5", "--voxels", "80"]) == 0
     out = capsys.readouterr().out
-    assert "stories    3 (2 train, test: wheretheressmoke)" in out
-    assert "median ceiling r" in out
-    a = Assembly(tmp_path / "d" / "SYN01.zarr")
-    assert a.n_voxels == 50 and a.n_repeats("wheretheressmoke") == 3
+    assert "stories    5 (4 train, test: wheretheressmoke)" in out
+    rows = {line[:26].strip(): line[26:].split() for line in out.splitlines()
+            if line.startswith(("wordrate", "embeddings", "tiny GPT-2", "ground-truth ceiling"))}
+    full = [float(x) for x in rows["wordrate + embeddings"]]
+    ceiling = [float(x) for x in rows["ground-truth ceiling"]]
+    # columns: wordrate, embeddings, both, noise voxels, driven, n significant
+    assert full[4] > 0.6 * ceiling[4]          # the full model gets most of the ceiling
+    assert abs(full[3]) < 0.3                  # pure-noise voxels stay near 0
+    wr = [float(x) for x in rows["wordrate"]]
+    assert wr[0] > wr[1] + 0.2                 # word rate explains word-rate voxels, not embedding voxels
+    assert "the full model recovers" in out
+    a = Assembly(tmp_path / "d" / "data" / "SYN01.zarr")
+    assert a.n_voxels == 80 and a.n_repeats("wheretheressmoke") == 3
+    assert list((tmp_path / "d" / "results").glob("*/report.png"))
 
 
 def test_import_pickle_command(tmp_path, capsys):

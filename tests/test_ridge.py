@@ -238,3 +238,46 @@ def test_two_process_local_cluster_equals_in_process():
     np.testing.assert_array_equal(r.best_alpha_index, ref.best_alpha_index)
     np.testing.assert_allclose(r.coef, ref.coef, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(r.cv_scores, ref.cv_scores, atol=1e-12)
+
+
+def _slow_chunk(block):
+    import time
+
+    time.sleep(0.15)  # stretch the fit so that a worker can be killed in the middle of it
+    return block
+
+
+@pytest.mark.slow
+def test_fit_survives_a_killed_worker():
+    """SIGKILL one of two worker processes mid-fit: the scheduler reruns its blocks elsewhere
+    and the result is identical to the in-process one."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    X, Y = _data(n=240, v=240, seed=11)
+    folds = _kfold(len(X))
+    ref = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        Yd = da.from_array(Y, chunks=(240, 6)).map_blocks(_slow_chunk, dtype=Y.dtype)
+        killed = []
+
+        def kill():
+            time.sleep(1.0)
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+        t = threading.Thread(target=kill)
+        t.start()
+        start = time.time()
+        r = solve_ridge_cv(X, Yd, ALPHAS, folds, dtype="float64")
+        t.join()
+        assert killed and time.time() - start > 1.0  # the kill happened during the fit
+    np.testing.assert_array_equal(r.best_alpha_index, ref.best_alpha_index)
+    np.testing.assert_allclose(r.coef, ref.coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(r.cv_scores, ref.cv_scores, atol=1e-12)
