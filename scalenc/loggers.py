@@ -62,8 +62,8 @@ class TensorBoardLogger(ExperimentLogger):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:
-            raise ImportError("logger_backend='tensorboard' needs the tensorboard package: "
-                              "pip install tensorboard (or scalenc[all])") from e
+            raise ImportError("logger_backend='tensorboard' needs tensorboard: install scalenc[log] "
+                              "(or scalenc[all])") from e
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def log_scalars(self, values, step=0):
@@ -88,8 +88,8 @@ class WandbLogger(ExperimentLogger):
         try:
             import wandb
         except ImportError as e:
-            raise ImportError("logger_backend='wandb' needs the wandb package: pip install wandb "
-                              "(offline use: WANDB_MODE=offline)") from e
+            raise ImportError("logger_backend='wandb' needs wandb: install scalenc[log] (or scalenc[all]); "
+                              "offline use: WANDB_MODE=offline") from e
         self.wandb = wandb
         self.run = wandb.init(project=project, name=run_name, dir=str(run_dir), config=config or {},
                               reinit="finish_previous")

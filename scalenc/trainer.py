@@ -171,7 +171,10 @@ class AbstractTrainer:
         if isinstance(self.client, str):
             from .distributed import client as make_client
 
-            self.client = make_client(self.client)
+            self.client = make_client(self.client)  # logs the dashboard address
+        elif not getattr(self, "_announced", False):
+            logger.warning("Dask dashboard: %s", getattr(self.client, "dashboard_link", "n/a"))
+        self._announced = True
         return self.client
 
     def _layers(self, feats) -> tuple[list, int | None]:

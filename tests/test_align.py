@@ -406,3 +406,17 @@ def test_align_story_matches_manual_composition():
     with pytest.raises(ValueError, match=r"story 'bad'"):
         align_story(vals, t, tau, targets[:29], delays=delays, trimming=TrimmingConfig.lebel(),
                     split="train", story="bad")
+
+
+def test_zscore_of_a_dask_array_stays_lazy_and_equal():
+    import dask.array as da
+
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((40, 30)).astype(np.float32)
+    y[:, 4] = 2.0
+    d = da.from_array(y, chunks=(40, 7))
+    z = zscore(d)
+    assert isinstance(z, da.Array) and z.chunks[1] == d.chunks[1] and z.dtype == np.float32
+    ref = (y - y.mean(0)) / y.std(0)
+    ref[:, 4] = 0.0
+    np.testing.assert_allclose(z.compute(), ref, atol=1e-5)

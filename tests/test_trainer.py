@@ -203,3 +203,13 @@ def test_two_worker_cluster_equals_in_process(data, tmp_path):
     np.testing.assert_allclose(m["correlations"], ref["correlations"], atol=1e-10)
     np.testing.assert_array_equal(m["best_alphas"], ref["best_alphas"])
     assert len(os.listdir(tmp_path / "c2")) == 2 * len(data.assembly().stories)  # written by the workers
+
+
+def test_missing_logger_package_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    from scalenc.loggers import make_logger
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ImportError, match=r"scalenc\[log\]"):
+        make_logger("wandb", run_dir=tmp_path, run_name="x")

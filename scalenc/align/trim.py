@@ -183,8 +183,8 @@ def zscore(X, axis: int = 0):
 
     Parameters
     ----------
-    X : array, or DataArray
-        For a DataArray the statistics are taken over its ``tr`` dim (``axis`` is ignored);
+    X : array (numpy or dask), or DataArray
+        A dask array stays lazy. For a DataArray the statistics are taken over its ``tr`` dim (``axis`` is ignored);
         dims, coords and attrs are kept, and dask-backed data stays lazy.
     axis : int
         Axis of the rows (TRs) for arrays.
@@ -211,6 +211,16 @@ def zscore(X, axis: int = 0):
         out.name = X.name
         return out
 
+    if hasattr(X, "dask"):  # a dask array stays lazy (responses read from zarr by the workers)
+        import dask.array as da
+
+        dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.dtype(np.float64)
+        mean = X.astype(np.float64).mean(axis=axis, keepdims=True)
+        centred = X.astype(dtype) - mean.astype(dtype)
+        std = da.sqrt((centred.astype(np.float64) ** 2).mean(axis=axis, keepdims=True))
+        const = X.max(axis=axis, keepdims=True) == X.min(axis=axis, keepdims=True)
+        std = da.where(const | (std == 0), 1.0, std)
+        return da.where(const, np.zeros((), dtype=dtype), centred / std.astype(dtype)).astype(dtype)
     X = np.asarray(X)
     dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.dtype(np.float64)
     if X.shape[axis] == 0:

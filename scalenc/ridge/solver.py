@@ -437,7 +437,7 @@ def _solve_dask(xs: XSide, Y, bk: Backend, *, single_alpha: bool, return_coef: b
                              chunks=((rows,), Y.chunks[1]), meta=np.empty((0, 0)))
 
     out = run(None, return_coef and not single_alpha)
-    (res,) = dask.compute(out)
+    (res,) = _compute_with_progress(out)
     off = p if (return_coef and not single_alpha) else 0
     coef = res[:p].astype(xs.dtype) if off else None
     mean_y = res[off]
@@ -448,10 +448,38 @@ def _solve_dask(xs: XSide, Y, bk: Backend, *, single_alpha: bool, return_coef: b
         a = int(np.argmax(np.nanmean(cv_scores, axis=1)))
         best[:] = a
         if return_coef:
-            (res2,) = dask.compute(run(a, True))
+            (res2,) = _compute_with_progress(run(a, True))
             coef = res2[:p].astype(xs.dtype)
             mean_y = res2[p]
     return _finish(xs, coef, mean_y, best, cv_scores, fold_scores)
+
+
+def _compute_with_progress(arr):
+    """Compute a dask array with a progress bar: Dask's ``progress`` on a distributed
+    client (its dashboard shows the same), ``dask.diagnostics.ProgressBar`` otherwise
+    (both only on a terminal)."""
+    import sys
+
+    import dask
+
+    try:
+        from distributed import get_client, progress
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+    interactive = sys.stderr.isatty()
+    if client is not None:
+        fut = client.compute(arr)
+        if interactive:
+            progress(fut)
+        return (fut.result(),)
+    if interactive:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return dask.compute(arr)
+    return dask.compute(arr)
 
 
 def ridge_closed_form(X, Y, alpha, *, fit_intercept: bool = True) -> tuple[np.ndarray, np.ndarray]:
