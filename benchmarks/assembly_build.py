@@ -21,8 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -33,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import machine, peak_rss_bytes  # noqa: E402
 
 
 def make_tree(root: Path, n_stories: int, n_voxels: int, rows: int, test_repeats: int = 10, seed: int = 0) -> int:
@@ -53,15 +53,6 @@ def make_tree(root: Path, n_stories: int, n_voxels: int, rows: int, test_repeats
         total += bold.size * 8
         del bold
     return total
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process (VmHWM). Not ``ru_maxrss``: on Linux that
-    keeps the high-water mark of the parent across fork + exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _drop_caches() -> bool:
@@ -149,14 +140,13 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     ratio = rows[1]["seconds"] / rows[0]["seconds"]
-    machine = f"{platform.node() or 'host'}: {os.cpu_count()} cores, " \
-              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}"
+    machine_line = machine()
     lines = [
         f"### assembly build, {args.stories} stories x {args.voxels} voxels (~{args.rows} rows/story, "
         f"test story x {args.test_repeats} repeats), "
         f"{datetime.date.today().isoformat()}",
         "",
-        f"machine: {machine}; page cache dropped before each stage: {rows[0]['cache_dropped']}",
+        f"machine: {machine_line}; page cache dropped before each stage: {rows[0]['cache_dropped']}",
         "",
         "| stage | seconds | MB/s (float64 in) | peak RSS (MiB) |",
         "|---|---:|---:|---:|",

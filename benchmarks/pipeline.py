@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -26,17 +24,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def vmhwm(pid: str = "self") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+sys.path.insert(0, str(HERE))
+from _common import machine, peak_rss_bytes  # noqa: E402
 
 
 def _worker_peak() -> int:
-    return vmhwm()
+    return peak_rss_bytes()
 
 
 def child(args) -> None:
@@ -69,7 +62,7 @@ def child(args) -> None:
                         results_dir=work / "results", run_name=args.mode, logger_backend="none",
                         client=client).train()
     total = time.perf_counter() - t
-    out = dict(total=total, **m["timings"], peak=vmhwm(), median_r=float(m["median_score"]))
+    out = dict(total=total, **m["timings"], peak=peak_rss_bytes(), median_r=float(m["median_score"]))
     if client is not None:
         out["worker_peak"] = max(client.run(_worker_peak).values())
         client.close()
@@ -109,10 +102,9 @@ def main() -> None:
                 rows.append((size, mode, gen, res))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     lines = [f"### pipeline on the synthetic dataset (word rate + embeddings + tiny GPT-2), voxel blocks of "
              f"{args.block}, {datetime.date.today().isoformat()}", "",
-             f"machine: {platform.node()}: {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}", "",
+             f"machine: {machine()}", "",
              "| stories x voxels | mode | extract s | align s | fit s | write s | total s | peak RSS MiB "
              "(client / largest worker) | median r |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]

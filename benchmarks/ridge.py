@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -35,18 +33,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-
-
-def machine() -> str:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.node() or 'host'}: {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}"
-
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+sys.path.insert(0, str(HERE))
+from _common import machine, peak_rss_bytes  # noqa: E402
 
 
 def make_problem(n, p, v, seed=0, dtype=np.float32):
@@ -204,7 +192,7 @@ def case_lebel(args) -> str:
     t_fit = time.perf_counter() - t
     nte = n / K
     flop = 2 * n * p * v + K * (2 * 2 * p * p * v + alphas.size * 2 * p * p * v) + 2 * p * p * v
-    rss = peak_rss_mib()
+    rss = peak_rss_bytes() / 2**20
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     lines = [f"### ridge CV out of core, LeBel scale: n={n}, p={p}, v={v}, {alphas.size} alphas, {K} folds "
