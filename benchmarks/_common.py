@@ -23,3 +23,11 @@ def peak_rss_bytes(pid: int | str = "self") -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def emit(table: str, record: bool) -> None:
+    """Print a result table and, with ``record``, append it to ``benchmarks/RESULTS.md``."""
+    print(table)
+    if record:
+        with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as f:
+            f.write("\n" + table)

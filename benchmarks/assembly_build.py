@@ -32,7 +32,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import machine, peak_rss_bytes  # noqa: E402
+from _common import emit, machine, peak_rss_bytes  # noqa: E402
 
 
 def make_tree(root: Path, n_stories: int, n_voxels: int, rows: int, test_repeats: int = 10, seed: int = 0) -> int:
@@ -156,11 +156,7 @@ def main() -> None:
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['mb_s']:.0f} | {r['peak_rss'] / 2**20:.0f} |")
     lines += ["", f"scalenc / floor time ratio: {ratio:.2f} (target <= 1.5); "
                   f"peak RSS {rows[1]['peak_rss'] / 2**30:.2f} GiB (target < 2 GiB at 84 x 95,556)", ""]
-    table = "\n".join(lines)
-    print(table)
-    if args.record:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write("\n" + table)
+    emit("\n".join(lines), args.record)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import machine, peak_rss_bytes  # noqa: E402
+from _common import emit, machine, peak_rss_bytes  # noqa: E402
 
 
 def _worker_peak() -> int:
@@ -114,11 +114,7 @@ def main() -> None:
         lines.append(f"| {size} | {name} | {r['extract']:.1f} | {r['align']:.1f} | {r['fit']:.1f} | "
                      f"{r['write']:.1f} | {r['total']:.1f} | {peak} | {r['median_r']:.3f} |")
     lines.append("")
-    table = "\n".join(lines)
-    print(table)
-    if args.record:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write("\n" + table)
+    emit("\n".join(lines), args.record)
 
 
 if __name__ == "__main__":

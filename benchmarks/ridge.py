@@ -34,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from _common import machine, peak_rss_bytes  # noqa: E402
+from _common import emit, machine, peak_rss_bytes  # noqa: E402
 
 
 def make_problem(n, p, v, seed=0, dtype=np.float32):
@@ -224,10 +224,7 @@ def main() -> None:
     args.voxels = args.voxels or defaults[2]
     args.voxel_block = args.voxel_block or defaults[3]
     table = {"cpu": case_cpu, "cluster": case_cluster, "lebel": case_lebel}[args.case](args)
-    print(table)
-    if args.record:
-        with open(HERE / "RESULTS.md", "a") as f:
-            f.write("\n" + table)
+    emit(table, args.record)
 
 
 if __name__ == "__main__":
