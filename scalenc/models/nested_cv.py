@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .ridge.cv import ChunkKFold, StoryKFold
-from .ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, \
+from ..ridge.cv import ChunkKFold, StoryKFold
+from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, \
     r2_score, score_summary
-from .ridge.solver import solve_ridge_cv
+from ..ridge.solver import solve_ridge_cv
 
 logger = logging.getLogger(__name__)
 
