@@ -295,6 +295,10 @@ class Assembly:
         self._check_story(story)
         self._pending_audio[story] = None if path is None else str(path)
 
+    def has_unsaved_changes(self) -> bool:
+        """Whether :meth:`save` has changes (audio paths) to write that other processes cannot see yet."""
+        return bool(self._pending_audio)
+
     # selections and writing ---------------------------------------------------------------
     def subset(self, stories: Sequence[str] | None = None, voxels=None) -> Assembly:
         """A lazy view on some stories and/or voxels.
