@@ -14,9 +14,9 @@ nilearn's package ships the fsaverage5 meshes and the MNI152 template: nothing i
 """
 from .maps import (BrainSpace, MapError, brain_map, color_limit, flatmap, mask_from_nifti, mosaic,
                    save_figure, significant_values, split_maps, surface_map, volume_map)
-from .report import RunSummary, report
+from .report import RunSummary, headline, report, summary_panels
 from .roi import plot_roi_summary, roi_summary
 
 __all__ = ["BrainSpace", "MapError", "RunSummary", "brain_map", "color_limit", "flatmap", "mask_from_nifti",
            "mosaic", "plot_roi_summary", "report", "roi_summary", "save_figure", "significant_values",
-           "split_maps", "surface_map", "volume_map"]
+           "split_maps", "summary_panels", "headline", "surface_map", "volume_map"]

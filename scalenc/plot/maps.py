@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -223,9 +224,11 @@ def surface_map(values, space: BrainSpace | None = None, *, title: str | None = 
         for c, hemi in enumerate(("left", "right")):
             ax = fig.add_subplot(n_rows, 2, 2 * r + c + 1, projection="3d")
             data = full[:FSAVERAGE5_HEMI] if hemi == "left" else full[FSAVERAGE5_HEMI:]
-            plotting.plot_surf_stat_map(surf, data, hemi=hemi, view=view, bg_map=sulc.data.parts[hemi],
-                                        axes=ax, figure=fig, colorbar=False, cmap=_cmap(cmap), vmin=-vm, vmax=vm,
-                                        symmetric_cbar=True)
+            with warnings.catch_warnings():  # a hemisphere without any voxel is all background
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+                plotting.plot_surf_stat_map(surf, data, hemi=hemi, view=view, bg_map=sulc.data.parts[hemi],
+                                            axes=ax, figure=fig, colorbar=False, cmap=_cmap(cmap), vmin=-vm,
+                                            vmax=vm, symmetric_cbar=True)
             ax.set_box_aspect(None, zoom=1.45)
             ax.scalenc_panel = (hemi, view)
     fig.subplots_adjust(left=0, right=0.84 if colorbar else 1, bottom=0, top=0.92 if title else 1,
@@ -246,11 +249,13 @@ def _nifti(values, space: BrainSpace):
 
 def volume_map(values, space: BrainSpace, *, kinds: Sequence[str] = ("glass", "slices"), title: str | None = None,
                vmax: float | None = None, cmap: str = DEFAULT_CMAP, label: str | None = None, n_slices: int = 6,
-               figsize=(7.0, 2.6)):
+               glass_mode: str = "ortho", figsize=(7.0, 2.6)):
     """Glass-brain (max projection, signed) and axial slice maps of volume data.
 
     In an MNI space the slices lie over nilearn's MNI152 template; in another space over
-    nothing. Voxels outside the layout (and values exactly 0) are not coloured.
+    nothing (and no glass brain). Voxels outside the layout (and values exactly 0) are not
+    coloured. ``glass_mode`` is nilearn's ``display_mode`` of the glass brain ("ortho",
+    "z", "lyrz", ...); ``n_slices`` axial slices.
 
     Returns
     -------
@@ -278,7 +283,7 @@ def volume_map(values, space: BrainSpace, *, kinds: Sequence[str] = ("glass", "s
             if not standard:
                 logger.info("glass-brain map skipped: space %r is not a standard space", space.space)
                 continue
-            plotting.plot_glass_brain(img, plot_abs=False, black_bg=False, **common)
+            plotting.plot_glass_brain(img, display_mode=glass_mode, plot_abs=False, black_bg=False, **common)
         elif kind == "slices":
             kw = {} if standard else {"bg_img": None}
             plotting.plot_stat_map(img, display_mode="z", cut_coords=n_slices, draw_cross=False, **kw, **common)
@@ -323,8 +328,7 @@ def mosaic(values, space: BrainSpace | None = None, *, mask=None, title: str | N
     vm = color_limit(values, vmax)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(tile_size * n_cols + 0.8, tile_size * n_rows + 0.4),
                              squeeze=False)
-    cm = _cmap(cmap).copy()
-    cm.set_bad("0.85")
+    cm = _cmap(cmap).with_extremes(bad="0.85")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, k in zip(axes.ravel(), keep):

@@ -127,7 +127,11 @@ def _nanmedian(a) -> float:
     return float(np.median(a)) if a.size else float("nan")
 
 
-def _summary_panels(s: RunSummary, fig, gs_row, roi_table):
+def summary_panels(s: RunSummary, fig, gs_row=None, roi_table=None) -> dict[str, Any]:
+    """Draw the summary row into ``fig`` (a gridspec cell, default the whole figure);
+    return the axes by name: ``hist``, ``ceiling``, ``layers``, ``roi`` (those drawn)."""
+    if gs_row is None:
+        gs_row = fig.add_gridspec(1, 1)[0]
     best, r = s.best, s.r[s.best]
     sig = _var(s.data[best], "significant", "significant_mask")
     panels = ["hist"] + (["ceiling"] if s.ceiling is not None else []) + (["layers"] if len(s.layers) > 1 else []) \
@@ -173,6 +177,17 @@ def _summary_panels(s: RunSummary, fig, gs_row, roi_table):
     if "roi" in axes:
         plot_roi_summary(roi_table, ax=axes["roi"], title="median per ROI")
     return axes
+
+
+def headline(s: RunSummary) -> str:
+    """The report's title: run name, voxels, median r (best layer when several), ceiling and its source."""
+    lab = s.layer_label(s.best)
+    head = f"{s.run_name}: {s.r[s.best].shape[0]} voxels, median r {_nanmedian(s.r[s.best]):.3f}"
+    if lab:
+        head += f" (best: {lab} of {len(s.layers)})"
+    if s.ceiling is not None:
+        head += f"; median ceiling {_nanmedian(s.ceiling):.3f} ({s.ceiling_source or 'source not recorded'})"
+    return head
 
 
 def _draw_maps(s: RunSummary, space: BrainSpace, out_dir: Path, dpi: int) -> list[tuple[str, Path]]:
@@ -280,7 +295,7 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
     fig = plt.figure(figsize=(width, sum(row_h) + 0.6))
     gs = fig.add_gridspec(1 + map_rows, 1, height_ratios=row_h, hspace=0.25,
                           top=1 - 0.85 / (sum(row_h) + 0.6), bottom=0.04, left=0.05, right=0.98)
-    _summary_panels(s, fig, gs[0], roi_table)
+    summary_panels(s, fig, gs[0], roi_table)
     for i in range(map_rows):
         sub = gs[1 + i].subgridspec(1, 2, wspace=0.02)
         for k in range(2):
@@ -288,14 +303,7 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
             ax.axis("off")
             if 2 * i + k < len(images):
                 ax.imshow(images[2 * i + k][1])
-    lab = s.layer_label(s.best)
-    n_vox = s.r[s.best].shape[0]
-    head = f"{s.run_name}: {n_vox} voxels, median r {_nanmedian(s.r[s.best]):.3f}"
-    if lab:
-        head += f" (best: {lab} of {len(s.layers)})"
-    if s.ceiling is not None:
-        head += f"; median ceiling {_nanmedian(s.ceiling):.3f} ({s.ceiling_source or 'source not recorded'})"
-    fig.suptitle(head, fontsize=11)
+    fig.suptitle(headline(s), fontsize=11)
     out = save_figure(fig, s.path / "report.png", dpi=dpi)
     if html_page:
         _write_text(s.path / "report.html", _html(s, map_files, roi_table))
