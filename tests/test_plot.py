@@ -39,14 +39,14 @@ def _crop(img, ax):
 
 
 def _hot(px):
-    """Red-to-yellow pixels (positive values of cold_hot / RdBu_r)."""
+    """Red-to-yellow pixels (positive values of cold_hot / RdBu_r); greys are neither hot nor cold."""
     r, g, b = px[..., 0], px[..., 1], px[..., 2]
-    return (r > 0.55) & (r - b > 0.3)
+    return (r > 0.35) & (r - b > 0.25)
 
 
 def _cold(px):
     r, g, b = px[..., 0], px[..., 1], px[..., 2]
-    return (b > 0.55) & (b - r > 0.3)
+    return (b > 0.35) & (b - r > 0.25)
 
 
 def _panel_hot(fig):
@@ -55,6 +55,7 @@ def _panel_hot(fig):
 
 
 # ---------------------------------------------------------------------------------- surface
+@pytest.mark.slow
 def test_surface_map_colours_the_hemisphere_with_high_values():
     left_high = np.r_[np.full(FSAVERAGE5_HEMI, 0.8), np.zeros(FSAVERAGE5_HEMI)]
     hot = {}
@@ -341,7 +342,7 @@ def test_report_of_a_synthetic_run_with_mni_layout(tmp_path):
 
 
 @pytest.mark.slow
-def test_flatmap_with_pycortex_sample_subject():
+def test_flatmap_with_pycortex_sample_subject(tmp_path):
     cortex = pytest.importorskip("cortex")
     if "S1" not in cortex.db.subjects:
         pytest.skip("pycortex sample subject S1 not in the database")
@@ -359,3 +360,25 @@ def test_flatmap_with_pycortex_sample_subject():
     # each sign colours one flattened hemisphere; flipping the values swaps the colours
     assert (centres[1][0] < 0.5 < centres[1][1]) != (centres[1][1] < 0.5 < centres[1][0])
     assert (centres[1][0] < 0.5) == (centres[-1][1] < 0.5) and (centres[1][1] < 0.5) == (centres[-1][0] < 0.5)
+    run = results_mod.save(tmp_path / "s1", {"0": _metrics(side, side > 0)}, config={"run_name": "s1"})
+    plot.report(run, pycortex=("S1", "fullhead"), dpi=30)
+    assert {"flat_r.png", "flat_significant.png"} <= {p.name for p in (run / "maps").iterdir()}
+
+
+def test_report_draws_a_mosaic_from_a_mask_for_subject_space_runs(tmp_path):
+    mask = np.zeros((3, 8, 8), bool)
+    mask[:, 2:6, 2:6] = True
+    k = np.nonzero(mask)[0]
+    r = np.array([-0.4, 0.1, 0.6])[k]
+    run = results_mod.save(tmp_path / "subj", {"0": _metrics(r, r > 0.3)}, config={"run_name": "subj"})
+    assert not (run / "maps").exists()                          # no layout known: no maps
+    plot.report(run, mask=mask, dpi=40)
+    assert sorted(p.name for p in (run / "maps").iterdir()) == ["r.png", "significant.png"]
+    img = mpimg.imread(run / "maps" / "r.png")[..., :3]
+    assert _hot(img).sum() > 0 and _cold(img).sum() > 0
+    sig = mpimg.imread(run / "maps" / "significant.png")[..., :3]
+    w = int(0.84 * sig.shape[1])                                # left of the colour bar
+    assert _hot(sig[:, :w]).sum() > 0 and _cold(sig[:, :w]).sum() == 0   # only the r = 0.6 slice is significant
+    other = results_mod.save(tmp_path / "subj2", {"0": _metrics(r[:-1], r[:-1] > 0.3)}, config={"run_name": "x"})
+    plot.report(other, mask=mask, dpi=40)                       # wrong voxel count: logged, no maps
+    assert not (other / "maps").exists()

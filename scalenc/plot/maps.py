@@ -26,8 +26,9 @@ mosaic (``kind="mosaic"``)
 :func:`flatmap` draws a pycortex flatmap when pycortex and a pycortex database with the
 subject are installed (ds003020 ships ``derivative/pycortex-db``).
 
-Maps use a symmetric ``cold_hot`` scale (as LITcoder's), ``vmax`` the 99th percentile of
-``|value|`` unless given; NaN values are drawn as background.
+Surface and volume maps use a symmetric ``cold_hot`` scale (as LITcoder's), mosaics and
+flatmaps ``RdBu_r`` (as pycortex); ``vmax`` is the 99th percentile of ``|value|`` unless
+given; NaN values are drawn as background.
 """
 from __future__ import annotations
 
@@ -296,7 +297,7 @@ def volume_map(values, space: BrainSpace, *, kinds: Sequence[str] = ("glass", "s
 
 
 def mosaic(values, space: BrainSpace | None = None, *, mask=None, title: str | None = None, vmax: float | None = None,
-           cmap: str = DEFAULT_CMAP, label: str | None = None, n_cols: int | None = None, tile_size: float = 1.1):
+           cmap: str = "RdBu_r", label: str | None = None, n_cols: int | None = None, tile_size: float = 1.1):
     """Mosaic of all slices (first volume axis) of subject-space data.
 
     Parameters
@@ -306,6 +307,9 @@ def mosaic(values, space: BrainSpace | None = None, *, mask=None, title: str | N
         A mosaic (or volume) layout; or give ``mask``.
     mask : (nz, ny, nx) bool array, optional
         Voxel ``i`` is the ``i``-th True element in C order (LeBel / pycortex order).
+    cmap : str
+        Default ``RdBu_r`` (white at 0, as pycortex) so that strong values stand out from
+        the grey out-of-mask background.
 
     Returns
     -------

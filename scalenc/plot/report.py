@@ -17,6 +17,11 @@
 ``report.html``
     all of the above on one page with the summary numbers per layer.
 
+Subject-space runs without a layout get a slice mosaic when a mask is given, and pycortex
+flatmaps when a pycortex subject is given (arguments of :func:`report`, or the run
+configuration's ``[plot]`` table: ``mask``, ``pycortex_subject``, ``pycortex_xfm``,
+``pycortex_mask``).
+
 The voxels' layout and ROI labels are read from the results' root coordinates/attrs
 (``mask_indices``, ``roi``, attrs ``space``, ``volume_shape``, ``affine``) when the run
 saved them, else from the assembly named in the run's configuration (``assembly``),
@@ -32,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .maps import BrainSpace, brain_map, save_figure, significant_values, split_maps
+from .maps import BrainSpace, brain_map, flatmap, mask_from_nifti, save_figure, significant_values, split_maps
 from .roi import as_labels, plot_roi_summary, roi_summary
 
 logger = logging.getLogger(__name__)
@@ -190,7 +195,8 @@ def headline(s: RunSummary) -> str:
     return head
 
 
-def _draw_maps(s: RunSummary, space: BrainSpace, out_dir: Path, dpi: int) -> list[tuple[str, Path]]:
+def _draw_maps(s: RunSummary, draw, out_dir: Path, dpi: int, prefix: str = "") -> list[tuple[str, Path]]:
+    """Draw r, significant r and split maps with ``draw(values, title=, label=, vmax=) -> Figure``."""
     ds = s.data[s.best]
     r = s.r[s.best]
     lab = s.layer_label(s.best)
@@ -213,8 +219,8 @@ def _draw_maps(s: RunSummary, space: BrainSpace, out_dir: Path, dpi: int) -> lis
     written = []
     for key, title, values, label in todo:
         vmax = split_vmax.get(label) or None
-        fig = brain_map(values, space, title=title, label=label, vmax=vmax)
-        path = out_dir / f"{_safe(key)}.png"
+        fig = draw(values, title=title, label=label, vmax=vmax)
+        path = out_dir / f"{prefix}{_safe(key)}.png"
         save_figure(fig, path, dpi=dpi)
         written.append((title, path))
     return written
@@ -241,7 +247,8 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = True, dpi: int = 100) -> Path:
+def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = True, dpi: int = 100,
+           mask=None, pycortex: tuple[str, str] | None = None, pycortex_mask: str = "thick") -> Path:
     """Draw the report of a saved run (module docstring); return the path of ``report.png``.
 
     Parameters
@@ -249,11 +256,19 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
     run_dir : path-like
         A run folder written by :func:`scalenc.results.save`.
     maps : bool
-        Draw brain maps when the voxels' layout is known (needs nilearn; pycortex flatmaps
-        are drawn with :func:`scalenc.plot.flatmap`, not here).
+        Draw brain maps when the voxels' layout is known (needs nilearn).
     html_page : bool
         Also write ``report.html``.
     dpi : int
+    mask : (z, y, x) bool array or path to a mask NIfTI, optional
+        For subject-space voxels without a layout (LeBel hf5): voxel ``i`` is the ``i``-th
+        voxel of the mask in C order (a NIfTI is read in pycortex order,
+        :func:`scalenc.plot.mask_from_nifti`); drawn as a mosaic. Default: the run
+        configuration's ``[plot] mask``.
+    pycortex : (subject, xfmname), optional
+        Also draw pycortex flatmaps (``maps/flat_*.png``) when pycortex and the subject are
+        installed. Default: the configuration's ``[plot] pycortex_subject`` and
+        ``pycortex_xfm``; ``pycortex_mask`` is the pycortex mask type.
     """
     import matplotlib
 
@@ -271,13 +286,39 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
             space = BrainSpace.from_voxels(vox, n_voxels=s.r[s.best].shape[0])
         except Exception as e:  # noqa: BLE001
             logger.info("report: voxel layout not usable (%s); no maps", e)
+    opts = s.config.get("plot", {}) if isinstance(s.config.get("plot"), dict) else {}
+    mask = mask if mask is not None else opts.get("mask")
+    if space is None and mask is not None:
+        try:
+            m = mask_from_nifti(mask) if isinstance(mask, (str, os.PathLike)) else np.asarray(mask, bool)
+            space = BrainSpace.from_mask(m)
+            if space.n_voxels != s.r[s.best].shape[0]:
+                logger.warning("report: the mask has %d voxels, the results %d; no maps", space.n_voxels,
+                               s.r[s.best].shape[0])
+                space = None
+        except Exception as e:  # noqa: BLE001 - the report must not fail on a bad mask
+            logger.warning("report: mask %s not usable (%s); no maps", mask, e)
+            space = None
+    if pycortex is None and opts.get("pycortex_subject") and opts.get("pycortex_xfm"):
+        pycortex = (str(opts["pycortex_subject"]), str(opts["pycortex_xfm"]))
+        pycortex_mask = str(opts.get("pycortex_mask", pycortex_mask))
     roi_table = _roi_table(s, vox)
     map_files: list[tuple[str, Path]] = []
     if maps and space is not None:
         try:
-            map_files = _draw_maps(s, space, s.path / "maps", dpi)
+            map_files = _draw_maps(s, lambda v, **kw: brain_map(v, space, **kw), s.path / "maps", dpi)
         except ImportError as e:
             logger.warning("report: no brain maps (%s)", e)
+    if maps and pycortex is not None:
+        subject, xfm = pycortex
+
+        def draw_flat(v, *, title, label, vmax):
+            return flatmap(v, subject, xfm, mask=pycortex_mask, title=title, vmax=vmax)
+
+        try:
+            map_files += _draw_maps(s, draw_flat, s.path / "maps", dpi, prefix="flat_")
+        except (ImportError, ValueError) as e:
+            logger.warning("report: no pycortex flatmaps (%s)", e)
     if roi_table is not None:
         df_lines = ["roi,n_voxels," + ",".join(map(str, roi_table["measure"].values))]
         for j, lab in enumerate(roi_table["roi"].values):
