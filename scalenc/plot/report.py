@@ -70,9 +70,17 @@ class RunSummary:
         self.run_name = str(self.config.get("run_name") or self.path.name)
         self.layers = [str(x) for x in (_attr(self.res, "layers", []) or [])]
         self.data = {lay: self.res.layer(lay) for lay in self.layers}
-        self.r = {lay: _var(ds, "correlation", "correlations", "r").astype(float) for lay, ds in self.data.items()}
+        self.r = {}
+        for lay, ds in self.data.items():
+            r = _var(ds, "correlation", "correlations", "r")
+            if r is None:
+                raise KeyError(f"{self.path}: layer {lay!r} has no per-voxel correlation; "
+                               f"variables: {list(ds.data_vars)}")
+            self.r[lay] = np.asarray(r, float)
         self.best = max(self.layers, key=lambda lay: _nanmedian(self.r[lay])) if self.layers else None
         nc = _attr(self.res, "noise_ceiling", None)
+        if nc is None and self.best is not None:                   # a per-layer ceiling, if stored there
+            nc = _var(self.data[self.best], "noise_ceiling")
         self.ceiling = None if nc is None else np.asarray(nc, float)
         self.ceiling_source = self._ceiling_source()
         self.root = self._root()
@@ -365,7 +373,8 @@ def _html(s: RunSummary, map_files, roi_table) -> str:
              "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}img{max-width:100%}"
              ".maps{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:8px}</style>",
              f"</head><body><h1>{e(s.run_name)}</h1>",
-             f"<p>{e(str(s.path))}; noise ceiling: {e(s.ceiling_source or ('none' if s.ceiling is None else 'source not recorded'))}</p>",
+             f"<p>{e(str(s.path))}; noise ceiling: "
+             f"{e(s.ceiling_source or ('none' if s.ceiling is None else 'source not recorded'))}</p>",
              "<h2>Summary per layer</h2><table><tr><th>layer</th>" + "".join(f"<th>{e(k)}</th>" for k in keys)
              + f"</tr>{rows}</table>",
              "<h2>Report</h2><img src='report.png' alt='report'>"]
