@@ -24,8 +24,9 @@ configuration's ``[plot]`` table: ``mask``, ``pycortex_subject``, ``pycortex_xfm
 
 The voxels' layout and ROI labels are read from the results' root coordinates/attrs
 (``mask_indices``, ``roi``, attrs ``space``, ``volume_shape``, ``affine``) when the run
-saved them, else from the assembly named in the run's configuration (``assembly``),
-matched on the ``voxel`` coordinate.
+saved a layout (attr ``space`` or ``volume_shape``), else from the assembly named in the
+run's configuration (``assembly``), matched on the ``voxel`` coordinate, else from
+whatever the root holds (e.g. only ``roi``, or 20,484 voxels read as fsaverage5).
 """
 from __future__ import annotations
 
@@ -110,8 +111,8 @@ class RunSummary:
         """The voxels' coordinates/attrs (results root, else the run's assembly), or None."""
         n = self.r[self.best].shape[0] if self.best is not None else 0
         root = self.root
-        if root is not None and ("mask_indices" in root.variables or "space" in root.attrs or "roi" in root.variables):
-            return root
+        if root is not None and ("space" in root.attrs or "volume_shape" in root.attrs):
+            return root                                   # the run saved its layout
         path = self.config.get("assembly")
         if not path or not Path(str(path)).exists():
             return root
@@ -341,9 +342,9 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
     map_rows = int(np.ceil(len(images) / 2))
     row_h = [3.6] + [width / 2 * (max(im.shape[0] / im.shape[1] for _, im in images[2 * i:2 * i + 2]))
                      for i in range(map_rows)]
-    fig = plt.figure(figsize=(width, sum(row_h) + 0.6))
+    fig = plt.figure(figsize=(width, sum(row_h) + 1.1))
     gs = fig.add_gridspec(1 + map_rows, 1, height_ratios=row_h, hspace=0.25,
-                          top=1 - 0.85 / (sum(row_h) + 0.6), bottom=0.04, left=0.05, right=0.98)
+                          top=1 - 0.85 / (sum(row_h) + 1.1), bottom=0.55 / (sum(row_h) + 1.1), left=0.05, right=0.98)
     summary_panels(s, fig, gs[0], roi_table)
     for i in range(map_rows):
         sub = gs[1 + i].subgridspec(1, 2, wspace=0.02)
