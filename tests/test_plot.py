@@ -200,7 +200,7 @@ def test_mni_layout_places_voxels_by_ground_truth(mni_layout):
     snr = np.where(driver == "noise", 0.0, rng.uniform(0.1, 3, n))
     lay = make_layout("mni", driver, snr, seed=3)
     shape, aff = lay.attrs["volume_shape"], np.array(lay.attrs["affine"])
-    assert lay.attrs["space"] == "MNI152NLin2009aAsym" and len(np.unique(lay.mask_indices)) == n
+    assert lay.attrs["space"] == "MNI152NLin2009aSym" and len(np.unique(lay.mask_indices)) == n
     ijk = np.array(np.unravel_index(lay.mask_indices, shape)).T
     np.testing.assert_allclose(ijk @ aff[:3, :3].T + aff[:3, 3], lay.coordinates)
     gm = datasets.load_mni152_gm_mask(resolution=2)                 # every voxel lies in grey matter

@@ -5,11 +5,12 @@ places them on a template so that the demo and the tests can draw brain maps. Tw
 layouts, both in millimetre coordinates of the MNI/fsaverage (Talairach-like) frame:
 
 ``"mni"``
-    voxels of a grey-matter mask of nilearn's MNI152 template (ICBM152 2009a asymmetric,
+    voxels of a grey-matter mask of nilearn's MNI152 template (ICBM152 2009a, the symmetric
+    release by its file names ``mni_icbm152_*_tal_nlin_sym_09a``,
     shipped with nilearn), resampled to an isotropic grid of ``voxel_size`` mm (by default
     chosen from ``n_voxels`` so that the selected voxels fill about an eighth of the grey
     matter). The assembly's ``voxels`` group gets ``mask_indices`` (flat C-order indices
-    into ``volume_shape``) and the attrs ``space = "MNI152NLin2009aAsym"``,
+    into ``volume_shape``) and the attrs ``space = "MNI152NLin2009aSym"``,
     ``volume_shape`` (3 ints) and ``affine`` (4 x 4 list, voxel -> mm).
 ``"fsaverage5"``
     vertices of nilearn's fsaverage5 pial mesh, left hemisphere (0..10,241) then right
@@ -48,7 +49,7 @@ CENTRES: dict[str, tuple[tuple[float, float, float], str]] = {
 }
 BLOB_SIGMA_MM = 12.0
 LAYOUTS = ("mni", "fsaverage5")
-MNI_SPACE = "MNI152NLin2009aAsym"
+MNI_SPACE = "MNI152NLin2009aSym"
 FSAVERAGE5_VERTICES = 20484
 _DRIVERS = ("wordrate", "both", "embeddings")
 
