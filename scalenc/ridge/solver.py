@@ -155,7 +155,8 @@ class FoldGram:
     Gte: np.ndarray           # (p, p) Xc_te^T Xc_te
     ute: np.ndarray           # (p,) sum of the rows of Xc_te
     Xc_tr: np.ndarray | None  # (n_train, p) centred training rows when n_train < p
-    Xc_te: np.ndarray         # (n_te, p) test rows centred with the training mean
+    n_te: int
+    Xc_te: np.ndarray | None  # (n_te, p) test rows centred with the training mean, when n_te <= p
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -211,7 +212,7 @@ def candidate_side(grams: Grams, scale: np.ndarray | None = None) -> CandidateSi
     folds = []
     for g in grams.folds:
         Q, lam = _scaled_basis(g.Gc, g.Xc_tr, scale)
-        if g.Xc_te.shape[0] > lam.size:
+        if g.n_te > lam.size:  # (always when n_te > p, where Xc_te is not kept)
             test: StatsTest | PredTest = StatsTest(H=(Q.T @ g.Gte @ Q).astype(dtype), u=(g.ute @ Q).astype(dtype))
         else:
             test = PredTest(XQ=(g.Xc_te @ Q).astype(dtype))
@@ -271,7 +272,8 @@ def prepare_grams(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, 
         mx = sx / ntr if fit_intercept else np.zeros(p)
         Xc_te = Xte - mx
         grams.append(FoldGram(Gc=Gtr - ntr * np.outer(mx, mx) if fit_intercept else Gtr, Gte=Xc_te.T @ Xc_te,
-                              ute=Xc_te.sum(axis=0), Xc_tr=(X64[train] - mx) if ntr < p else None, Xc_te=Xc_te))
+                              ute=Xc_te.sum(axis=0), Xc_tr=(X64[train] - mx) if ntr < p else None,
+                              n_te=test.size, Xc_te=Xc_te if test.size <= p else None))
         rows.append(FoldRows(train=train, test=test, complement=complement, n_train=ntr, mx=mx, sx=sx,
                              Xte=Xte.astype(dtype)))
     partition = bool(np.all(covered == 1)) and all(f.complement for f in rows)
