@@ -5,16 +5,22 @@
 - ``solver.py``: :func:`solve_ridge_cv`, the p-space algorithm (DESIGN.md): X side with
   typed per-fold classes, one block function :func:`~scalenc.ridge.solver.cv_block` with
   named outputs, mapped over voxel blocks in memory or over Dask chunks;
+- ``banded.py``: :func:`solve_banded_ridge_cv` and :class:`BandedRidgeCV`, one penalty per
+  feature space and voxel (himalaya's parametrisation) on the same solver;
+- ``split.py``: per-space split of R² and r, variance partitioning;
 - ``cv.py``: story-grouped K-fold, chunked K-fold and bootstrap splitters;
 - ``scoring.py``: Pearson r, R², p-values (analytic, block permutation), FDR, noise ceiling;
 - ``estimator.py``: :class:`RidgeCV`, a scikit-learn style estimator.
 """
 from .backend import Backend, get_backend, use_backend
+from .banded import BandedRidgeCV, BandedRidgeCVResult, banded_candidates, solve_banded_ridge_cv
 from .cv import Bootstrap, ChunkKFold, StoryKFold, check_cv
 from .estimator import RidgeCV
 from .scoring import block_permutation_pvalues, fdr_bh, noise_ceiling, pearson_pvalues, pearson_r, r2_score
 from .solver import RidgeCVResult, prepare_x, ridge_closed_form, solve_ridge_cv
+from .split import correlation_score_split, r2_score_split, variance_partitioning
 
-__all__ = ["Backend", "Bootstrap", "ChunkKFold", "RidgeCV", "RidgeCVResult", "StoryKFold", "block_permutation_pvalues",
-           "check_cv", "fdr_bh", "get_backend", "noise_ceiling", "pearson_pvalues", "pearson_r", "prepare_x",
-           "r2_score", "ridge_closed_form", "solve_ridge_cv", "use_backend"]
+__all__ = ["Backend", "BandedRidgeCV", "BandedRidgeCVResult", "Bootstrap", "ChunkKFold", "RidgeCV", "RidgeCVResult", "StoryKFold", "banded_candidates",
+           "block_permutation_pvalues", "check_cv", "correlation_score_split", "fdr_bh", "get_backend", "noise_ceiling", "pearson_pvalues", "pearson_r", "prepare_x",
+           "r2_score", "r2_score_split", "ridge_closed_form", "solve_banded_ridge_cv", "solve_ridge_cv", "use_backend",
+           "variance_partitioning"]

@@ -80,6 +80,20 @@ def _standardise(block: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # scores
 # --------------------------------------------------------------------------------------
+def _ratio_by_blocks(y_true: Any, y_pred: Any, name: str, block: Any) -> np.ndarray:
+    """``num / den`` per column from ``block(a, b) -> (num, den, degenerate)`` over voxel
+    blocks; degenerate columns (and zero denominators) give 0, NaN stays NaN."""
+    a, b, _ = _pair(y_true, y_pred, name)
+    out = np.empty(a.shape[1], dtype=np.float64)
+    for sl in _blocks(a.shape[0], a.shape[1], per_col=2):
+        num, den, degenerate = block(a[:, sl], b[:, sl])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ob = num / den
+        ob[(degenerate | (den == 0)) & ~np.isnan(den)] = 0.0
+        out[sl] = ob
+    return out
+
+
 def pearson_r(y_true: Any, y_pred: Any) -> np.ndarray:
     """Column-wise Pearson correlation.
 
@@ -94,18 +108,14 @@ def pearson_r(y_true: Any, y_pred: Any) -> np.ndarray:
         Clipped to [-1, 1]. A column that is constant in either input gives 0 (not NaN);
         NaN in a column gives NaN for that column. Accumulated in float64.
     """
-    a, b, _ = _pair(y_true, y_pred, "pearson_r")
-    r = np.empty(a.shape[1], dtype=np.float64)
-    for sl in _blocks(a.shape[0], a.shape[1], per_col=2):
-        xa, ca = _centred(a[:, sl])
-        xb, cb = _centred(b[:, sl])
+    def block(a, b):
+        xa, ca = _centred(a)
+        xb, cb = _centred(b)
         num = np.einsum("ij,ij->j", xa, xb)
         den = np.sqrt(np.einsum("ij,ij->j", xa, xa) * np.einsum("ij,ij->j", xb, xb))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rb = num / den
-        rb[(ca | cb | (den == 0)) & ~np.isnan(den)] = 0.0
-        r[sl] = rb
-    return np.clip(r, -1.0, 1.0)
+        return num, den, ca | cb
+
+    return np.clip(_ratio_by_blocks(y_true, y_pred, "pearson_r", block), -1.0, 1.0)
 
 
 def r2_score(y_true: Any, y_pred: Any) -> np.ndarray:
@@ -122,18 +132,13 @@ def r2_score(y_true: Any, y_pred: Any) -> np.ndarray:
         ``SSE = sum((y_true - y_pred)**2)``, ``SST = sum((y_true - mean(y_true))**2)``
         per column; may be negative. A constant ``y_true`` column gives 0.
     """
-    a, b, _ = _pair(y_true, y_pred, "r2_score")
-    out = np.empty(a.shape[1], dtype=np.float64)
-    for sl in _blocks(a.shape[0], a.shape[1], per_col=2):
-        xa, ca = _centred(a[:, sl])
-        resid = np.asarray(a[:, sl], dtype=np.float64) - np.asarray(b[:, sl], dtype=np.float64)
-        sse = np.einsum("ij,ij->j", resid, resid)
+    def block(a, b):
+        xa, ca = _centred(a)
+        resid = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
         sst = np.einsum("ij,ij->j", xa, xa)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ob = 1.0 - sse / sst
-        ob[(ca | (sst == 0)) & ~np.isnan(sst)] = 0.0
-        out[sl] = ob
-    return out
+        return sst - np.einsum("ij,ij->j", resid, resid), sst, ca
+
+    return _ratio_by_blocks(y_true, y_pred, "r2_score", block)
 
 
 # --------------------------------------------------------------------------------------

@@ -155,7 +155,8 @@ class FoldGram:
     Gte: np.ndarray           # (p, p) Xc_te^T Xc_te
     ute: np.ndarray           # (p,) sum of the rows of Xc_te
     Xc_tr: np.ndarray | None  # (n_train, p) centred training rows when n_train < p
-    Xc_te: np.ndarray         # (n_te, p) test rows centred with the training mean
+    n_te: int
+    Xc_te: np.ndarray | None  # (n_te, p) test rows centred with the training mean, when n_te <= p
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -211,7 +212,7 @@ def candidate_side(grams: Grams, scale: np.ndarray | None = None) -> CandidateSi
     folds = []
     for g in grams.folds:
         Q, lam = _scaled_basis(g.Gc, g.Xc_tr, scale)
-        if g.Xc_te.shape[0] > lam.size:
+        if g.n_te > lam.size:  # (always when n_te > p, where Xc_te is not kept)
             test: StatsTest | PredTest = StatsTest(H=(Q.T @ g.Gte @ Q).astype(dtype), u=(g.ute @ Q).astype(dtype))
         else:
             test = PredTest(XQ=(g.Xc_te @ Q).astype(dtype))
@@ -271,7 +272,8 @@ def prepare_grams(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, 
         mx = sx / ntr if fit_intercept else np.zeros(p)
         Xc_te = Xte - mx
         grams.append(FoldGram(Gc=Gtr - ntr * np.outer(mx, mx) if fit_intercept else Gtr, Gte=Xc_te.T @ Xc_te,
-                              ute=Xc_te.sum(axis=0), Xc_tr=(X64[train] - mx) if ntr < p else None, Xc_te=Xc_te))
+                              ute=Xc_te.sum(axis=0), Xc_tr=(X64[train] - mx) if ntr < p else None,
+                              n_te=test.size, Xc_te=Xc_te if test.size <= p else None))
         rows.append(FoldRows(train=train, test=test, complement=complement, n_train=ntr, mx=mx, sx=sx,
                              Xte=Xte.astype(dtype)))
     partition = bool(np.all(covered == 1)) and all(f.complement for f in rows)
@@ -302,6 +304,28 @@ def prepare_x(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, fit_
     xs, grams = prepare_grams(X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype)
     cands = [None] if scales is None else list(np.asarray(scales, dtype=np.float64))
     return dataclasses.replace(xs, candidates=tuple(candidate_side(grams, s) for s in cands))
+
+
+def xside_for(Y, X, folds, alphas, *, scales=None, **kwargs):
+    """The X side to solve ``Y`` with: computed here (:func:`prepare_x`) for an in-memory
+    ``Y``; for a dask ``Y``, a ``dask.delayed`` in which each candidate's decompositions
+    are one task (run on the cluster once, shared by every voxel-block task).
+
+    Returns ``(xside, xside_or_delayed)``: the first without candidates when delayed
+    (enough for shapes and the intercept), the second what the block function gets."""
+    if array_module_of(Y) != "dask":
+        xs = prepare_x(X, folds, alphas, scales=scales, **kwargs)
+        return xs, xs
+    import dask
+
+    xs, grams = prepare_grams(X, folds, alphas, **kwargs)
+    token = uuid.uuid4().hex[:12]
+    grams_d = dask.delayed(grams, name=f"ridge-grams-{token}", traverse=False)
+    cands = [None] if scales is None else list(np.asarray(scales, dtype=np.float64))
+    sides = [dask.delayed(candidate_side, pure=False)(grams_d, s, dask_key_name=f"ridge-candidate-{token}-{c}")
+             for c, s in enumerate(cands)]
+    return xs, dask.delayed(dataclasses.replace, pure=False)(xs, candidates=sides,
+                                                              dask_key_name=f"ridge-xside-{token}")
 
 
 # --------------------------------------------------------------------------------------
@@ -593,12 +617,12 @@ def solve_ridge_cv(X, Y, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]],
     n = np.shape(X)[0]
     if Y.ndim != 2 or Y.shape[0] != n:
         raise ValueError(f"Y must be 2-D with {n} rows like X, got shape {tuple(Y.shape)}")
-    xs = prepare_x(X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype)
+    xs, xs_run = xside_for(Y, X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype)
     K, A, p = len(xs.folds), alphas.size, xs.X.shape[1]
     coef_out = {"coef": Output((p,), xs.dtype)}
     outputs = {"fold_scores": Output((1, K, A), "float64"), "alpha_index": Output((), "int64"),
                "mean_y": Output((), "float64"), **(coef_out if return_coef and not single_alpha else {})}
-    run = dict(voxel_block=voxel_block, progress=progress, shared={"xs": xs}, bk=bk)
+    run = dict(voxel_block=voxel_block, progress=progress, shared={"xs": xs_run}, bk=bk)
     res = map_voxel_blocks(cv_block, Y, outputs, **run, with_coef=return_coef and not single_alpha)
     fold_scores = res["fold_scores"][0]
     cv_scores = fold_scores.mean(axis=0)
