@@ -5,6 +5,7 @@
     scalenc assembly build lebel --root R --subject S --out O.zarr [--stories ...]
     scalenc assembly import-pickle IN.pkl OUT.zarr
     scalenc assembly info PATH [--json]
+    scalenc assembly check PATH
     scalenc run CONFIG.toml [--cluster ...]
     scalenc demo [--out DIR]
 """
@@ -72,6 +73,21 @@ def _cmd_info(args) -> int:
 
     info = load_assembly(args.path).info()
     print(json.dumps(info, indent=1) if args.json else format_info(info))
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from .assembly.chunks import check_store
+
+    if not Path(args.path).is_dir():
+        raise FileNotFoundError(f"assembly store not found: {args.path}")
+    n, problems = check_store(args.path)
+    for line in problems:
+        print(f"scalenc: error: {line}", file=sys.stderr)
+    if problems:
+        print(f"{args.path}: {len(problems)} of {n} chunks missing or unreadable", file=sys.stderr)
+        return 2
+    print(f"{args.path}: all {n} chunks present and readable")
     return 0
 
 
@@ -178,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("path")
     inf.add_argument("--json", action="store_true")
     inf.set_defaults(func=_cmd_info)
+
+    ck = asub.add_parser("check", help="read and decode every chunk of a .zarr assembly")
+    ck.add_argument("path")
+    ck.set_defaults(func=_cmd_check)
 
     r = sub.add_parser("run", help="run the pipeline from a TOML config")
     r.add_argument("config", help="TOML run configuration (see scalenc.config)")

@@ -8,6 +8,6 @@
   :mod:`scalenc.datasets.writers`);
 - ``legacy.py`` imports LITcoder pickles without running pickled code.
 """
-from .core import Assembly, AssemblyError, AssemblyWriter, StoryData, load_assembly
+from .core import Assembly, AssemblyChunkError, AssemblyError, AssemblyWriter, StoryData, load_assembly
 
-__all__ = ["Assembly", "AssemblyError", "AssemblyWriter", "StoryData", "load_assembly"]
+__all__ = ["Assembly", "AssemblyChunkError", "AssemblyError", "AssemblyWriter", "StoryData", "load_assembly"]

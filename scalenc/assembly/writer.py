@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from .._io import atomic_directory
 
@@ -26,14 +26,26 @@ SCHEMA_VERSION = 1
 DEFAULT_VOXEL_CHUNK = 8192
 
 
+#: Every chunk is written, even one equal to the fill value, so that a missing chunk file
+#: always means a damaged store (readers refuse it instead of reading the fill value).
+_DENSE = {"write_empty_chunks": True}
+
+
 class AssemblyError(ValueError):
     """An assembly input or store is inconsistent; the message names the story/file."""
 
 
+class AssemblyChunkError(AssemblyError):
+    """A chunk of an assembly store is missing or cannot be decoded; the message names the
+    store, the story and the chunk."""
+
+
 def _codecs():
-    """Compression for float32 responses: blosc-lz4 with byte shuffle (fast, ~lossless ratio
-    of fMRI float32 data is modest; speed matters more than size)."""
-    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+    """Compression for float32 responses: blosc-lz4 with byte shuffle (fast; the ratio on
+    fMRI float32 data is modest, speed matters more than size), then a CRC32C checksum of
+    the compressed bytes, so that a truncated or altered chunk fails to decode (blosc alone
+    decodes some truncated chunks into garbage without an error)."""
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
 
 
 def _write_array(group: zarr.Group, name: str, data, dims: Sequence[str], *,
@@ -42,13 +54,14 @@ def _write_array(group: zarr.Group, name: str, data, dims: Sequence[str], *,
     data = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
     chunks = chunks or tuple(max(1, n) for n in data.shape) or None
     if data.dtype.kind in "UO":
-        arr = group.create_array(name, shape=data.shape, dtype=str, dimension_names=list(dims), chunks=chunks)
+        arr = group.create_array(name, shape=data.shape, dtype=str, dimension_names=list(dims), chunks=chunks,
+                                 config=_DENSE)
         if data.size:
             arr[...] = data.astype(object)
     else:
         fill = np.nan if data.dtype.kind == "f" else 0
         arr = group.create_array(name, shape=data.shape, dtype=data.dtype, dimension_names=list(dims),
-                                 chunks=chunks, fill_value=fill,
+                                 chunks=chunks, fill_value=fill, config=_DENSE,
                                  compressors=_codecs() if data.dtype.kind == "f" else "auto")
         if data.size:
             arr[...] = data
@@ -165,7 +178,7 @@ class AssemblyWriter:
         if self._roi is not None:
             _write_array(vox, "roi", self._roi.astype(str), ["voxel"])
         train = [s for s in self._stories if s not in self.test_stories]
-        self.root.attrs.update(dict(schema_version=SCHEMA_VERSION, stories=list(self._stories),
+        self.root.attrs.update(dict(schema_version=SCHEMA_VERSION, chunks_complete=True, stories=list(self._stories),
                                     train_stories=train, test_stories=list(self.test_stories),
                                     **self._meta))
         n_bad = int((~valid).sum())
@@ -250,7 +263,7 @@ class AssemblyWriter:
         if len(shape) == 3:
             n_rep = shape[0]
             reps = g.create_array("bold_repeats", shape=shape, dtype="f4", chunks=(1, *chunks2),
-                                  dimension_names=["repeat", "tr", "voxel"], fill_value=np.nan,
+                                  dimension_names=["repeat", "tr", "voxel"], fill_value=np.nan, config=_DENSE,
                                   compressors=_codecs())
             total = np.zeros((n_tr, n_vox), np.float64)
             for r in range(n_rep):
@@ -265,7 +278,8 @@ class AssemblyWriter:
             mean = _read_float32(bold)
             self._flag(mean, name, source)
         arr = g.create_array("bold", shape=(n_tr, n_vox), dtype="f4", chunks=chunks2,
-                             dimension_names=["tr", "voxel"], fill_value=np.nan, compressors=_codecs())
+                             dimension_names=["tr", "voxel"], fill_value=np.nan, compressors=_codecs(),
+                             config=_DENSE)
         arr[...] = mean
         del mean
         _write_array(g, "tr_time", tr_time, ["tr"], attrs={"units": "s"})
@@ -289,8 +303,11 @@ class AssemblyWriter:
 
     def _flag(self, block: np.ndarray, story: str, source: str | None) -> None:
         nan = np.isnan(block).any(axis=0)
-        const = np.zeros_like(nan) if block.shape[0] < 2 else (np.nanmax(block, axis=0) == np.nanmin(block, axis=0)) \
-            if nan.any() else (block.max(axis=0) == block.min(axis=0))
+        with warnings.catch_warnings():  # all-NaN voxels are reported below, not as numpy warnings
+            warnings.simplefilter("ignore", RuntimeWarning)
+            const = np.zeros_like(nan) if block.shape[0] < 2 else \
+                (np.nanmax(block, axis=0) == np.nanmin(block, axis=0)) if nan.any() else \
+                (block.max(axis=0) == block.min(axis=0))
         const &= ~nan
         if nan.any() or const.any():
             msg = (f"story {story!r}{f' ({source})' if source else ''}: {int(nan.sum())} voxels contain NaN and "
