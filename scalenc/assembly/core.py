@@ -202,13 +202,24 @@ class Assembly:
         ``voxel_constant``) and optional ``mask_indices``, ``roi``."""
         if self._voxels_cache is not None:
             return self._voxels_cache
-        ds = self.tree["voxels"].to_dataset().set_coords(
-            [k for k in ("voxel_valid", "voxel_has_nan", "voxel_constant", "mask_indices", "roi") if k in self.tree["voxels"]])
+        node = self.tree["voxels"]
+        ds = node.to_dataset().set_coords([k for k in ("voxel_valid", "voxel_has_nan", "voxel_constant",
+                                                       "mask_indices", "roi", *node.attrs.get("coords", ()))
+                                           if k in node and k != "voxel"])
         ds = ds.assign_coords(voxel=ds["voxel"].values)
         if self._voxel_index is not None:
             ds = ds.isel(voxel=self._voxel_index)
         self._voxels_cache = ds.load()
         return self._voxels_cache
+
+    @property
+    def voxel_space(self) -> dict[str, Any] | None:
+        """Where the voxels live, for brain maps: ``{"kind": "volume", "shape", "affine",
+        "order"}`` (with ``voxels["mask_indices"]`` as C-order flat indices into ``shape``),
+        ``{"kind": "surface", "mesh", "hemispheres"}`` (with ``voxels["hemi"]`` and
+        ``voxels["vertex"]``), or None when the reader did not know."""
+        vs = self.attrs.get("voxel_space")
+        return None if vs is None else dict(vs)
 
     @property
     def n_voxels(self) -> int:
@@ -235,7 +246,8 @@ class Assembly:
         da = self._checked(story, "bold", ds["bold"])
         if self._voxel_index is not None:
             da = da.isel(voxel=self._voxel_index)
-        vox = {k: v for k, v in self.voxels.coords.items() if k in ("voxel", "voxel_valid", "mask_indices", "roi")}
+        vox = {k: ("voxel", v.values) for k, v in self.voxels.coords.items()
+               if k not in ("voxel_has_nan", "voxel_constant")}
         return da.assign_coords(tr_time=("tr", ds["tr_time"].values), **vox).rename(story)
 
     def _checked(self, story: str, name: str, like: xr.DataArray) -> xr.DataArray:
@@ -358,6 +370,10 @@ class Assembly:
                             voxel_chunk=voxel_chunk or int(a.get("voxel_chunk", DEFAULT_VOXEL_CHUNK)),
                             mask_indices=vox["mask_indices"].values if "mask_indices" in vox else None,
                             roi=vox["roi"].values if "roi" in vox else None,
+                            voxel_coords={k: vox[k].values for k in self._root["voxels"].attrs.get("coords", ())
+                                          if k in vox and k not in ("voxel_valid", "voxel_has_nan", "voxel_constant",
+                                                                    "mask_indices", "roi")},
+                            voxel_space=self.voxel_space,
                             timing=a.get("timing"), overwrite=overwrite) as w:
             for s in self._stories:
                 ds = self._story_group(s)

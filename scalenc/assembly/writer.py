@@ -114,6 +114,13 @@ class AssemblyWriter:
         ROI label of each voxel.
     timing : dict, optional
         The reader's timing parameters, stored for provenance.
+    voxel_coords : dict name -> (n_voxels,) array, optional
+        Further per-voxel coordinates (e.g. ``hemi`` and ``vertex`` of surface data).
+    voxel_space : dict, optional
+        Where the voxels live, for brain maps (JSON-serialisable), stored as the root
+        attribute ``voxel_space``: ``{"kind": "volume", "shape": [x, y, z], "affine": 4x4,
+        "order": "C"}`` (``mask_indices`` are C-order flat indices into ``shape``) or
+        ``{"kind": "surface", "mesh": "fsaverage5", "hemispheres": ["left", "right"]}``.
     overwrite : bool
         Replace an existing store at ``path``.
     """
@@ -121,7 +128,8 @@ class AssemblyWriter:
     def __init__(self, path: str | os.PathLike, *, dataset: str, subject: str, tr_seconds: float,
                  n_voxels: int, test_stories: Iterable[str] = (), voxel_chunk: int = DEFAULT_VOXEL_CHUNK,
                  mask_indices=None, roi=None, timing: Mapping[str, Any] | None = None,
-                 attrs: Mapping[str, Any] | None = None, overwrite: bool = False):
+                 attrs: Mapping[str, Any] | None = None, voxel_coords: Mapping[str, Any] | None = None,
+                 voxel_space: Mapping[str, Any] | None = None, overwrite: bool = False):
         self.path = Path(path)
         if tr_seconds <= 0:
             raise AssemblyError(f"tr_seconds must be > 0, got {tr_seconds}")
@@ -133,9 +141,15 @@ class AssemblyWriter:
                           timing=dict(timing or {}), voxel_chunk=self.voxel_chunk, **dict(attrs or {}))
         self._mask_indices = None if mask_indices is None else np.asarray(mask_indices)
         self._roi = None if roi is None else np.asarray(roi)
-        for nm, a in (("mask_indices", self._mask_indices), ("roi", self._roi)):
+        self._voxel_coords = {k: np.asarray(v) for k, v in dict(voxel_coords or {}).items()}
+        reserved = {"voxel", "voxel_valid", "voxel_has_nan", "voxel_constant", "mask_indices", "roi"}
+        if reserved & set(self._voxel_coords):
+            raise AssemblyError(f"voxel_coords may not use the reserved names {sorted(reserved & set(self._voxel_coords))}")
+        for nm, a in (("mask_indices", self._mask_indices), ("roi", self._roi), *self._voxel_coords.items()):
             if a is not None and a.shape != (self.n_voxels,):
                 raise AssemblyError(f"{nm} has shape {a.shape}, expected ({self.n_voxels},)")
+        if voxel_space is not None:
+            self._meta["voxel_space"] = dict(voxel_space)
         self._overwrite = overwrite
         self._stories: list[str] = []
         self._has_nan = np.zeros(self.n_voxels, bool)
@@ -177,6 +191,11 @@ class AssemblyWriter:
             _write_array(vox, "mask_indices", self._mask_indices.astype(np.int64), ["voxel"])
         if self._roi is not None:
             _write_array(vox, "roi", self._roi.astype(str), ["voxel"])
+        for k, a in self._voxel_coords.items():
+            _write_array(vox, k, a.astype(str) if a.dtype.kind in "UO" else a, ["voxel"])
+        vox.attrs["coords"] = ["voxel_valid", "voxel_has_nan", "voxel_constant",
+                               *(["mask_indices"] if self._mask_indices is not None else []),
+                               *(["roi"] if self._roi is not None else []), *self._voxel_coords]
         train = [s for s in self._stories if s not in self.test_stories]
         self.root.attrs.update(dict(schema_version=SCHEMA_VERSION, chunks_complete=True, stories=list(self._stories),
                                     train_stories=train, test_stories=list(self.test_stories),
