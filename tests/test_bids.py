@@ -161,7 +161,9 @@ def test_volume_to_fsaverage5_projection_chunked_over_time(narr, tmp_path):
     f = tmp_path / "sub-01_task-pieman_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
     nib.save(nib.Nifti1Image(data, aff), f)
     f.with_name(f.name.replace(".nii.gz", ".json")).write_text(json.dumps({"RepetitionTime": 1.5}))
-    run = Run(story="pieman", bold=f, words=narr.root / "stimuli/gentle/pieman/align.json", onset=0.0)
+    words = tmp_path / "words.tsv"
+    words.write_text("word\tonset\toffset\nonce\t1.0\t1.4\nupon\t1.5\t1.9\na\t2.0\t2.1\n")
+    run = Run(story="pieman", bold=f, words=words, onset=3.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         asm = Assembly(bids.build([run], tmp_path / "s.zarr", subject="sub-01", surface="fsaverage5", zscore=False,
