@@ -294,3 +294,21 @@ def test_cli_build_bids_narratives_lpp(narr, lpp_ds, tmp_path, capsys):
                      "--out", str(tmp_path / "l.zarr")]) == 2
     assert "RepetitionTime 2.0 s disagrees with tr=1.0 s" in capsys.readouterr().err
     assert not (tmp_path / "l.zarr").exists()
+
+
+def test_mask_as_nilearn_masker_equals_mask_file(narr, tmp_path):
+    from nilearn.maskers import NiftiMasker
+
+    mask = next(_func(narr).glob("*task-pieman_*brain_mask.nii.gz"))
+    run = Run("pieman", _nifti(narr, "pieman"), narr.root / "stimuli/gentle/pieman/align.json",
+              events=narr.root / "sub-001/func/sub-001_task-pieman_events.tsv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = Assembly(bids.build([run], tmp_path / "a.zarr", subject="s", mask=mask, zscore=False, time_block=9,
+                                progress=False))
+        b = Assembly(bids.build([run], tmp_path / "b.zarr", subject="s", mask=NiftiMasker(mask_img=str(mask)).fit(),
+                                zscore=False, progress=False))
+    img = nib.load(_nifti(narr, "pieman"))
+    want = np.asarray(img.dataobj)[narr.mask].T  # nibabel + boolean mask: C-order voxels
+    np.testing.assert_array_equal(a.bold("pieman").values, want)
+    np.testing.assert_array_equal(b.bold("pieman").values, want)

@@ -372,16 +372,25 @@ def _gifti_volumes(path: Path) -> tuple[int, int]:
 
 def _masked_series(img, mask_idx: np.ndarray, skip: int, time_block: int) -> np.ndarray:
     """(n_volumes - skip, n_mask) float32 from a 4-D image, read ``time_block`` volumes at a
-    time (the file is read once; the whole image is never held as floats)."""
+    time (the file is read once; the whole image is never held as floats).
+
+    ``mask_idx`` are C-order flat indices into the volume grid. nibabel returns NIfTI data
+    in Fortran order, where each volume is contiguous: the mask voxels of one volume are
+    then gathered from a contiguous vector, volume by volume (cache-friendly)."""
     shape = img.shape
     n_t = shape[3]
     out = np.empty((n_t - skip, mask_idx.size), np.float32)
+    fidx = np.ravel_multi_index(np.unravel_index(mask_idx, shape[:3], order="C"), shape[:3], order="F")
     proxy = img.dataobj
     for t0 in range(skip, n_t, time_block):
         t1 = min(n_t, t0 + time_block)
         block = np.asarray(proxy[..., t0:t1])  # (x, y, z, tb), stored dtype, scaled
-        flat = block.reshape(-1, t1 - t0)  # C-order flat voxel index
-        out[t0 - skip:t1 - skip] = flat[mask_idx].T
+        if block.flags.f_contiguous:
+            flat, idx = block.reshape(-1, t1 - t0, order="F"), fidx
+        else:
+            flat, idx = block.reshape(-1, t1 - t0), mask_idx
+        for j in range(t1 - t0):
+            out[t0 - skip + j] = flat[idx, j]
         del block, flat
     return out
 
@@ -485,11 +494,16 @@ def _confounds(run: Run, confounds) -> np.ndarray:
     return np.asarray(conf.values, np.float64)
 
 
-def _zscore_inplace(Y: np.ndarray) -> None:
-    mu = Y.mean(axis=0, dtype=np.float64)
-    sd = Y.std(axis=0, dtype=np.float64)
-    Y -= mu.astype(np.float32)
-    np.divide(Y, sd.astype(np.float32), out=Y, where=sd[None, :] > 0)
+def _zscore_inplace(Y: np.ndarray, block: int = 8192) -> None:
+    """Z-score the columns of ``Y`` in place (population SD; constant columns become 0),
+    ``block`` columns at a time so that float64 temporaries stay small."""
+    for c0 in range(0, Y.shape[1], block):
+        sl = Y[:, c0:c0 + block]
+        x = sl.astype(np.float64)
+        x -= x.mean(axis=0)
+        sd = np.sqrt((x * x).mean(axis=0))
+        np.divide(x, sd, out=x, where=sd > 0)
+        sl[...] = x
 
 
 # ---------------------------------------------------------------------- build

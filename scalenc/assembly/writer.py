@@ -288,7 +288,7 @@ class AssemblyWriter:
             for r in range(n_rep):
                 block = np.asarray(bold[r], dtype=np.float32)
                 self._flag(block, name, source)
-                reps[r] = block
+                _write_by_chunk(reps, block, self.voxel_chunk, lead=(r,))
                 total += block
             mean = (total / n_rep).astype(np.float32)
             del total
@@ -299,7 +299,7 @@ class AssemblyWriter:
         arr = g.create_array("bold", shape=(n_tr, n_vox), dtype="f4", chunks=chunks2,
                              dimension_names=["tr", "voxel"], fill_value=np.nan, compressors=_codecs(),
                              config=_DENSE)
-        arr[...] = mean
+        _write_by_chunk(arr, mean, self.voxel_chunk)
         del mean
         _write_array(g, "tr_time", tr_time, ["tr"], attrs={"units": "s"})
         _write_array(g, "grid_time", grid, ["tr_grid"], attrs={"units": "s"})
@@ -335,6 +335,14 @@ class AssemblyWriter:
             logger.warning(msg)
         self._has_nan |= nan
         self._constant |= const
+
+
+def _write_by_chunk(arr: zarr.Array, data: np.ndarray, voxel_chunk: int, lead: tuple = ()) -> None:
+    """Write a (tr, voxel) block one voxel chunk at a time: zarr encodes the chunks of one
+    assignment concurrently, each with copies, which for a whole story would hold several
+    times the story in memory; this keeps it to about one chunk."""
+    for c0 in range(0, data.shape[-1], voxel_chunk):
+        arr[(*lead, slice(None), slice(c0, c0 + voxel_chunk))] = data[..., c0:c0 + voxel_chunk]
 
 
 def _read_float32(a) -> np.ndarray:
