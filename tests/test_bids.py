@@ -312,3 +312,26 @@ def test_mask_as_nilearn_masker_equals_mask_file(narr, tmp_path):
     want = np.asarray(img.dataobj)[narr.mask].T  # nibabel + boolean mask: C-order voxels
     np.testing.assert_array_equal(a.bold("pieman").values, want)
     np.testing.assert_array_equal(b.bold("pieman").values, want)
+
+
+def test_word_readers_agree_and_skip_non_words(tmp_path):
+    from scalenc.assembly.textgrid import Interval, Tier
+    from scalenc.datasets.writers import write_textgrid
+
+    tg = tmp_path / "s.TextGrid"
+    write_textgrid(tg, [Tier("words", "IntervalTier", [Interval(0, 0.5, "#"), Interval(0.5, 0.9, "once"),
+                                                        Interval(0.9, 1.0, "sil"), Interval(1.0, 1.3, "upon"),
+                                                        Interval(1.3, 2.0, "")])], 0, 2)
+    tsv = tmp_path / "s.tsv"
+    tsv.write_text("word\tstart\tend\nupon\t1.0\t1.3\nonce\t0.5\t0.9\n")  # unsorted: sorted by onset
+    gentle = tmp_path / "align.json"
+    gentle.write_text(json.dumps({"words": [{"word": "once", "case": "success", "start": 0.5, "end": 0.9},
+                                            {"word": "a", "case": "not-found-in-audio"},
+                                            {"word": "upon", "case": "success", "start": 1.0, "end": 1.3}]}))
+    for f, dropped in ((tg, 0), (tsv, 0), (gentle, 1)):
+        words, start, end, n = bids.read_any_words(f)
+        assert words == ["once", "upon"] and n == dropped
+        np.testing.assert_allclose(start, [0.5, 1.0])
+        np.testing.assert_allclose(end, [0.9, 1.3])
+    with pytest.raises(BIDSError, match=r"s\.txt2: unknown word-timing format"):
+        bids.read_any_words(tmp_path / "s.txt2")

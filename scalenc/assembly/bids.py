@@ -52,7 +52,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,9 @@ CONFOUND_STRATEGIES: dict[str, dict[str, Any]] = {
     "motion+cosine": dict(strategy=("motion", "high_pass"), motion="basic"),
 }
 TIME_BLOCK = 256
+#: TextGrid labels that are not words beyond :data:`scalenc.assembly.textgrid.NON_WORD_LABELS`
+#: (Le Petit Prince marks pauses with "#").
+TEXTGRID_NON_WORDS = frozenset({"#"})
 
 
 class BIDSError(AssemblyError):
@@ -124,7 +127,6 @@ class Run:
     word_filter: tuple[str, Any] | None = None
     expected_volumes: int | None = None
     skip_volumes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_surface(self) -> bool:
@@ -230,7 +232,9 @@ def read_any_words(path: str | os.PathLike, *, word_filter: tuple[str, Any] | No
             words, start, end = read_words(p)
         except TextGridError as e:
             raise BIDSError(str(e) if str(p) in str(e) else f"{p}: {e}") from e
-        words, start, end = list(words), np.asarray(start, float), np.asarray(end, float)
+        keep = [str(w).strip() not in TEXTGRID_NON_WORDS for w in words]
+        words = [w for w, k in zip(words, keep) if k]
+        start, end = np.asarray(start, float)[keep], np.asarray(end, float)[keep]
     elif suf == ".json":
         words, start, end, dropped = read_gentle(p)
     elif suf in (".csv", ".tsv", ".txt"):
@@ -293,7 +297,7 @@ def resolve_tr(sidecar: str | os.PathLike | None, tr: float | None) -> float:
     if side is not None and tr is not None and not math.isclose(side, float(tr), rel_tol=1e-6, abs_tol=1e-9):
         raise BIDSError(f"{sidecar}: RepetitionTime {side} s disagrees with tr={float(tr)} s")
     if side is None and tr is None:
-        raise BIDSError(f"no TR: {sidecar or 'no sidecar'} not found and no tr= given")
+        raise BIDSError(f"no TR: no _bold.json sidecar{f' at {sidecar}' if sidecar else ''} and no tr= given")
     return float(side if side is not None else tr)
 
 
