@@ -335,3 +335,20 @@ def test_word_readers_agree_and_skip_non_words(tmp_path):
         np.testing.assert_allclose(end, [0.9, 1.3])
     with pytest.raises(BIDSError, match=r"s\.txt2: unknown word-timing format"):
         bids.read_any_words(tmp_path / "s.txt2")
+
+
+@pytest.mark.slow
+def test_bids_build_benchmark_small(tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bids_build.py"
+    r = subprocess.run([sys.executable, str(script), "--trs", "120", "--grid", "20", "24", "20", "--mask-voxels",
+                        "5000", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = re.findall(r"^\| (nibabel read .*floor\)|scalenc narratives.build \(bids.build\)) \| ([\d.]+) \| (\d+) \| "
+                      r"(\d+) \|$", r.stdout, re.M)
+    assert len(rows) == 2 and 0 < int(rows[1][3]) < 1024
+    assert re.search(r"120 TRs x 50\d\d mask voxels", r.stdout) and "scalenc / floor time ratio" in r.stdout
