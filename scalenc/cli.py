@@ -3,8 +3,12 @@
 ::
 
     scalenc assembly build lebel --root R --subject S --out O.zarr [--stories ...]
+    scalenc assembly build bids --runs RUNS.tsv --subject S --out O.zarr [--mask M ...]
+    scalenc assembly build narratives --root R --subject S --tasks T [T ...]
+    scalenc assembly build lpp --root R --subject S [--language EN]
     scalenc assembly import-pickle IN.pkl OUT.zarr
     scalenc assembly info PATH [--json]
+    scalenc assembly check PATH
     scalenc run CONFIG.toml [--cluster ...]
     scalenc demo [--out DIR]
 """
@@ -65,6 +69,65 @@ def _cmd_build_lebel(args) -> int:
     return 0
 
 
+def _bids_options(args) -> dict:
+    return dict(tr=args.tr, test_stories=args.test_stories, confounds=args.confounds, detrend=args.detrend,
+                high_pass=args.high_pass, surface=args.surface, volume_time=args.volume_time,
+                voxel_chunk=args.voxel_chunk, overwrite=args.overwrite)
+
+
+def _cmd_build_bids(args) -> int:
+    import csv
+
+    from .assembly import Assembly, bids
+
+    table = Path(args.runs)
+    if not table.exists():
+        raise FileNotFoundError(f"run table not found: {table}")
+    rows = list(csv.DictReader(table.read_text(encoding="utf-8-sig").splitlines(), delimiter="\t"))
+    runs = []
+    for i, r in enumerate(rows, start=2):
+        def get(k, row=r):
+            v = (row.get(k) or "").strip()
+            return None if v in ("", "n/a") else v
+
+        if not get("story") or not (get("bold") or (get("bold_left") and get("bold_right"))) or not get("words"):
+            raise ValueError(f"{table}: line {i} needs story, bold (or bold_left and bold_right) and words")
+        here = table.parent
+        path = (lambda v: None if v is None else str(here / v))  # noqa: E731 - paths relative to the table
+        bold = path(get("bold")) if get("bold") else (path(get("bold_left")), path(get("bold_right")))
+        try:
+            runs.append(bids.Run(story=get("story"), bold=bold, words=path(get("words")), events=path(get("events")),
+                                 onset=None if get("onset") is None else float(get("onset")),
+                                 sidecar=path(get("sidecar")), audio=path(get("audio")),
+                                 skip_volumes=int(get("skip_volumes") or 0),
+                                 expected_volumes=None if get("expected_volumes") is None
+                                 else int(get("expected_volumes"))))
+        except ValueError as e:
+            raise ValueError(f"{table}: line {i}: {e}") from None
+    out = bids.build(runs, args.out, subject=args.subject, mask=args.mask, word_clock=args.word_clock,
+                     mesh=args.mesh, **_bids_options(args))
+    print(format_info(Assembly(out).info()))
+    return 0
+
+
+def _cmd_build_narratives(args) -> int:
+    from .assembly import Assembly, narratives
+
+    out = narratives.build(args.root, args.subject, args.tasks, args.out, derivatives=args.derivatives,
+                           space=args.space, mask=args.mask, **_bids_options(args))
+    print(format_info(Assembly(out).info()))
+    return 0
+
+
+def _cmd_build_lpp(args) -> int:
+    from .assembly import Assembly, lpp
+
+    out = lpp.build(args.root, args.subject, args.language, args.out, words_from=args.words_from, mask=args.mask,
+                    **_bids_options(args))
+    print(format_info(Assembly(out).info()))
+    return 0
+
+
 def _cmd_import_pickle(args) -> int:
     out = import_pickle(args.input, args.output, test_stories=args.test_stories, grid_offset=args.grid_offset,
                         overwrite=args.overwrite)
@@ -75,6 +138,21 @@ def _cmd_import_pickle(args) -> int:
 def _cmd_info(args) -> int:
     info = load_assembly(args.path).info()
     print(json.dumps(info, indent=1) if args.json else format_info(info))
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from .assembly.chunks import check_store
+
+    if not Path(args.path).is_dir():
+        raise FileNotFoundError(f"assembly store not found: {args.path}")
+    n, problems = check_store(args.path)
+    for line in problems:
+        print(f"scalenc: error: {line}", file=sys.stderr)
+    if problems:
+        print(f"{args.path}: {len(problems)} of {n} chunks missing or unreadable", file=sys.stderr)
+        return 2
+    print(f"{args.path}: all {n} chunks present and readable")
     return 0
 
 
@@ -157,6 +235,49 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--overwrite", action="store_true")
     bl.set_defaults(func=_cmd_build_lebel)
 
+    def bids_flags(q, tr_default):
+        q.add_argument("--subject", required=True)
+        q.add_argument("--mask", default=None, help="brain mask NIfTI (default: the fMRIPrep desc-brain_mask)")
+        q.add_argument("--tr", type=float, default=tr_default,
+                       help=f"repetition time, s, checked against the _bold.json sidecar (default {tr_default})")
+        q.add_argument("--test-stories", nargs="*", default=[])
+        q.add_argument("--confounds", default=None,
+                       help="nilearn load_confounds strategy: narratives, motion or motion+cosine")
+        q.add_argument("--detrend", action="store_true", help="remove a linear trend per run")
+        q.add_argument("--high-pass", type=float, default=None, help="high-pass cutoff, Hz")
+        q.add_argument("--surface", default=None, help="project volumes onto this mesh, e.g. fsaverage5")
+        q.add_argument("--volume-time", default="centre", choices=["centre", "start"],
+                       help="time of a volume within its TR (default centre)")
+        q.add_argument("--voxel-chunk", type=int, default=8192)
+        q.add_argument("--overwrite", action="store_true")
+
+    bb = bsub.add_parser("bids", help="BIDS runs listed in a TSV (story, bold | bold_left + bold_right, words, "
+                                      "events | onset, [sidecar, audio, skip_volumes, expected_volumes])")
+    bb.add_argument("--runs", required=True, help="run table (.tsv; paths relative to it)")
+    bb.add_argument("--out", required=True, help="output .zarr")
+    bb.add_argument("--word-clock", default="audio", choices=["audio", "scan"],
+                    help="word times count from the audio start (default) or from the first volume")
+    bb.add_argument("--mesh", default=None, help="mesh of GIFTI runs, e.g. fsaverage6 (recorded)")
+    bids_flags(bb, None)
+    bb.set_defaults(func=_cmd_build_bids)
+
+    bn = bsub.add_parser("narratives", help="Narratives (OpenNeuro ds002345) layout")
+    bn.add_argument("--root", required=True)
+    bn.add_argument("--tasks", nargs="+", required=True, help="stories, e.g. pieman 21styear")
+    bn.add_argument("--out", default=None, help="output .zarr (default ROOT/derivatives/scalenc/SUBJECT.zarr)")
+    bn.add_argument("--derivatives", default="fmriprep", choices=["fmriprep", "afni-nosmooth", "afni-smooth"])
+    bn.add_argument("--space", default="MNI152NLin2009cAsym", help="or fsaverage6 (GIFTI)")
+    bids_flags(bn, 1.5)
+    bn.set_defaults(func=_cmd_build_narratives)
+
+    bp = bsub.add_parser("lpp", help="Le Petit Prince (OpenNeuro ds003643) layout")
+    bp.add_argument("--root", required=True)
+    bp.add_argument("--language", default="EN", choices=["EN", "FR", "CN"])
+    bp.add_argument("--out", default=None, help="output .zarr (default ROOT/derivatives/scalenc/SUBJECT.zarr)")
+    bp.add_argument("--words-from", default="csv", choices=["csv", "textgrid"])
+    bids_flags(bp, 2.0)
+    bp.set_defaults(func=_cmd_build_lpp)
+
     ip = asub.add_parser("import-pickle", help="import a LITcoder .pkl assembly (no code is run)")
     ip.add_argument("input")
     ip.add_argument("output")
@@ -170,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("path")
     inf.add_argument("--json", action="store_true")
     inf.set_defaults(func=_cmd_info)
+
+    ck = asub.add_parser("check", help="read and decode every chunk of a .zarr assembly")
+    ck.add_argument("path")
+    ck.set_defaults(func=_cmd_check)
 
     r = sub.add_parser("run", help="run the pipeline from a TOML config")
     r.add_argument("config", help="TOML run configuration (see scalenc.config)")

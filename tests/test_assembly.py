@@ -1,11 +1,14 @@
 """Assembly writer/reader: round trips, lazy voxel-chunked reads, atomic writes, errors."""
 from __future__ import annotations
 
+import re
+
 import dask.array as da
 import numpy as np
 import pytest
 
-from scalenc.assembly import Assembly, AssemblyError, AssemblyWriter, load_assembly
+from scalenc.assembly import Assembly, AssemblyChunkError, AssemblyError, AssemblyWriter, load_assembly
+from scalenc.cli import main
 
 TR = 2.0
 
@@ -172,3 +175,58 @@ def test_not_an_assembly(tmp_path):
     (tmp_path / "empty.zarr").mkdir()
     with pytest.raises(AssemblyError, match="empty.zarr"):
         Assembly(tmp_path / "empty.zarr")
+
+
+# --------------------------------------------------------------------------------------
+# damaged stores: zarr's fill value must never stand in for data
+def test_missing_chunk_refused_with_one_line_naming_store_story_chunk(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    data = _write(tmp_path / "a.zarr", rng)
+    assert main(["assembly", "check", str(tmp_path / "a.zarr")]) == 0
+    assert "all" in capsys.readouterr().out
+    (tmp_path / "a.zarr/stories/b/bold/c/0/1").unlink()
+    a = Assembly(tmp_path / "a.zarr")
+    want = rf"{tmp_path / 'a.zarr'}: story 'b': chunk bold/c/0/1 is missing"
+    with pytest.raises(AssemblyChunkError, match=want) as ei:
+        a.bold("b").values
+    assert "\n" not in str(ei.value)
+    with pytest.raises(AssemblyChunkError, match=want):  # a lazy dask reduction, as the fit runs it
+        a.bold("b").data.sum().compute()
+    with pytest.raises(AssemblyChunkError, match=want):  # a voxel subset covering the chunk
+        a.subset(voxels=[5]).bold("b").values
+    # chunks that are present still read (only the damaged one is refused)
+    np.testing.assert_array_equal(a.bold("b").isel(voxel=slice(0, 4)).values, data["b"][:, :4].astype(np.float32))
+    assert main(["assembly", "check", str(tmp_path / "a.zarr")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"scalenc: error: {tmp_path / 'a.zarr'}: story 'b': chunk bold/c/0/1 is missing"
+    assert re.fullmatch(r".*a\.zarr: 1 of \d+ chunks missing or unreadable", err[-1]) and len(err) == 2
+
+
+def test_truncated_chunk_refused_with_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    _write(tmp_path / "a.zarr", rng)
+    f = tmp_path / "a.zarr/stories/t/bold_repeats/c/1/0/2"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    a = Assembly(tmp_path / "a.zarr")
+    with pytest.raises(AssemblyChunkError, match=r"story 't': chunk bold_repeats/c/1/0/2 cannot be decoded") as ei:
+        a.bold_repeats("t").data.compute()
+    assert "\n" not in str(ei.value)
+    assert main(["assembly", "check", str(tmp_path / "a.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "story 't': chunk bold_repeats/c/1/0/2 cannot be decoded" in err and "Traceback" not in err
+    # the CLI reports a read of it in one line too
+    assert main(["assembly", "info", str(tmp_path / "a.zarr")]) == 0  # metadata only: no bold read
+
+
+def test_all_nan_chunk_is_written_and_reads_back(tmp_path):
+    """Every chunk is written, even one equal to the fill value, so absence always means damage."""
+    bold = np.random.default_rng(0).standard_normal((15, 8)).astype(np.float32)
+    bold[:, 4:] = np.nan
+    with pytest.warns(UserWarning, match="4 voxels contain NaN"):
+        with AssemblyWriter(tmp_path / "n.zarr", dataset="u", subject="S", tr_seconds=TR, n_voxels=8,
+                            voxel_chunk=4) as w:
+            w.add_story("a", bold, tr_time=_grid(15), words=["x"], word_start=[0.0], word_end=[0.5])
+    assert (tmp_path / "n.zarr/stories/a/bold/c/0/1").is_file()
+    a = Assembly(tmp_path / "n.zarr")
+    np.testing.assert_array_equal(a.bold("a").values, bold)
+    assert a.check()[1] == []

@@ -3,6 +3,7 @@ of every kept field onto a scalenc assembly, grid-offset inference, refusals and
 from __future__ import annotations
 
 import builtins
+import hashlib
 import io
 import os
 import pickle
@@ -220,6 +221,34 @@ def test_load_assembly_on_pkl(tmp_path):
     np.testing.assert_allclose(b.bold(b.stories[0]).values, np.asarray(specs[0]["brain_data"], np.float32))
     c = load_assembly(p, import_to=tmp_path / "elsewhere" / "x.zarr")
     assert c.path == tmp_path / "elsewhere" / "x.zarr"
+    src = b.attrs["source_pickle"]
+    assert src["path"] == str(p.resolve()) and src["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
+    # a touched pickle with the same bytes is not re-imported
+    stamp = (b.path / "zarr.json").stat().st_mtime_ns
+    t = p.stat().st_mtime + 20
+    os.utime(p, (t, t))
+    load_assembly(p)
+    assert (b.path / "zarr.json").stat().st_mtime_ns == stamp
+
+
+def test_load_assembly_never_replaces_a_store_it_did_not_import(tmp_path):
+    """x.zarr built from something else (here by lebel-like writing) next to a newer x.pkl:
+    refused, the store untouched; a store imported from another pickle likewise."""
+    rng = np.random.default_rng(7)
+    other = import_pickle(_dump(tmp_path / "other.pkl", _specs(rng)), tmp_path / "x.zarr")
+    built = Assembly(other).save(tmp_path / "y.zarr")  # a store with no pickle provenance
+    p = _dump(tmp_path / "y.pkl", _specs(np.random.default_rng(8)))
+    t = built.stat().st_mtime + 10
+    os.utime(p, (t, t))
+    before = Assembly(built).bold("alpha").values
+    with pytest.raises(AssemblyError, match=r"y\.zarr exists and was not imported from a pickle, not from .*y\.pkl; "
+                                            r"refusing to replace it"):
+        load_assembly(p)
+    np.testing.assert_array_equal(Assembly(built).bold("alpha").values, before)
+    q = _dump(tmp_path / "x.pkl", _specs(np.random.default_rng(9)))
+    with pytest.raises(AssemblyError, match=r"x\.zarr exists and was imported from .*other\.pkl, not from .*x\.pkl"):
+        load_assembly(q)
+    assert load_assembly(p, import_to=tmp_path / "y_import.zarr").attrs["source_pickle"]["path"] == str(p.resolve())
 
 
 # --------------------------------------------------------------------------------------

@@ -6,8 +6,14 @@
 - ``lebel.py`` builds an assembly from the OpenNeuro ds003020 tree;
 - ``textgrid.py`` parses Praat TextGrids (test-data writers are in
   :mod:`scalenc.datasets.writers`);
-- ``legacy.py`` imports LITcoder pickles without running pickled code.
+- ``legacy.py`` imports LITcoder pickles without running pickled code;
+- ``chunks.py`` refuses missing / corrupt chunks on read and checks whole stores
+  (``scalenc assembly check``);
+- ``bids.py`` builds an assembly from BIDS / fMRIPrep runs (NIfTI + mask or GIFTI,
+  sidecar TR, events onsets, TextGrid / CSV / Gentle words, nilearn confound cleaning,
+  fsaverage projection); ``narratives.py`` (ds002345) and ``lpp.py`` (ds003643) name
+  those datasets' files and timing conventions (nibabel / nilearn: ``scalenc[bids]``).
 """
-from .core import Assembly, AssemblyError, AssemblyWriter, StoryData, load_assembly
+from .core import Assembly, AssemblyChunkError, AssemblyError, AssemblyWriter, StoryData, load_assembly
 
-__all__ = ["Assembly", "AssemblyError", "AssemblyWriter", "StoryData", "load_assembly"]
+__all__ = ["Assembly", "AssemblyChunkError", "AssemblyError", "AssemblyWriter", "StoryData", "load_assembly"]

@@ -33,13 +33,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask.array
+import dask.base
 import numpy as np
 import xarray as xr
 import zarr
 
-from .legacy import import_pickle
-from .writer import (DEFAULT_VOXEL_CHUNK, SCHEMA_VERSION, AssemblyError, AssemblyWriter,  # noqa: F401 (re-exported)
-                     _codecs)
+from .chunks import CheckedChunks, check_store
+from .legacy import import_pickle, pickle_provenance
+from .writer import (DEFAULT_VOXEL_CHUNK, SCHEMA_VERSION, AssemblyChunkError,  # noqa: F401 (re-exported)
+                     AssemblyError, AssemblyWriter, _codecs)
 
 logger = logging.getLogger(__name__)
 
@@ -199,13 +202,24 @@ class Assembly:
         ``voxel_constant``) and optional ``mask_indices``, ``roi``."""
         if self._voxels_cache is not None:
             return self._voxels_cache
-        ds = self.tree["voxels"].to_dataset().set_coords(
-            [k for k in ("voxel_valid", "voxel_has_nan", "voxel_constant", "mask_indices", "roi") if k in self.tree["voxels"]])
+        node = self.tree["voxels"]
+        ds = node.to_dataset().set_coords([k for k in ("voxel_valid", "voxel_has_nan", "voxel_constant",
+                                                       "mask_indices", "roi", *node.attrs.get("coords", ()))
+                                           if k in node and k != "voxel"])
         ds = ds.assign_coords(voxel=ds["voxel"].values)
         if self._voxel_index is not None:
             ds = ds.isel(voxel=self._voxel_index)
         self._voxels_cache = ds.load()
         return self._voxels_cache
+
+    @property
+    def voxel_space(self) -> dict[str, Any] | None:
+        """Where the voxels live, for brain maps: ``{"kind": "volume", "shape", "affine",
+        "order"}`` (with ``voxels["mask_indices"]`` as C-order flat indices into ``shape``),
+        ``{"kind": "surface", "mesh", "hemispheres"}`` (with ``voxels["hemi"]`` and
+        ``voxels["vertex"]``), or None when the reader did not know."""
+        vs = self.attrs.get("voxel_space")
+        return None if vs is None else dict(vs)
 
     @property
     def n_voxels(self) -> int:
@@ -229,18 +243,29 @@ class Assembly:
         """Responses of ``story`` as a lazy (tr, voxel) float32 DataArray (repeat mean for
         repeated stories), with ``tr_time`` and voxel coordinates."""
         ds = self._story_group(story)
-        da = ds["bold"]
+        da = self._checked(story, "bold", ds["bold"])
         if self._voxel_index is not None:
             da = da.isel(voxel=self._voxel_index)
-        vox = {k: v for k, v in self.voxels.coords.items() if k in ("voxel", "voxel_valid", "mask_indices", "roi")}
+        vox = {k: ("voxel", v.values) for k, v in self.voxels.coords.items()
+               if k not in ("voxel_has_nan", "voxel_constant")}
         return da.assign_coords(tr_time=("tr", ds["tr_time"].values), **vox).rename(story)
+
+    def _checked(self, story: str, name: str, like: xr.DataArray) -> xr.DataArray:
+        """``like`` (an array of the story group) re-backed by a dask array whose every read
+        refuses a missing or corrupt chunk (:class:`~scalenc.assembly.chunks.CheckedChunks`)."""
+        src = CheckedChunks(self.path, story, name)
+        stamp = (self.path / "stories" / story / name / "zarr.json").stat().st_mtime_ns
+        data = dask.array.from_array(src, chunks=src.chunks, asarray=False, lock=False,
+                                     name=f"{name}-{dask.base.tokenize(str(self.path.resolve()), story, name, stamp)}",
+                                     meta=np.empty((0,) * src.ndim, src.dtype))
+        return xr.DataArray(data, dims=like.dims, attrs=dict(like.attrs), name=like.name)
 
     def bold_repeats(self, story: str) -> xr.DataArray | None:
         """(repeat, tr, voxel) responses of a repeated story, else None."""
         ds = self._story_group(story)
         if "bold_repeats" not in ds:
             return None
-        da = ds["bold_repeats"]
+        da = self._checked(story, "bold_repeats", ds["bold_repeats"])
         if self._voxel_index is not None:
             da = da.isel(voxel=self._voxel_index)
         return da.assign_coords(tr_time=("tr", ds["tr_time"].values))
@@ -349,6 +374,10 @@ class Assembly:
                             voxel_chunk=voxel_chunk or int(a.get("voxel_chunk", DEFAULT_VOXEL_CHUNK)),
                             mask_indices=vox["mask_indices"].values if "mask_indices" in vox else None,
                             roi=vox["roi"].values if "roi" in vox else None,
+                            voxel_coords={k: vox[k].values for k in self._root["voxels"].attrs.get("coords", ())
+                                          if k in vox and k not in ("voxel_valid", "voxel_has_nan", "voxel_constant",
+                                                                    "mask_indices", "roi")},
+                            voxel_space=self.voxel_space,
                             timing=a.get("timing"), overwrite=overwrite) as w:
             for s in self._stories:
                 ds = self._story_group(s)
@@ -373,6 +402,11 @@ class Assembly:
         return path
 
     # reporting --------------------------------------------------------------------------
+    def check(self) -> tuple[int, list[str]]:
+        """Read and decode every chunk of the store; return ``(n_chunks, problems)``, one
+        line per missing or undecodable chunk (see :func:`scalenc.assembly.chunks.check_store`)."""
+        return check_store(self.path)
+
     def info(self) -> dict[str, Any]:
         """Summary: stories with TR counts, voxels, test stories, stored bytes."""
         rows = []
@@ -424,16 +458,39 @@ def load_assembly(path: str | os.PathLike, *, import_to: str | os.PathLike | Non
     """Open an assembly: a scalenc ``.zarr`` store or a LITcoder ``.pkl``.
 
     A pickle is imported once, through a restricted unpickler that runs no pickled code,
-    to ``import_to`` (default: ``<name>.zarr`` next to it), and re-imported when the
-    pickle is newer than that store.
+    to ``import_to`` (default: ``<name>.zarr`` next to the pickle). The store records the
+    pickle's path and SHA-256; it is reused while they match, re-imported when the pickle's
+    content changed, and never replaced when it was not imported from this pickle (e.g. a
+    store built by ``lebel.build`` that happens to share the name): that is an error.
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"assembly not found: {p}")
     if p.suffix in (".pkl", ".pickle"):
         out = Path(import_to) if import_to is not None else p.with_suffix(".zarr")
-        if not out.exists() or out.stat().st_mtime < p.stat().st_mtime:
+        if not out.exists():
             logger.info("importing LITcoder pickle %s to %s", p, out)
-            import_pickle(p, out, overwrite=out.exists())
+            import_pickle(p, out)
+        elif _imported_from(out, p) == "changed":
+            logger.info("%s changed since it was imported; re-importing to %s", p, out)
+            import_pickle(p, out, overwrite=True)
         return Assembly(out)
     return Assembly(p)
+
+
+def _imported_from(store: Path, pickle_path: Path) -> str:
+    """``"same"`` when ``store`` was imported from this pickle and its content is unchanged,
+    ``"changed"`` when imported from it but the pickle's bytes differ; raise otherwise."""
+    try:
+        src = dict(zarr.open_group(str(store), mode="r").attrs).get("source_pickle")
+    except Exception:  # noqa: BLE001 - not a zarr store at all
+        src = None
+    me = pickle_path.resolve()
+    if not isinstance(src, dict) or src.get("path") != str(me):
+        origin = f"imported from {src.get('path')}" if isinstance(src, dict) else "not imported from a pickle"
+        raise AssemblyError(f"{store} exists and was {origin}, not from {me}; refusing to replace it "
+                            f"(remove it, or pass import_to= another path)")
+    st = me.stat()
+    if src.get("size") == st.st_size and src.get("mtime_ns") == st.st_mtime_ns:
+        return "same"
+    return "same" if pickle_provenance(me)["sha256"] == src.get("sha256") else "changed"

@@ -119,7 +119,7 @@ def build(root: str | os.PathLike, subject: str, out: str | os.PathLike, stories
         Output ``.zarr`` store (written atomically: nothing appears on failure).
     stories : sequence of str, optional
         Stories to read. Default: every story of ``respdict.json`` that has a response
-        file for ``subject`` (stories without one are logged and skipped). Listed
+        file for ``subject`` (stories without one are skipped with a warning listing them). Listed
         stories must all exist.
     test_stories : sequence of str
         Held-out stories (default ``("wheretheressmoke",)``); they are written last.
@@ -146,8 +146,10 @@ def build(root: str | os.PathLike, subject: str, out: str | os.PathLike, stories
         stories = [s for s in resp if (subj_dir / f"{s}.hf5").exists()]
         skipped = [s for s in resp if s not in stories]
         if skipped:
-            logger.info("%s: %d stories of respdict.json have no response file and are skipped: %s",
-                        subject, len(skipped), ", ".join(skipped))
+            msg = (f"{subj_dir}: {len(skipped)} of {len(resp)} stories of respdict.json have no response file "
+                   f"and are skipped: {', '.join(skipped)}")
+            warnings.warn(msg, stacklevel=2)
+            logger.warning(msg)
         if not stories:
             raise AssemblyError(f"{subj_dir}: no <story>.hf5 file for any story of respdict.json")
     stories = list(stories)

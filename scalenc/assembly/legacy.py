@@ -23,6 +23,7 @@ refused with :class:`PickleImportError` when the pickle names it, before it can 
 from __future__ import annotations
 
 import copyreg
+import hashlib
 import logging
 import os
 import pickle
@@ -472,6 +473,24 @@ def _grid_offset(path: Path, story: str, n_tr: int, n_grid: int, given) -> tuple
         f"{LEBEL_GRID_OFFSET}, LeBel's [10:-5]); pass grid_offset=")
 
 
+def pickle_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """Identity of a pickle file, recorded in the store imported from it.
+
+    Returns
+    -------
+    dict
+        ``path`` (resolved), ``sha256`` (hex digest of the bytes), ``size`` and
+        ``mtime_ns`` (to skip re-hashing an unchanged file).
+    """
+    p = Path(path).resolve()
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    st = p.stat()
+    return {"path": str(p), "sha256": h.hexdigest(), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
 def import_pickle(path: str | os.PathLike, out: str | os.PathLike, *, test_stories: Iterable[str] | None = None,
                   tr_seconds: float | None = None, grid_offset: int | Mapping[str, int] | None = None,
                   dataset: str = "litcoder", subject: str | None = None, overwrite: bool = False,
@@ -507,6 +526,10 @@ def import_pickle(path: str | os.PathLike, out: str | os.PathLike, *, test_stori
     dataset : str
     subject : str, optional
         Default: the pickle's file stem.
+
+    The store records the pickle's path and SHA-256 (:func:`pickle_provenance`) in its
+    ``source_pickle`` attribute; :func:`~scalenc.assembly.load_assembly` re-imports only over
+    a store that was imported from the same pickle.
     overwrite : bool
         Replace an existing ``out``.
     voxel_chunk : int
@@ -520,6 +543,7 @@ def import_pickle(path: str | os.PathLike, out: str | os.PathLike, *, test_stori
     path, out = Path(path), Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True to replace it")
+    provenance = pickle_provenance(path)
     desc = read_pickle(path)
     stories: list[str] = desc["stories"]
     sd: dict[str, dict[str, Any]] = desc["story_data"]
@@ -561,7 +585,7 @@ def import_pickle(path: str | os.PathLike, out: str | os.PathLike, *, test_stori
         logger.info("%s: subject=%r (the file stem)", path, subject)
     n_voxels = sd[ref_story]["brain_data"].shape[1]
     timing = {"source": "litcoder pickle", "grid_offset": offsets, "word_time": "data_times (one time per word)"}
-    attrs = {"source": str(path), "litcoder_validation_method": desc["validation_method"],
+    attrs = {"source": str(path), "source_pickle": provenance, "litcoder_validation_method": desc["validation_method"],
              "litcoder_is_volume": desc["is_volume"]}
     try:
         with AssemblyWriter(out, dataset=dataset, subject=subject, tr_seconds=tr_seconds, n_voxels=n_voxels,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from .._io import atomic_directory
 
@@ -26,14 +26,26 @@ SCHEMA_VERSION = 1
 DEFAULT_VOXEL_CHUNK = 8192
 
 
+#: Every chunk is written, even one equal to the fill value, so that a missing chunk file
+#: always means a damaged store (readers refuse it instead of reading the fill value).
+_DENSE = {"write_empty_chunks": True}
+
+
 class AssemblyError(ValueError):
     """An assembly input or store is inconsistent; the message names the story/file."""
 
 
+class AssemblyChunkError(AssemblyError):
+    """A chunk of an assembly store is missing or cannot be decoded; the message names the
+    store, the story and the chunk."""
+
+
 def _codecs():
-    """Compression for float32 responses: blosc-lz4 with byte shuffle (fast, ~lossless ratio
-    of fMRI float32 data is modest; speed matters more than size)."""
-    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+    """Compression for float32 responses: blosc-lz4 with byte shuffle (fast; the ratio on
+    fMRI float32 data is modest, speed matters more than size), then a CRC32C checksum of
+    the compressed bytes, so that a truncated or altered chunk fails to decode (blosc alone
+    decodes some truncated chunks into garbage without an error)."""
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
 
 
 def _write_array(group: zarr.Group, name: str, data, dims: Sequence[str], *,
@@ -42,13 +54,14 @@ def _write_array(group: zarr.Group, name: str, data, dims: Sequence[str], *,
     data = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
     chunks = chunks or tuple(max(1, n) for n in data.shape) or None
     if data.dtype.kind in "UO":
-        arr = group.create_array(name, shape=data.shape, dtype=str, dimension_names=list(dims), chunks=chunks)
+        arr = group.create_array(name, shape=data.shape, dtype=str, dimension_names=list(dims), chunks=chunks,
+                                 config=_DENSE)
         if data.size:
             arr[...] = data.astype(object)
     else:
         fill = np.nan if data.dtype.kind == "f" else 0
         arr = group.create_array(name, shape=data.shape, dtype=data.dtype, dimension_names=list(dims),
-                                 chunks=chunks, fill_value=fill,
+                                 chunks=chunks, fill_value=fill, config=_DENSE,
                                  compressors=_codecs() if data.dtype.kind == "f" else "auto")
         if data.size:
             arr[...] = data
@@ -101,6 +114,13 @@ class AssemblyWriter:
         ROI label of each voxel.
     timing : dict, optional
         The reader's timing parameters, stored for provenance.
+    voxel_coords : dict name -> (n_voxels,) array, optional
+        Further per-voxel coordinates (e.g. ``hemi`` and ``vertex`` of surface data).
+    voxel_space : dict, optional
+        Where the voxels live, for brain maps (JSON-serialisable), stored as the root
+        attribute ``voxel_space``: ``{"kind": "volume", "shape": [x, y, z], "affine": 4x4,
+        "order": "C"}`` (``mask_indices`` are C-order flat indices into ``shape``) or
+        ``{"kind": "surface", "mesh": "fsaverage5", "hemispheres": ["left", "right"]}``.
     overwrite : bool
         Replace an existing store at ``path``.
     """
@@ -108,7 +128,8 @@ class AssemblyWriter:
     def __init__(self, path: str | os.PathLike, *, dataset: str, subject: str, tr_seconds: float,
                  n_voxels: int, test_stories: Iterable[str] = (), voxel_chunk: int = DEFAULT_VOXEL_CHUNK,
                  mask_indices=None, roi=None, timing: Mapping[str, Any] | None = None,
-                 attrs: Mapping[str, Any] | None = None, overwrite: bool = False):
+                 attrs: Mapping[str, Any] | None = None, voxel_coords: Mapping[str, Any] | None = None,
+                 voxel_space: Mapping[str, Any] | None = None, overwrite: bool = False):
         self.path = Path(path)
         if tr_seconds <= 0:
             raise AssemblyError(f"tr_seconds must be > 0, got {tr_seconds}")
@@ -120,9 +141,15 @@ class AssemblyWriter:
                           timing=dict(timing or {}), voxel_chunk=self.voxel_chunk, **dict(attrs or {}))
         self._mask_indices = None if mask_indices is None else np.asarray(mask_indices)
         self._roi = None if roi is None else np.asarray(roi)
-        for nm, a in (("mask_indices", self._mask_indices), ("roi", self._roi)):
+        self._voxel_coords = {k: np.asarray(v) for k, v in dict(voxel_coords or {}).items()}
+        reserved = {"voxel", "voxel_valid", "voxel_has_nan", "voxel_constant", "mask_indices", "roi"}
+        if reserved & set(self._voxel_coords):
+            raise AssemblyError(f"voxel_coords may not use the reserved names {sorted(reserved & set(self._voxel_coords))}")
+        for nm, a in (("mask_indices", self._mask_indices), ("roi", self._roi), *self._voxel_coords.items()):
             if a is not None and a.shape != (self.n_voxels,):
                 raise AssemblyError(f"{nm} has shape {a.shape}, expected ({self.n_voxels},)")
+        if voxel_space is not None:
+            self._meta["voxel_space"] = dict(voxel_space)
         self._overwrite = overwrite
         self._stories: list[str] = []
         self._has_nan = np.zeros(self.n_voxels, bool)
@@ -164,8 +191,13 @@ class AssemblyWriter:
             _write_array(vox, "mask_indices", self._mask_indices.astype(np.int64), ["voxel"])
         if self._roi is not None:
             _write_array(vox, "roi", self._roi.astype(str), ["voxel"])
+        for k, a in self._voxel_coords.items():
+            _write_array(vox, k, a.astype(str) if a.dtype.kind in "UO" else a, ["voxel"])
+        vox.attrs["coords"] = ["voxel_valid", "voxel_has_nan", "voxel_constant",
+                               *(["mask_indices"] if self._mask_indices is not None else []),
+                               *(["roi"] if self._roi is not None else []), *self._voxel_coords]
         train = [s for s in self._stories if s not in self.test_stories]
-        self.root.attrs.update(dict(schema_version=SCHEMA_VERSION, stories=list(self._stories),
+        self.root.attrs.update(dict(schema_version=SCHEMA_VERSION, chunks_complete=True, stories=list(self._stories),
                                     train_stories=train, test_stories=list(self.test_stories),
                                     **self._meta))
         n_bad = int((~valid).sum())
@@ -250,13 +282,13 @@ class AssemblyWriter:
         if len(shape) == 3:
             n_rep = shape[0]
             reps = g.create_array("bold_repeats", shape=shape, dtype="f4", chunks=(1, *chunks2),
-                                  dimension_names=["repeat", "tr", "voxel"], fill_value=np.nan,
+                                  dimension_names=["repeat", "tr", "voxel"], fill_value=np.nan, config=_DENSE,
                                   compressors=_codecs())
             total = np.zeros((n_tr, n_vox), np.float64)
             for r in range(n_rep):
                 block = np.asarray(bold[r], dtype=np.float32)
                 self._flag(block, name, source)
-                reps[r] = block
+                _write_by_chunk(reps, block, self.voxel_chunk, lead=(r,))
                 total += block
             mean = (total / n_rep).astype(np.float32)
             del total
@@ -265,8 +297,9 @@ class AssemblyWriter:
             mean = _read_float32(bold)
             self._flag(mean, name, source)
         arr = g.create_array("bold", shape=(n_tr, n_vox), dtype="f4", chunks=chunks2,
-                             dimension_names=["tr", "voxel"], fill_value=np.nan, compressors=_codecs())
-        arr[...] = mean
+                             dimension_names=["tr", "voxel"], fill_value=np.nan, compressors=_codecs(),
+                             config=_DENSE)
+        _write_by_chunk(arr, mean, self.voxel_chunk)
         del mean
         _write_array(g, "tr_time", tr_time, ["tr"], attrs={"units": "s"})
         _write_array(g, "grid_time", grid, ["tr_grid"], attrs={"units": "s"})
@@ -289,8 +322,11 @@ class AssemblyWriter:
 
     def _flag(self, block: np.ndarray, story: str, source: str | None) -> None:
         nan = np.isnan(block).any(axis=0)
-        const = np.zeros_like(nan) if block.shape[0] < 2 else (np.nanmax(block, axis=0) == np.nanmin(block, axis=0)) \
-            if nan.any() else (block.max(axis=0) == block.min(axis=0))
+        with warnings.catch_warnings():  # all-NaN voxels are reported below, not as numpy warnings
+            warnings.simplefilter("ignore", RuntimeWarning)
+            const = np.zeros_like(nan) if block.shape[0] < 2 else \
+                (np.nanmax(block, axis=0) == np.nanmin(block, axis=0)) if nan.any() else \
+                (block.max(axis=0) == block.min(axis=0))
         const &= ~nan
         if nan.any() or const.any():
             msg = (f"story {story!r}{f' ({source})' if source else ''}: {int(nan.sum())} voxels contain NaN and "
@@ -299,6 +335,14 @@ class AssemblyWriter:
             logger.warning(msg)
         self._has_nan |= nan
         self._constant |= const
+
+
+def _write_by_chunk(arr: zarr.Array, data: np.ndarray, voxel_chunk: int, lead: tuple = ()) -> None:
+    """Write a (tr, voxel) block one voxel chunk at a time: zarr encodes the chunks of one
+    assignment concurrently, each with copies, which for a whole story would hold several
+    times the story in memory; this keeps it to about one chunk."""
+    for c0 in range(0, data.shape[-1], voxel_chunk):
+        arr[(*lead, slice(None), slice(c0, c0 + voxel_chunk))] = data[..., c0:c0 + voxel_chunk]
 
 
 def _read_float32(a) -> np.ndarray:
