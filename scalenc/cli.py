@@ -5,7 +5,7 @@
     scalenc assembly build lebel --root R --subject S --out O.zarr [--stories ...]
     scalenc assembly import-pickle IN.pkl OUT.zarr
     scalenc assembly info PATH [--json]
-    scalenc run CONFIG.toml [--cluster ...]
+    scalenc run CONFIG.toml [--cluster ...] [--overwrite]
     scalenc demo [--out DIR]
 """
 from __future__ import annotations
@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+import dask
 import numpy as np
 
 from . import __version__
@@ -127,7 +129,7 @@ def _cmd_demo(args) -> int:
 
 def _cmd_run(args) -> int:
     cfg = load_config(args.config)
-    trainer = build_trainer(cfg, cluster=args.cluster, source=str(args.config))
+    trainer = build_trainer(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
     m = trainer.train()
     print(f"run {trainer.run_name}: median r {m['median_score']:.4f}, {m['n_significant']} significant voxels "
           f"({m['percent_significant']:.1f} %); results in {m['results_dir']}")
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the pipeline from a TOML config")
     r.add_argument("config", help="TOML run configuration (see scalenc.config)")
     r.add_argument("--cluster", default=None, help="override: local, an address, slurm, a jobqueue .yaml")
+    r.add_argument("--overwrite", action="store_true", help="replace the results of an existing run_name")
     r.set_defaults(func=_cmd_run)
 
     d = sub.add_parser("demo", help="run the demo on the embedded synthetic dataset")
@@ -185,17 +188,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Python keyword arguments named in library errors -> the CLI flags that set them
+_FLAGS = {"overwrite=True": "--overwrite", "pass overwrite": "pass --overwrite"}
+
+
+def _cli_message(e: BaseException) -> str:
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    for py, flag in _FLAGS.items():
+        msg = msg.replace(py, flag)
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+
+def _library_verbosity(verbose: int) -> None:
+    """Dask's and Hugging Face's own output: warnings only by default, more with ``-v``.
+
+    Environment variables reach Dask worker processes too; they are set only where the
+    user has not set them."""
+    level = "warning" if verbose == 0 else "info" if verbose == 1 else "debug"
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", level)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", level)
+    if verbose == 0:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    dask.config.set({"logging.distributed": os.environ["DASK_LOGGING__DISTRIBUTED"]})
+    if "distributed" in sys.modules:  # already configured from the old setting
+        logging.getLogger("distributed").setLevel(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
+
+
+def _stdout_gone() -> int:
+    """The reader of our stdout went away (``scalenc ... | head``): stop quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+    return 141  # 128 + SIGPIPE, as other command-line tools
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _library_verbosity(args.verbose)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError, OSError) as e:
         if args.traceback:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"scalenc: error: {msg}", file=sys.stderr)
+        print(f"scalenc: error: {_cli_message(e)}", file=sys.stderr)
         return 2
 
 

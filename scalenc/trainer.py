@@ -237,6 +237,7 @@ class AbstractTrainer:
         if self.client is None:
             return None
         if isinstance(self.client, (str, os.PathLike)):
+            self._own_client = self.client
             self.client = make_client(str(self.client))  # logs the dashboard address
         elif not getattr(self, "_announced", False):
             logger.warning("Dask dashboard: %s", getattr(self.client, "dashboard_link", "n/a"))
@@ -310,6 +311,8 @@ class AbstractTrainer:
             te = [self.design(feats, s, "test", layer, multi) for s in test_s]
             kw["X_test"] = np.concatenate([x.values for x, _ in te])
             kw["y_test"] = np.concatenate([np.asarray(y) for _, y in te])
+            if hasattr(self.model, "fit_dataset"):
+                kw["groups_test"] = np.concatenate([[s] * x.shape[0] for s, (x, _) in zip(test_s, te)])
             if len(test_s) == 1 and "test_repeats" not in kw:
                 reps = self._test_repeats(test_s[0], kw["y_test"].shape[0])
                 if reps is not None:
@@ -337,6 +340,30 @@ class AbstractTrainer:
         if self.run_dir.exists() and not self.overwrite:
             raise FileExistsError(f"run {self.run_name!r} already exists in {self.results_dir}: pass "
                                   "overwrite=True (scalenc run --overwrite) or choose another run_name")
+        try:
+            return self._train(model_kwargs)
+        finally:
+            self._close_own_client()
+
+    def _close_own_client(self) -> None:
+        """Close a cluster this trainer started (from a name or address), so that it shuts down quietly."""
+        spec = getattr(self, "_own_client", None)
+        if spec is None or isinstance(self.client, (str, os.PathLike)) or self.client is None:
+            return
+        cluster = getattr(self.client, "cluster", None)
+        dask_log = logging.getLogger("distributed")
+        level = dask_log.level
+        if dask_log.getEffectiveLevel() >= logging.WARNING:  # nannies warn when they kill slow-to-exit workers
+            dask_log.setLevel(logging.ERROR)
+        try:
+            self.client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            dask_log.setLevel(level)
+        self.client, self._own_client = spec, None
+
+    def _train(self, model_kwargs) -> dict[str, Any]:
         tick = time.perf_counter()
         timings = {"extract": 0.0, "align": 0.0, "fit": 0.0, "write": 0.0}
         train_s, test_s = self.split()
