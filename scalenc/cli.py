@@ -6,6 +6,7 @@
     scalenc assembly import-pickle IN.pkl OUT.zarr
     scalenc assembly info PATH [--json]
     scalenc run CONFIG.toml [--cluster ...] [--overwrite]
+    scalenc predict RUN_DIR [--assembly PATH] [--stories ...] [--out PRED.zarr]
     scalenc demo [--out DIR]
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 import dask
 import numpy as np
 
-from . import __version__
+from . import __version__, results
+from ._io import atomic_directory
 from .assembly import Assembly, lebel, load_assembly
 from .assembly.legacy import import_pickle
 from .config import build_trainer, load_config
@@ -136,6 +138,24 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_predict(args) -> int:
+    res = results.load(args.run_dir)
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
+    pred = res.predict(args.assembly, args.stories, layer=args.layer, split=args.split)
+    print(f"run {res.path} (layer {pred.attrs['layer']}) applied to {pred.sizes['story']} stories")
+    print(f"{'story':<32} {'TRs':>6} {'median r':>9}")
+    for s in pred["story"].values:
+        n = int((pred["tr_story"].values == s).sum())
+        print(f"{s:<32} {n:>6} {float(np.nanmedian(pred['r'].sel(story=s))):>9.4f}")
+    print(f"{'all':<32} {pred.sizes['tr']:>6} {float(np.nanmedian(pred['r_all'])):>9.4f}")
+    if args.out:
+        with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
+            pred.to_zarr(str(tmp), mode="w", consolidated=False)
+        print(f"predictions in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scalenc", description="Voxelwise encoding models of fMRI data for stories.")
     p.add_argument("--version", action="version", version=f"scalenc {__version__}")
@@ -178,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cluster", default=None, help="override: local, an address, slurm, a jobqueue .yaml")
     r.add_argument("--overwrite", action="store_true", help="replace the results of an existing run_name")
     r.set_defaults(func=_cmd_run)
+
+    pr = sub.add_parser("predict", help="apply a saved run (weights + alignment settings) to stories")
+    pr.add_argument("run_dir", help="results_dir/run_name of a run saved with save_weights = true")
+    pr.add_argument("--assembly", default=None, help="assembly of the stories (default: the run's)")
+    pr.add_argument("--stories", nargs="+", default=None, help="stories to predict (default: all)")
+    pr.add_argument("--layer", default=None, help="layer label (default: the run's best)")
+    pr.add_argument("--split", choices=("train", "test"), default="train", help="which trimming to apply")
+    pr.add_argument("--out", default=None, help="write the predictions (zarr) here")
+    pr.add_argument("--overwrite", action="store_true", help="replace --out")
+    pr.set_defaults(func=_cmd_predict)
 
     d = sub.add_parser("demo", help="run the demo on the embedded synthetic dataset")
     d.add_argument("--out", default="scalenc-demo", help="output folder (default ./scalenc-demo)")

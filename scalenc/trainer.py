@@ -32,13 +32,14 @@ from . import results as results_mod
 from .align import Downsampler, TrimmingConfig, align_story, feature_space_slices
 from .align.story import target_slice
 from .assembly import Assembly, load_assembly
-from .config import DEFAULTS, ConfigError, RunConfig, model_kwargs
+from .config import DEFAULTS, ConfigError, RunConfig, model_kwargs, validate_config
 from .datasets.ground_truth import ground_truth_ceiling
 from .distributed import client as make_client
 from .distributed import has_gpu_workers
 from .features import FeatureExtractorFactory
 from .loggers import make_logger
 from .models import NestedCVModel
+from .ridge.scoring import pearson_r
 
 logger = logging.getLogger(__name__)
 
@@ -330,7 +331,7 @@ class AbstractTrainer:
                 ds = ds.assign_coords(feature_space=("feature", tr[0][0]["feature_space"].values),
                                       delay=("feature", tr[0][0]["delay"].values))
             else:
-                ds = ds.drop_vars("weights")
+                ds = ds.drop_vars(["weights", "intercept"], errors="ignore")
         return ds, feature_space_slices(tr[0][0]), align_s
 
     # ------------------------------------------------------------------------------------
@@ -450,6 +451,78 @@ class AbstractTrainer:
         cfg = rc.to_dict()
         cfg.pop("overwrite")
         return cfg
+
+
+def predict(run, assembly=None, stories=None, *, layer=None, split: str = "train", client=None) -> xr.Dataset:
+    """Apply a saved run to (new) stories: its weights, its extractors and its alignment
+    settings (downsampler, FIR delays, trimming, z-scoring) from ``config.toml``.
+
+    Parameters
+    ----------
+    run : path or :class:`scalenc.results.Results`
+        A run saved with ``save_weights=True``.
+    assembly : Assembly or path, optional
+        Where the stories are (default: the run's assembly).
+    stories : list of str, optional
+        Default: every story of ``assembly``.
+    layer : label, optional
+        Default: the run's best layer (highest median r).
+    split : {"train", "test"}
+        Which trimming of the run to apply to the stories.
+    client : Dask client or address, optional
+        Extraction on a cluster, as in training.
+
+    Returns
+    -------
+    Dataset
+        ``prediction`` (tr, voxel) for all stories one after another, with ``tr_story`` and
+        ``tr_time`` coordinates on ``tr``; ``response`` (tr, voxel), the aligned (trimmed,
+        z-scored as in training) responses; ``r`` (story, voxel) per story and ``r_all``
+        (voxel) over all rows; attrs ``run``, ``layer``, ``split``.
+    """
+    res = run if isinstance(run, results_mod.Results) else results_mod.load(run)
+    if "weights" not in res.dataset:
+        raise ValueError(f"{res.path}: the run saved no weights; run it again with save_weights = true "
+                         "(save_weights=True)")
+    if not res.config:
+        raise ValueError(f"{res.path}: no config.toml, so the run's alignment settings are unknown")
+    label = res.best_layer if layer is None else str(layer)
+    saved = res.layer(label).load()
+    cfg = {k: v for k, v in res.config.items() if k != "cluster"}
+    if assembly is not None:
+        cfg["assembly"] = str(assembly.path if isinstance(assembly, Assembly) else assembly)
+    cfg.update(stories=None if stories is None else list(stories), logger_backend="none")
+    source = str(res.path / "config.toml")
+    tr = AbstractTrainer.from_config(RunConfig.from_dict(validate_config(cfg, source=source), source=source),
+                                     cluster=client, source=source)
+    feats = tr.extract()
+    layers, multi = tr._layers(feats)
+    match = [lay for lay in layers if ("0" if lay is None else str(lay)) == label]
+    if not match:
+        raise ValueError(f"layer {label!r} is not produced by the run's extractors (layers: {layers})")
+    W = np.asarray(saved["weights"].values, dtype=np.float64)
+    b = np.asarray(saved["intercept"].values, dtype=np.float64) if "intercept" in saved else 0.0
+    preds, resps, names, times, r = [], [], [], [], []
+    for s in tr.stories:
+        X, Y = tr.design(feats, s, split, match[0], multi)
+        if X.shape[1] != W.shape[0]:
+            raise ValueError(f"story {s!r}: {X.shape[1]} features but the run's weights have {W.shape[0]}")
+        P = X.values.astype(np.float64) @ W + b
+        Y = np.asarray(Y, dtype=np.float64)
+        preds.append(P)
+        resps.append(Y)
+        names += [s] * P.shape[0]
+        times.append(X["tr_time"].values)
+        r.append(pearson_r(Y, P))
+    P, Y = np.concatenate(preds), np.concatenate(resps)
+    voxel = saved["voxel"].values
+    return xr.Dataset({"prediction": (("tr", "voxel"), P.astype(np.float32)),
+                       "response": (("tr", "voxel"), Y.astype(np.float32)),
+                       "r": (("story", "voxel"), np.asarray(r)), "r_all": ("voxel", pearson_r(Y, P))},
+                      coords={"story": np.asarray(tr.stories, dtype=object), "voxel": voxel,
+                              "tr_story": ("tr", np.asarray(names, dtype=object)),
+                              "tr_time": ("tr", np.concatenate(times))},
+                      attrs={"run": str(res.path), "layer": label, "split": split})
 
 
 def _json_spaces(spaces: Mapping[str, tuple[int, int]]) -> str:

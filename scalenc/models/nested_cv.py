@@ -181,7 +181,7 @@ class NestedCVModel:
         Returns
         -------
         Dataset over ``voxel``
-            ``r, r2, alpha, p, q, significant, weights (feature, voxel)``, ``r_fold (fold,
+            ``r, r2, alpha, p, q, significant, weights (feature, voxel), intercept``, ``r_fold (fold,
             voxel)`` in outer-CV mode, ``noise_ceiling`` with ``test_repeats``; attributes
             ``pvalue_method, alpha_fdr, mode`` ("test set" or "outer cv"), ``n_test``
             (rows scored per fit). See :mod:`scalenc.results`.
@@ -205,12 +205,12 @@ class NestedCVModel:
             r = pearson_r(yt, pred)
             p, used = self._pvalues(yt, pred, r, groups_test)
             ds = voxel_dataset(r, p, alpha=res.best_alphas, r2=r2_score(yt, pred),
-                               alpha_fdr=self.alpha_fdr, weights=res.coef,
+                               alpha_fdr=self.alpha_fdr, weights=res.coef, intercept=res.intercept,
                                attrs={**attrs, "pvalue_method": used, "mode": "test set",
                                       "n_test": int(yt.shape[0])})
         else:
             outer = list(self._splitter(self.n_outer_folds, groups).split(n, groups))
-            rs, ps, r2s, coefs, alphas, used = [], [], [], [], [], set()
+            rs, ps, r2s, coefs, alphas, used, icepts = [], [], [], [], [], set(), []
             for k, (tr, te) in enumerate(outer):
                 res = self._fit(X[tr], _rows(targets, tr), None if groups is None else groups[tr])
                 yt = np.asarray(_rows(targets, te))
@@ -222,12 +222,14 @@ class NestedCVModel:
                 used.add(how)
                 r2s.append(r2_score(yt, pred))
                 coefs.append(res.coef)
+                icepts.append(np.broadcast_to(np.asarray(res.intercept, dtype=np.float64), r.shape))
                 alphas.append(res.best_alphas)
                 logger.info("outer fold %d/%d: median r %.3f", k + 1, len(outer), float(np.nanmedian(r)))
             # alphas live on a log grid: their geometric mean over outer folds
             ds = voxel_dataset(np.mean(rs, axis=0), _fisher(np.asarray(ps)),
                                alpha=np.exp(np.mean(np.log(alphas), axis=0)), r2=np.mean(r2s, axis=0),
                                r_fold=np.asarray(rs), alpha_fdr=self.alpha_fdr, weights=np.mean(coefs, axis=0),
+                               intercept=np.mean(icepts, axis=0),
                                attrs={**attrs, "pvalue_method": "+".join(sorted(used)), "mode": "outer cv",
                                       "n_test": int(min(len(te) for _, te in outer))})
         if test_repeats is not None:
