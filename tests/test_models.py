@@ -178,3 +178,14 @@ def test_too_few_test_rows_fall_back_to_analytic_and_say_so(caplog):
     from scalenc.ridge import pearson_pvalues
 
     np.testing.assert_allclose(ds["p"].values, pearson_pvalues(ds["r"].values, 13))
+
+
+def test_permutation_pvalues_do_not_depend_on_the_voxel_block():
+    from scalenc.ridge import block_permutation_pvalues
+
+    X, Y, groups = _data(seed=5)
+    ds = NestedCVModel(alphas=ALPHAS, voxel_block=5, n_permutations=99).fit_dataset(
+        X[:300], Y[:300], X_test=X[300:], y_test=Y[300:], groups=groups[:300])
+    pred = X[300:] @ ds["weights"].values + ds["intercept"].values
+    np.testing.assert_allclose(ds["p"].values, block_permutation_pvalues(Y[300:], pred, n_permutations=99, seed=0),
+                               rtol=0, atol=0)

@@ -128,9 +128,16 @@ class NestedCVModel:
         if self.pvalue_method == "permutation":
             starts, stops = contiguous_chunks(y.shape[0], self.permutation_block, groups)
             if np.unique(stops - starts, return_counts=True)[1].max() > 1:
-                return block_permutation_pvalues(y, pred, block_length=self.permutation_block,
-                                                 n_permutations=self.n_permutations, seed=self.seed,
-                                                 groups=groups), "permutation"
+                # voxel blocks bound the (n_permutations, block) null; every block gets the same
+                # permutations (same seed), so the p-values do not depend on the block size
+                v = y.shape[1]
+                step = max(1, min(v, self.voxel_block or v, 2000))
+                p = np.empty(v)
+                for a in range(0, v, step):
+                    p[a:a + step] = block_permutation_pvalues(
+                        y[:, a:a + step], pred[:, a:a + step], block_length=self.permutation_block,
+                        n_permutations=self.n_permutations, seed=self.seed, groups=groups)
+                return p, "permutation"
             logger.warning("only %d scored rows: too few for blocks of %d TRs to permute; analytic p-values "
                            "(which ignore autocorrelation) are used instead", y.shape[0], self.permutation_block)
         return pearson_pvalues(r, y.shape[0]), "analytic"
