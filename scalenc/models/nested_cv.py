@@ -71,7 +71,11 @@ class NestedCVModel:
         Block-permutation test settings (the smallest p is ``1 / (n_permutations + 1)``;
         the test rows need at least two blocks of ``permutation_block`` TRs).
     backend, device, dtype, voxel_block
-        Passed to :func:`~scalenc.ridge.solver.solve_ridge_cv`.
+        Passed to :func:`~scalenc.ridge.solver.solve_ridge_cv`. ``voxel_block`` (default
+        2000) bounds the response-side memory to about rows x voxel_block x 8 bytes per
+        block being solved; results do not depend on it. (On the synthetic 30 stories x
+        20,000 voxels set, 10,000 peaked at 925 MiB RSS and 2,000 at 586 MiB, see
+        ``benchmarks/RESULTS.md``.)
     """
 
     def __init__(self, model_name: str = "ridge_regression", alphas=None, n_outer_folds: int = 5,
@@ -79,7 +83,7 @@ class NestedCVModel:
                  alpha_fdr: float = 0.05, alpha_squared: bool = False, folding: str = "chunked", seed: int = 0,
                  pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int = 10,
                  backend: str | None = None, device: str | None = None, dtype: str = "float32",
-                 voxel_block: int | None = 10_000):
+                 voxel_block: int | None = 2_000):
         if model_name not in MODELS:
             raise ValueError(f"unknown model_name {model_name!r}; accepted: {MODELS}")
         if folding not in FOLDINGS:
