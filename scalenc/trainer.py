@@ -39,7 +39,7 @@ from .distributed import has_gpu_workers
 from .features import FeatureExtractorFactory
 from .loggers import make_logger
 from .models import NestedCVModel
-from .ridge.scoring import pearson_r
+from .ridge.scoring import noise_ceiling, pearson_r
 
 logger = logging.getLogger(__name__)
 
@@ -285,12 +285,21 @@ class AbstractTrainer:
                            delays=self.fir_delays, trimming=self.trimming, grid_offset=self.assembly.grid_offset(story),
                            split=split, story=story, zscore_targets=self.zscore_targets)
 
-    def _test_repeats(self, story: str, n_rows: int):
+    def _repeats_ceiling(self, story: str, n_rows: int, block: int = 2000) -> np.ndarray | None:
+        """``cc_max`` of the test story's repeats (trimmed as the test targets), read and
+        computed in voxel blocks after the fit, so the repeats never sit in memory whole."""
         reps = self.assembly.bold_repeats(story)
         if reps is None:
             return None
-        r = np.asarray(reps.values, dtype=np.float64)[:, target_slice(self.trimming, "test")]
-        return r if r.shape[1] == n_rows else None
+        rows = target_slice(self.trimming, "test")
+        reps = reps.isel(tr=rows)
+        if reps.sizes["tr"] != n_rows:
+            return None
+        v = reps.shape[-1]
+        out = np.empty(v)
+        for a in range(0, v, block):
+            out[a:a + block] = noise_ceiling(np.asarray(reps[..., a:a + block].values, dtype=np.float64))["cc_max"]
+        return out
 
     def _fit(self, X, Y, **kw) -> xr.Dataset:
         if hasattr(self.model, "fit_dataset"):
@@ -314,11 +323,10 @@ class AbstractTrainer:
             kw["y_test"] = np.concatenate([np.asarray(y) for _, y in te])
             if hasattr(self.model, "fit_dataset"):
                 kw["groups_test"] = np.concatenate([[s] * x.shape[0] for s, (x, _) in zip(test_s, te)])
-            if len(test_s) == 1 and "test_repeats" not in kw:
-                reps = self._test_repeats(test_s[0], kw["y_test"].shape[0])
-                if reps is not None:
-                    kw["test_repeats"] = reps
             test_rows = kw["y_test"]
+            del te
+        first = tr[0][0]
+        del tr  # the per-story matrices: X and the lazy Y hold the same rows
         align_s = time.perf_counter() - tick
         ds = self._fit(X, Y, groups=groups, **kw)
         if test_rows is not None and len(test_s) == 1:
@@ -326,13 +334,18 @@ class AbstractTrainer:
             if gt is not None:
                 ds["noise_ceiling"] = ("voxel", gt)
                 ds.attrs["noise_ceiling_source"] = "ground truth"
+            elif "noise_ceiling" not in ds:
+                cc = self._repeats_ceiling(test_s[0], test_rows.shape[0])
+                if cc is not None:
+                    ds["noise_ceiling"] = ("voxel", cc)
+                    ds.attrs["noise_ceiling_source"] = "test repeats (cc_max)"
         if "weights" in ds:
             if self.save_weights:
-                ds = ds.assign_coords(feature_space=("feature", tr[0][0]["feature_space"].values),
-                                      delay=("feature", tr[0][0]["delay"].values))
+                ds = ds.assign_coords(feature_space=("feature", first["feature_space"].values),
+                                      delay=("feature", first["delay"].values))
             else:
                 ds = ds.drop_vars(["weights", "intercept"], errors="ignore")
-        return ds, feature_space_slices(tr[0][0]), align_s
+        return ds, feature_space_slices(first), align_s
 
     # ------------------------------------------------------------------------------------
     def train(self, **model_kwargs) -> dict[str, Any]:

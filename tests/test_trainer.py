@@ -272,3 +272,17 @@ def test_predict_applies_saved_weights_and_alignment(data, tmp_path, capsys):
                     results_dir=tmp_path / "res", run_name="now", logger_backend="none").train()
     assert main(["predict", str(tmp_path / "res" / "now")]) == 2
     assert "save_weights = true" in capsys.readouterr().err
+
+
+def test_noise_ceiling_from_test_repeats_without_ground_truth(data, tmp_path, monkeypatch):
+    import scalenc.trainer as trainer_mod
+    from scalenc.ridge import noise_ceiling
+
+    monkeypatch.setattr(trainer_mod, "ground_truth_ceiling", lambda *a, **k: None)
+    asm = data.assembly()
+    m = AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), model=NestedCVModel(alphas=ALPHAS),
+                        trimming_config=TrimmingConfig.lebel(), results_dir=tmp_path, run_name="reps",
+                        logger_backend="none").train()
+    reps = asm.bold_repeats(asm.test_stories[0]).values[:, 40:]
+    assert m["noise_ceiling_source"] == "test repeats (cc_max)"
+    np.testing.assert_allclose(m["noise_ceiling"], noise_ceiling(reps)["cc_max"], rtol=1e-12)
