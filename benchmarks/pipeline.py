@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--extractors", nargs="+", default=["wordrate", "embeddings", "lm"],
                     choices=["wordrate", "embeddings", "lm"], help="feature spaces (lm: a tiny random GPT-2)")
     ap.add_argument("--modes", nargs="+", default=["inprocess", "cluster"], choices=["inprocess", "cluster"])
+    ap.add_argument("--words-per-story", type=int, default=300,
+                    help="story length (1400 gives ~320 TRs/story, LeBel-like)")
     ap.add_argument("--record", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="inprocess", help=argparse.SUPPRESS)
@@ -95,7 +97,7 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="scalenc-pipe-"))
         try:
             t = time.perf_counter()
-            synthetic(work / "data", n_stories=n_st, words_per_story=300, n_voxels=n_vox, audio=False,
+            synthetic(work / "data", n_stories=n_st, words_per_story=args.words_per_story, n_voxels=n_vox, audio=False,
                       voxel_chunk=args.block)
             gen = time.perf_counter() - t
             for mode in args.modes:
@@ -110,7 +112,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     names = {"wordrate": "word rate", "embeddings": "embeddings", "lm": "tiny GPT-2"}
     lines = [f"### pipeline on the synthetic dataset ({' + '.join(names[e] for e in args.extractors)}), voxel "
-             f"blocks of {args.block}, {datetime.date.today().isoformat()}", "",
+             f"blocks of {args.block}, {args.words_per_story} words/story, {datetime.date.today().isoformat()}", "",
              f"machine: {machine()}", "",
              "| stories x voxels | responses MiB | mode | extract s | align s | fit s | write s | total s | "
              "peak RSS MiB (client / largest worker) | median r |",
@@ -118,8 +120,8 @@ def main() -> None:
     for size, mode, gen, r in rows:
         peak = f"{r['peak'] / 2**20:.0f}" + (f" / {r['worker_peak'] / 2**20:.0f}" if "worker_peak" in r else "")
         name = "in-process" if mode == "inprocess" else "LocalCluster, 2 workers x 1 thread"
-        lines.append(f"| {size} | {r['bold_mib']:.0f} | {name} | {r['extract']:.1f} | {r['align']:.1f} | {r['fit']:.1f} | "
-                     f"{r['write']:.1f} | {r['total']:.1f} | {peak} | {r['median_r']:.3f} |")
+        lines.append(f"| {size} | {r['bold_mib']:.0f} | {name} | {r['extract']:.1f} | {r['align']:.1f} | "
+                     f"{r['fit']:.1f} | {r['write']:.1f} | {r['total']:.1f} | {peak} | {r['median_r']:.3f} |")
     lines.append("")
     emit("\n".join(lines), args.record)
 
