@@ -107,7 +107,7 @@ def _cmd_demo(args) -> int:
         run = name.split(" ")[0].replace("+", "plus") if "+" not in name else "wordrate-plus-embeddings"
         trainer = AbstractTrainer(asm, exs, None, NestedCVModel(alphas=np.logspace(-1, 5, 13), seed=args.seed),
                                   [1, 2, 3, 4], None, results_dir=out / "results", run_name=run,
-                                  logger_backend="local")
+                                  logger_backend="local", overwrite=True)  # the demo owns its folder
         m = trainer.train()
         r, ceil = m["correlations"], m["noise_ceiling"]
         rows.append((name, [float(np.median(r[driver == g])) for g in groups], float(np.median(r[driver != "noise"])),

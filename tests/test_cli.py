@@ -30,6 +30,8 @@ def test_demo_recovers_the_known_signal(tmp_path, capsys):
     a = Assembly(tmp_path / "d" / "data" / "SYN01.zarr")
     assert a.n_voxels == 80 and a.n_repeats("wheretheressmoke") == 3
     assert list((tmp_path / "d" / "results").glob("*/report.png"))
+    # the demo owns its folder: running it again replaces its runs
+    assert main(["demo", "--out", str(tmp_path / "d"), "--stories", "5", "--voxels", "80"]) == 0
 
 
 def test_import_pickle_command(tmp_path, capsys):
