@@ -44,12 +44,13 @@ def child(args) -> None:
     cache = work / f"cache-{args.mode}"
     shutil.rmtree(cache, ignore_errors=True)
     lm = work / "tiny-gpt2"
-    if not lm.exists():
+    if "lm" in args.extractors and not lm.exists():
         build_tiny_lm(lm, [str(w) for s in asm.stories for w in asm.words(s).word.values])
     make = FeatureExtractorFactory.create_extractor
-    exs = [make("wordrate", None, {"include_phonemes": False}, cache),
-           make("embeddings", str(work / "data" / "embeddings.w2v.txt"), {}, cache),
-           make("language_model", str(lm), {"lookback": 64, "layer_idx": 2}, cache)]
+    every = {"wordrate": lambda: make("wordrate", None, {"include_phonemes": False}, cache),
+             "embeddings": lambda: make("embeddings", str(work / "data" / "embeddings.w2v.txt"), {}, cache),
+             "lm": lambda: make("language_model", str(lm), {"lookback": 64, "layer_idx": 2}, cache)}
+    exs = [every[name]() for name in args.extractors]
     client = None
     if args.mode == "cluster":
         from distributed import Client, LocalCluster
@@ -62,7 +63,8 @@ def child(args) -> None:
                         results_dir=work / "results", run_name=args.mode, logger_backend="none",
                         client=client).train()
     total = time.perf_counter() - t
-    out = dict(total=total, **m["timings"], peak=peak_rss_bytes(), median_r=float(m["median_score"]))
+    out = dict(total=total, **m["timings"], peak=peak_rss_bytes(), median_r=float(m["median_score"]),
+               bold_mib=asm.info()["bold_bytes"] / 2**20)
     if client is not None:
         out["worker_peak"] = max(client.run(_worker_peak).values())
         client.close()
@@ -74,6 +76,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["10x2000", "30x20000"])
     ap.add_argument("--block", type=int, default=2000, help="voxels per block / chunk in the fit")
+    ap.add_argument("--extractors", nargs="+", default=["wordrate", "embeddings", "lm"],
+                    choices=["wordrate", "embeddings", "lm"], help="feature spaces (lm: a tiny random GPT-2)")
+    ap.add_argument("--modes", nargs="+", default=["inprocess", "cluster"], choices=["inprocess", "cluster"])
+    ap.add_argument("--words-per-story", type=int, default=300,
+                    help="story length (1400 gives ~320 TRs/story, LeBel-like)")
     ap.add_argument("--record", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="inprocess", help=argparse.SUPPRESS)
@@ -90,29 +97,31 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="scalenc-pipe-"))
         try:
             t = time.perf_counter()
-            synthetic(work / "data", n_stories=n_st, words_per_story=300, n_voxels=n_vox, audio=False,
+            synthetic(work / "data", n_stories=n_st, words_per_story=args.words_per_story, n_voxels=n_vox, audio=False,
                       voxel_chunk=args.block)
             gen = time.perf_counter() - t
-            for mode in ("inprocess", "cluster"):
+            for mode in args.modes:
                 r = subprocess.run([sys.executable, __file__, "--child", "--mode", mode, "--work", str(work),
-                                    "--block", str(args.block)], capture_output=True, text=True)
+                                    "--block", str(args.block), "--extractors", *args.extractors],
+                                   capture_output=True, text=True)
                 if r.returncode != 0:
                     raise RuntimeError(r.stderr[-3000:])
                 res = json.loads(r.stdout.strip().splitlines()[-1])
                 rows.append((size, mode, gen, res))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    lines = [f"### pipeline on the synthetic dataset (word rate + embeddings + tiny GPT-2), voxel blocks of "
-             f"{args.block}, {datetime.date.today().isoformat()}", "",
+    names = {"wordrate": "word rate", "embeddings": "embeddings", "lm": "tiny GPT-2"}
+    lines = [f"### pipeline on the synthetic dataset ({' + '.join(names[e] for e in args.extractors)}), voxel "
+             f"blocks of {args.block}, {args.words_per_story} words/story, {datetime.date.today().isoformat()}", "",
              f"machine: {machine()}", "",
-             "| stories x voxels | mode | extract s | align s | fit s | write s | total s | peak RSS MiB "
-             "(client / largest worker) | median r |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| stories x voxels | responses MiB | mode | extract s | align s | fit s | write s | total s | "
+             "peak RSS MiB (client / largest worker) | median r |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for size, mode, gen, r in rows:
         peak = f"{r['peak'] / 2**20:.0f}" + (f" / {r['worker_peak'] / 2**20:.0f}" if "worker_peak" in r else "")
         name = "in-process" if mode == "inprocess" else "LocalCluster, 2 workers x 1 thread"
-        lines.append(f"| {size} | {name} | {r['extract']:.1f} | {r['align']:.1f} | {r['fit']:.1f} | "
-                     f"{r['write']:.1f} | {r['total']:.1f} | {peak} | {r['median_r']:.3f} |")
+        lines.append(f"| {size} | {r['bold_mib']:.0f} | {name} | {r['extract']:.1f} | {r['align']:.1f} | "
+                     f"{r['fit']:.1f} | {r['write']:.1f} | {r['total']:.1f} | {peak} | {r['median_r']:.3f} |")
     lines.append("")
     emit("\n".join(lines), args.record)
 

@@ -9,7 +9,8 @@
     scalenc assembly import-pickle IN.pkl OUT.zarr
     scalenc assembly info PATH [--json]
     scalenc assembly check PATH
-    scalenc run CONFIG.toml [--cluster ...]
+    scalenc run CONFIG.toml [--cluster ...] [--overwrite]
+    scalenc predict RUN_DIR [--assembly PATH] [--stories ...] [--out PRED.zarr]
     scalenc demo [--out DIR]
 """
 from __future__ import annotations
@@ -17,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+import dask
 import numpy as np
 
-from . import __version__
+from . import __version__, results
+from ._io import atomic_directory
 from .assembly import Assembly, lebel, load_assembly
 from .assembly.legacy import import_pickle
 from .config import build_trainer, load_config
@@ -181,7 +185,7 @@ def _cmd_demo(args) -> int:
         run = name.split(" ")[0].replace("+", "plus") if "+" not in name else "wordrate-plus-embeddings"
         trainer = AbstractTrainer(asm, exs, None, NestedCVModel(alphas=np.logspace(-1, 5, 13), seed=args.seed),
                                   [1, 2, 3, 4], None, results_dir=out / "results", run_name=run,
-                                  logger_backend="local")
+                                  logger_backend="local", overwrite=True)  # the demo owns its folder
         m = trainer.train()
         r, ceil = m["correlations"], m["noise_ceiling"]
         rows.append((name, [float(np.median(r[driver == g])) for g in groups], float(np.median(r[driver != "noise"])),
@@ -205,10 +209,28 @@ def _cmd_demo(args) -> int:
 
 def _cmd_run(args) -> int:
     cfg = load_config(args.config)
-    trainer = build_trainer(cfg, cluster=args.cluster, source=str(args.config))
+    trainer = build_trainer(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
     m = trainer.train()
     print(f"run {trainer.run_name}: median r {m['median_score']:.4f}, {m['n_significant']} significant voxels "
           f"({m['percent_significant']:.1f} %); results in {m['results_dir']}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    res = results.load(args.run_dir)
+    if args.out and Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
+    pred = res.predict(args.assembly, args.stories, layer=args.layer, split=args.split)
+    print(f"run {res.path} (layer {pred.attrs['layer']}) applied to {pred.sizes['story']} stories")
+    print(f"{'story':<32} {'TRs':>6} {'median r':>9}")
+    for s in pred["story"].values:
+        n = int((pred["tr_story"].values == s).sum())
+        print(f"{s:<32} {n:>6} {float(np.nanmedian(pred['r'].sel(story=s))):>9.4f}")
+    print(f"{'all':<32} {pred.sizes['tr']:>6} {float(np.nanmedian(pred['r_all'])):>9.4f}")
+    if args.out:
+        with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
+            pred.to_zarr(str(tmp), mode="w", consolidated=False)
+        print(f"predictions in {args.out}")
     return 0
 
 
@@ -299,7 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the pipeline from a TOML config")
     r.add_argument("config", help="TOML run configuration (see scalenc.config)")
     r.add_argument("--cluster", default=None, help="override: local, an address, slurm, a jobqueue .yaml")
+    r.add_argument("--overwrite", action="store_true", help="replace the results of an existing run_name")
     r.set_defaults(func=_cmd_run)
+
+    pr = sub.add_parser("predict", help="apply a saved run (weights + alignment settings) to stories")
+    pr.add_argument("run_dir", help="results_dir/run_name of a run saved with save_weights = true")
+    pr.add_argument("--assembly", default=None, help="assembly of the stories (default: the run's)")
+    pr.add_argument("--stories", nargs="+", default=None, help="stories to predict (default: all)")
+    pr.add_argument("--layer", default=None, help="layer label (default: the run's best)")
+    pr.add_argument("--split", choices=("train", "test"), default="train", help="which trimming to apply")
+    pr.add_argument("--out", default=None, help="write the predictions (zarr) here")
+    pr.add_argument("--overwrite", action="store_true", help="replace --out")
+    pr.set_defaults(func=_cmd_predict)
 
     d = sub.add_parser("demo", help="run the demo on the embedded synthetic dataset")
     d.add_argument("--out", default="scalenc-demo", help="output folder (default ./scalenc-demo)")
@@ -310,17 +343,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Python keyword arguments named in library errors -> the CLI flags that set them
+_FLAGS = {"overwrite=True": "--overwrite", "pass overwrite": "pass --overwrite"}
+
+
+def _cli_message(e: BaseException) -> str:
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    for py, flag in _FLAGS.items():
+        msg = msg.replace(py, flag)
+    return msg.splitlines()[0] if msg else type(e).__name__
+
+
+def _library_verbosity(verbose: int) -> None:
+    """Dask's and Hugging Face's own output: warnings only by default, more with ``-v``.
+
+    Environment variables reach Dask worker processes too; they are set only where the
+    user has not set them."""
+    level = "warning" if verbose == 0 else "info" if verbose == 1 else "debug"
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", level)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", level)
+    if verbose == 0:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    dask.config.set({"logging.distributed": os.environ["DASK_LOGGING__DISTRIBUTED"]})
+    if "distributed" in sys.modules:  # already configured from the old setting
+        logging.getLogger("distributed").setLevel(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
+
+
+def _stdout_gone() -> int:
+    """The reader of our stdout went away (``scalenc ... | head``): stop quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+    return 141  # 128 + SIGPIPE, as other command-line tools
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _library_verbosity(args.verbose)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError, OSError) as e:
         if args.traceback:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"scalenc: error: {msg}", file=sys.stderr)
+        print(f"scalenc: error: {_cli_message(e)}", file=sys.stderr)
         return 2
 
 

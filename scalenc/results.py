@@ -11,6 +11,7 @@ it with ``to_zarr``. Variables (:data:`VARIABLES`):
     significant   (layer, voxel) bool   q <= ``attrs["alpha_fdr"]``
     r_fold        (layer, fold, voxel)  per outer fold r (outer-CV mode only)
     weights       (layer, feature, voxel) when saved; ``feature_space`` and ``delay`` coordinates
+    intercept     (layer, voxel)        when the weights are saved
     noise_ceiling (voxel)               when known; its source in ``attrs["noise_ceiling_source"]``
 
 Settings and other scalars are attributes (``pvalue_method``, ``alpha_fdr``,
@@ -68,7 +69,7 @@ def _json_ready(obj):
     return obj
 
 
-def voxel_dataset(r, p, *, alpha, r2=None, alpha_fdr: float = 0.05, r_fold=None, weights=None,
+def voxel_dataset(r, p, *, alpha, r2=None, alpha_fdr: float = 0.05, r_fold=None, weights=None, intercept=None,
                   attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
     """The per-voxel results Dataset of one fit.
 
@@ -80,6 +81,7 @@ def voxel_dataset(r, p, *, alpha, r2=None, alpha_fdr: float = 0.05, r_fold=None,
     r2 : (n_voxels,) array, optional
     r_fold : (n_folds, n_voxels) array, optional
     weights : (n_features, n_voxels) array or DataArray (feature, voxel), optional
+    intercept : (n_voxels,) array, optional
     attrs : mapping, optional
         Scalars (settings) stored as attributes.
     """
@@ -97,6 +99,8 @@ def voxel_dataset(r, p, *, alpha, r2=None, alpha_fdr: float = 0.05, r_fold=None,
     ds = xr.Dataset(data, attrs={"alpha_fdr": float(alpha_fdr), **dict(attrs or {})})
     if weights is not None:
         ds["weights"] = weights if isinstance(weights, xr.DataArray) else (("feature", "voxel"), np.asarray(weights))
+    if intercept is not None:
+        ds["intercept"] = ("voxel", np.broadcast_to(np.asarray(intercept, dtype=np.float64), r.shape).copy())
     return ds
 
 
@@ -277,6 +281,23 @@ class Results:
         if name not in self.layers:
             raise KeyError(f"layer {layer!r} not in results; layers: {self.layers}")
         return self.dataset.sel(layer=name, drop=True)
+
+    @property
+    def best_layer(self) -> str:
+        """The layer with the highest median r (the one ``train()`` reports)."""
+        meds = {k: v.get("median_score") for k, v in self.metrics.get("layers", {}).items()}
+        meds = {k: (-np.inf if v is None else v) for k, v in meds.items()}
+        return max(meds, key=meds.get) if meds else self.layers[0]
+
+    def predict(self, assembly=None, stories=None, *, layer=None, split: str = "train", client=None) -> xr.Dataset:
+        """Predicted responses of (new) stories from the saved weights and the run's saved
+        alignment settings; scored against the stories' responses.
+
+        See :func:`scalenc.trainer.predict` (parameters and returned Dataset).
+        """
+        from .trainer import predict  # noqa: PLC0415 - trainer.py imports this module
+
+        return predict(self, assembly, stories, layer=layer, split=split, client=client)
 
     def to_metrics(self, layer=None) -> dict[str, Any]:
         """The tutorials' metrics dict of one layer (default: the first)."""

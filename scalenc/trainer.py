@@ -32,13 +32,14 @@ from . import results as results_mod
 from .align import Downsampler, TrimmingConfig, align_story, feature_space_slices
 from .align.story import target_slice
 from .assembly import Assembly, load_assembly
-from .config import DEFAULTS, ConfigError, RunConfig, model_kwargs
+from .config import DEFAULTS, ConfigError, RunConfig, model_kwargs, validate_config
 from .datasets.ground_truth import ground_truth_ceiling
 from .distributed import client as make_client
 from .distributed import has_gpu_workers
 from .features import FeatureExtractorFactory
 from .loggers import make_logger
 from .models import NestedCVModel
+from .ridge.scoring import noise_ceiling, pearson_r
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,7 @@ class AbstractTrainer:
         if self.client is None:
             return None
         if isinstance(self.client, (str, os.PathLike)):
+            self._own_client = self.client
             self.client = make_client(str(self.client))  # logs the dashboard address
         elif not getattr(self, "_announced", False):
             logger.warning("Dask dashboard: %s", getattr(self.client, "dashboard_link", "n/a"))
@@ -283,12 +285,21 @@ class AbstractTrainer:
                            delays=self.fir_delays, trimming=self.trimming, grid_offset=self.assembly.grid_offset(story),
                            split=split, story=story, zscore_targets=self.zscore_targets)
 
-    def _test_repeats(self, story: str, n_rows: int):
+    def _repeats_ceiling(self, story: str, n_rows: int, block: int = 2000) -> np.ndarray | None:
+        """``cc_max`` of the test story's repeats (trimmed as the test targets), read and
+        computed in voxel blocks after the fit, so the repeats never sit in memory whole."""
         reps = self.assembly.bold_repeats(story)
         if reps is None:
             return None
-        r = np.asarray(reps.values, dtype=np.float64)[:, target_slice(self.trimming, "test")]
-        return r if r.shape[1] == n_rows else None
+        rows = target_slice(self.trimming, "test")
+        reps = reps.isel(tr=rows)
+        if reps.sizes["tr"] != n_rows:
+            return None
+        v = reps.shape[-1]
+        out = np.empty(v)
+        for a in range(0, v, block):
+            out[a:a + block] = noise_ceiling(np.asarray(reps[..., a:a + block].values, dtype=np.float64))["cc_max"]
+        return out
 
     def _fit(self, X, Y, **kw) -> xr.Dataset:
         if hasattr(self.model, "fit_dataset"):
@@ -310,11 +321,12 @@ class AbstractTrainer:
             te = [self.design(feats, s, "test", layer, multi) for s in test_s]
             kw["X_test"] = np.concatenate([x.values for x, _ in te])
             kw["y_test"] = np.concatenate([np.asarray(y) for _, y in te])
-            if len(test_s) == 1 and "test_repeats" not in kw:
-                reps = self._test_repeats(test_s[0], kw["y_test"].shape[0])
-                if reps is not None:
-                    kw["test_repeats"] = reps
+            if hasattr(self.model, "fit_dataset"):
+                kw["groups_test"] = np.concatenate([[s] * x.shape[0] for s, (x, _) in zip(test_s, te)])
             test_rows = kw["y_test"]
+            del te
+        first = tr[0][0]
+        del tr  # the per-story matrices: X and the lazy Y hold the same rows
         align_s = time.perf_counter() - tick
         ds = self._fit(X, Y, groups=groups, **kw)
         if test_rows is not None and len(test_s) == 1:
@@ -322,13 +334,18 @@ class AbstractTrainer:
             if gt is not None:
                 ds["noise_ceiling"] = ("voxel", gt)
                 ds.attrs["noise_ceiling_source"] = "ground truth"
+            elif "noise_ceiling" not in ds:
+                cc = self._repeats_ceiling(test_s[0], test_rows.shape[0])
+                if cc is not None:
+                    ds["noise_ceiling"] = ("voxel", cc)
+                    ds.attrs["noise_ceiling_source"] = "test repeats (cc_max)"
         if "weights" in ds:
             if self.save_weights:
-                ds = ds.assign_coords(feature_space=("feature", tr[0][0]["feature_space"].values),
-                                      delay=("feature", tr[0][0]["delay"].values))
+                ds = ds.assign_coords(feature_space=("feature", first["feature_space"].values),
+                                      delay=("feature", first["delay"].values))
             else:
-                ds = ds.drop_vars("weights")
-        return ds, feature_space_slices(tr[0][0]), align_s
+                ds = ds.drop_vars(["weights", "intercept"], errors="ignore")
+        return ds, feature_space_slices(first), align_s
 
     # ------------------------------------------------------------------------------------
     def train(self, **model_kwargs) -> dict[str, Any]:
@@ -337,6 +354,30 @@ class AbstractTrainer:
         if self.run_dir.exists() and not self.overwrite:
             raise FileExistsError(f"run {self.run_name!r} already exists in {self.results_dir}: pass "
                                   "overwrite=True (scalenc run --overwrite) or choose another run_name")
+        try:
+            return self._train(model_kwargs)
+        finally:
+            self._close_own_client()
+
+    def _close_own_client(self) -> None:
+        """Close a cluster this trainer started (from a name or address), so that it shuts down quietly."""
+        spec = getattr(self, "_own_client", None)
+        if spec is None or isinstance(self.client, (str, os.PathLike)) or self.client is None:
+            return
+        cluster = getattr(self.client, "cluster", None)
+        dask_log = logging.getLogger("distributed")
+        level = dask_log.level
+        if dask_log.getEffectiveLevel() >= logging.WARNING:  # nannies warn when they kill slow-to-exit workers
+            dask_log.setLevel(logging.ERROR)
+        try:
+            self.client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            dask_log.setLevel(level)
+        self.client, self._own_client = spec, None
+
+    def _train(self, model_kwargs) -> dict[str, Any]:
         tick = time.perf_counter()
         timings = {"extract": 0.0, "align": 0.0, "fit": 0.0, "write": 0.0}
         train_s, test_s = self.split()
@@ -423,6 +464,78 @@ class AbstractTrainer:
         cfg = rc.to_dict()
         cfg.pop("overwrite")
         return cfg
+
+
+def predict(run, assembly=None, stories=None, *, layer=None, split: str = "train", client=None) -> xr.Dataset:
+    """Apply a saved run to (new) stories: its weights, its extractors and its alignment
+    settings (downsampler, FIR delays, trimming, z-scoring) from ``config.toml``.
+
+    Parameters
+    ----------
+    run : path or :class:`scalenc.results.Results`
+        A run saved with ``save_weights=True``.
+    assembly : Assembly or path, optional
+        Where the stories are (default: the run's assembly).
+    stories : list of str, optional
+        Default: every story of ``assembly``.
+    layer : label, optional
+        Default: the run's best layer (highest median r).
+    split : {"train", "test"}
+        Which trimming of the run to apply to the stories.
+    client : Dask client or address, optional
+        Extraction on a cluster, as in training.
+
+    Returns
+    -------
+    Dataset
+        ``prediction`` (tr, voxel) for all stories one after another, with ``tr_story`` and
+        ``tr_time`` coordinates on ``tr``; ``response`` (tr, voxel), the aligned (trimmed,
+        z-scored as in training) responses; ``r`` (story, voxel) per story and ``r_all``
+        (voxel) over all rows; attrs ``run``, ``layer``, ``split``.
+    """
+    res = run if isinstance(run, results_mod.Results) else results_mod.load(run)
+    if "weights" not in res.dataset:
+        raise ValueError(f"{res.path}: the run saved no weights; run it again with save_weights = true "
+                         "(save_weights=True)")
+    if not res.config:
+        raise ValueError(f"{res.path}: no config.toml, so the run's alignment settings are unknown")
+    label = res.best_layer if layer is None else str(layer)
+    saved = res.layer(label).load()
+    cfg = {k: v for k, v in res.config.items() if k != "cluster"}
+    if assembly is not None:
+        cfg["assembly"] = str(assembly.path if isinstance(assembly, Assembly) else assembly)
+    cfg.update(stories=None if stories is None else list(stories), logger_backend="none")
+    source = str(res.path / "config.toml")
+    tr = AbstractTrainer.from_config(RunConfig.from_dict(validate_config(cfg, source=source), source=source),
+                                     cluster=client, source=source)
+    feats = tr.extract()
+    layers, multi = tr._layers(feats)
+    match = [lay for lay in layers if ("0" if lay is None else str(lay)) == label]
+    if not match:
+        raise ValueError(f"layer {label!r} is not produced by the run's extractors (layers: {layers})")
+    W = np.asarray(saved["weights"].values, dtype=np.float64)
+    b = np.asarray(saved["intercept"].values, dtype=np.float64) if "intercept" in saved else 0.0
+    preds, resps, names, times, r = [], [], [], [], []
+    for s in tr.stories:
+        X, Y = tr.design(feats, s, split, match[0], multi)
+        if X.shape[1] != W.shape[0]:
+            raise ValueError(f"story {s!r}: {X.shape[1]} features but the run's weights have {W.shape[0]}")
+        P = X.values.astype(np.float64) @ W + b
+        Y = np.asarray(Y, dtype=np.float64)
+        preds.append(P)
+        resps.append(Y)
+        names += [s] * P.shape[0]
+        times.append(X["tr_time"].values)
+        r.append(pearson_r(Y, P))
+    P, Y = np.concatenate(preds), np.concatenate(resps)
+    voxel = saved["voxel"].values
+    return xr.Dataset({"prediction": (("tr", "voxel"), P.astype(np.float32)),
+                       "response": (("tr", "voxel"), Y.astype(np.float32)),
+                       "r": (("story", "voxel"), np.asarray(r)), "r_all": ("voxel", pearson_r(Y, P))},
+                      coords={"story": np.asarray(tr.stories, dtype=object), "voxel": voxel,
+                              "tr_story": ("tr", np.asarray(names, dtype=object)),
+                              "tr_time": ("tr", np.concatenate(times))},
+                      attrs={"run": str(res.path), "layer": label, "split": split})
 
 
 def _json_spaces(spaces: Mapping[str, tuple[int, int]]) -> str:

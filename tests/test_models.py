@@ -103,16 +103,50 @@ def test_nested_cv_permutation_pvalues_and_noise_ceiling():
 
 
 def _null_rate(method, noise, n_perm=199, v=1500, seed=0):
-    """Fraction of pure-noise voxels called p < .05 (X carries no information about Y)."""
+    """Fraction of pure-noise voxels called p < .05 (X carries no information about Y).
+
+    ``method=None`` uses the model's default test."""
     rng = np.random.default_rng(seed)
     X = noise(rng, 300, 6)
     Y = noise(rng, 300, v)
     groups = np.repeat(np.arange(3), 100)
-    m = NestedCVModel(alphas=np.logspace(0, 4, 3), n_inner_folds=3, pvalue_method=method, n_permutations=n_perm,
-                      seed=seed)
+    kw = {} if method is None else {"pvalue_method": method, "n_permutations": n_perm}
+    m = NestedCVModel(alphas=np.logspace(0, 4, 3), n_inner_folds=3, seed=seed, **kw)
     ds = m.fit_dataset(X[:200], Y[:200], X_test=X[200:], y_test=Y[200:], groups=groups[:200])
-    assert ds.attrs["pvalue_method"] == method and ds["p"].shape == (v,)
+    assert ds.attrs["pvalue_method"] == (method or m.pvalue_method) and ds["p"].shape == (v,)
     return float((ds["p"].values < 0.05).mean())
+
+
+def _ar1(rng, n, v, rho=0.6):
+    e = rng.standard_normal((n, v))
+    x = np.empty_like(e)
+    x[0] = e[0]
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + np.sqrt(1 - rho ** 2) * e[t]
+    return x
+
+
+def test_default_pvalues_calibrated_on_autocorrelated_null_data():
+    # AR(1) noise (rho 0.6) in both X and Y: the default (block permutation) holds the .05 level
+    # within binomial error over 1500 voxels; LITcoder's analytic test does not (about 12 %)
+    sd = np.sqrt(0.05 * 0.95 / 1500)
+    assert abs(_null_rate(None, _ar1) - 0.05) < 3 * sd
+    assert _null_rate("analytic", _ar1) > 0.05 + 6 * sd
+    assert NestedCVModel().pvalue_method == "permutation"
+
+
+def test_outer_loop_permutes_within_stories(monkeypatch):
+    import scalenc.models.nested_cv as ncv
+
+    seen = []
+    orig = ncv.block_permutation_pvalues
+    monkeypatch.setattr(ncv, "block_permutation_pvalues", lambda *a, **k: seen.append(k["groups"]) or orig(*a, **k))
+    X, Y, groups = _data(seed=2)
+    NestedCVModel(alphas=ALPHAS, n_outer_folds=4, n_inner_folds=3, n_permutations=19).fit_predict(X, Y, groups=groups)
+    outer = [te for _, te in ChunkKFold(chunk_length=20, n_splits=4, seed=0).split(len(X), groups)]
+    assert len(seen) == 4
+    for g, te in zip(seen, outer):
+        np.testing.assert_array_equal(g, groups[te])
 
 
 def test_pvalues_calibrated_on_null_data():
@@ -135,3 +169,23 @@ def test_nested_cv_errors_and_alpha_squared():
     a = NestedCVModel(alphas=np.sqrt(ALPHAS), alpha_squared=True, dtype="float64").fit_predict(X, Y, X_test=X, y_test=Y)
     b = NestedCVModel(alphas=ALPHAS, dtype="float64").fit_predict(X, Y, X_test=X, y_test=Y)
     np.testing.assert_allclose(a[2], b[2])
+
+
+def test_too_few_test_rows_fall_back_to_analytic_and_say_so(caplog):
+    X, Y, groups = _data(seed=3)
+    ds = NestedCVModel(alphas=ALPHAS).fit_dataset(X, Y, X_test=X[:13], y_test=Y[:13], groups=groups)
+    assert ds.attrs["pvalue_method"] == "analytic" and "too few" in caplog.text
+    from scalenc.ridge import pearson_pvalues
+
+    np.testing.assert_allclose(ds["p"].values, pearson_pvalues(ds["r"].values, 13))
+
+
+def test_permutation_pvalues_do_not_depend_on_the_voxel_block():
+    from scalenc.ridge import block_permutation_pvalues
+
+    X, Y, groups = _data(seed=5)
+    ds = NestedCVModel(alphas=ALPHAS, voxel_block=5, n_permutations=99).fit_dataset(
+        X[:300], Y[:300], X_test=X[300:], y_test=Y[300:], groups=groups[:300])
+    pred = X[300:] @ ds["weights"].values + ds["intercept"].values
+    np.testing.assert_allclose(ds["p"].values, block_permutation_pvalues(Y[300:], pred, n_permutations=99, seed=0),
+                               rtol=0, atol=0)

@@ -224,3 +224,65 @@ def test_missing_logger_package_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(ImportError, match=r"scalenc\[log\]"):
         make_logger("wandb", run_dir=tmp_path, run_name="x")
+
+
+def test_predict_applies_saved_weights_and_alignment(data, tmp_path, capsys):
+    from scalenc.ridge import pearson_r, ridge_closed_form
+
+    asm = data.assembly()
+    trim = TrimmingConfig.lebel()
+    tr = AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), Downsampler(),
+                         NestedCVModel(alphas=ALPHAS, seed=1, dtype="float64"), [1, 2], trim.to_dict(),
+                         results_dir=tmp_path / "res", run_name="w", logger_backend="none", save_weights=True)
+    m = tr.train()
+    # direct computation: the stages by hand, the closed-form ridge with the chosen alphas
+    ds = Downsampler()
+    kv = {}
+    for line in open(data.embeddings_path).read().splitlines()[1:]:
+        w, *v = line.split()
+        kv[w] = np.array(v, float)
+
+    def design(story, split):
+        words = [str(w) for w in asm.words(story).word.values]
+        t = asm.word_times(story)
+        grid = asm.tr_times(story).values
+        F = np.column_stack([ds.downsample(np.ones(len(t)), t, grid),
+                             ds.downsample(np.stack([kv[w] for w in words]), t, grid)])
+        X, Y = trim_story(fir(F, [1, 2]), asm.bold(story).values, trim, split, story=story)
+        return zscore(X.astype(np.float32)).astype(np.float64), zscore(Y).astype(np.float64)
+
+    train = [design(s, "train") for s in asm.train_stories]
+    W, b = ridge_closed_form(np.vstack([x for x, _ in train]), np.vstack([y for _, y in train]), m["best_alphas"])
+    stories = [asm.train_stories[1], asm.test_stories[0]]
+    pred = results.load(tmp_path / "res" / "w").predict(stories=stories)
+    for s in stories:
+        X, Y = design(s, "train")
+        rows = pred["tr_story"].values == s
+        np.testing.assert_allclose(pred["prediction"].values[rows], X @ W + b, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(pred["r"].sel(story=s).values, pearson_r(Y, X @ W + b), atol=1e-4)
+    # the command line: same numbers, written to zarr
+    out = tmp_path / "pred.zarr"
+    assert main(["predict", str(tmp_path / "res" / "w"), "--stories", *stories, "--out", str(out)]) == 0
+    assert "median r" in capsys.readouterr().out
+    import xarray as xr
+
+    np.testing.assert_allclose(xr.open_zarr(out, consolidated=False)["r"].values, pred["r"].values)
+    # a run without weights cannot predict: one line naming the setting
+    AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), model=NestedCVModel(alphas=ALPHAS),
+                    results_dir=tmp_path / "res", run_name="now", logger_backend="none").train()
+    assert main(["predict", str(tmp_path / "res" / "now")]) == 2
+    assert "save_weights = true" in capsys.readouterr().err
+
+
+def test_noise_ceiling_from_test_repeats_without_ground_truth(data, tmp_path, monkeypatch):
+    import scalenc.trainer as trainer_mod
+    from scalenc.ridge import noise_ceiling
+
+    monkeypatch.setattr(trainer_mod, "ground_truth_ceiling", lambda *a, **k: None)
+    asm = data.assembly()
+    m = AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), model=NestedCVModel(alphas=ALPHAS),
+                        trimming_config=TrimmingConfig.lebel(), results_dir=tmp_path, run_name="reps",
+                        logger_backend="none").train()
+    reps = asm.bold_repeats(asm.test_stories[0]).values[:, 40:]
+    assert m["noise_ceiling_source"] == "test repeats (cc_max)"
+    np.testing.assert_allclose(m["noise_ceiling"], noise_ceiling(reps)["cc_max"], rtol=1e-12)
