@@ -2,9 +2,14 @@
 
 One place for what both extractors need from :mod:`transformers`:
 
-- :func:`resolve_model`: where a model (or tokenizer) named by the user lives, and its
-  identity for the feature cache;
-- :func:`pick_device`: the torch device of a ``device`` config value;
+- :func:`resolve_model`: where a model (or tokenizer) named by the user lives: a local
+  folder, a Hugging Face Hub id (optional ``revision``) or a TransformerLens name/alias
+  (``gpt2-small`` -> ``gpt2`` through ``transformer_lens.supported_models``), resolved to
+  one snapshot commit of the standard Hub cache (``HF_HUB_CACHE`` or ``$HF_HOME/hub``,
+  read at call time; downloaded there when missing unless ``HF_HUB_OFFLINE=1``), and its
+  identity for the feature cache (folder: file digest; Hub: id + commit);
+- :func:`pick_device`: the torch device of a ``device`` config value (``"auto"``: CUDA,
+  MPS, CPU; an unavailable device warns and falls back to the CPU unless ``strict``);
 - :func:`torch_dtype` / :func:`from_pretrained_kwargs`: the dtype table and the
   ``dtype=`` (transformers >= 5) / ``torch_dtype=`` (4.x) keyword;
 - :func:`from_pretrained`: ``cls.from_pretrained`` with the resolved source, the dtype
