@@ -482,3 +482,18 @@ def test_benchmark_script_small(tmp_path):
     assert "| whisper | `SpeechExtractor.compute` (batch 2) | 4 |" in r.stdout
     diff = float(r.stdout.split("max |loop - batched| = ")[1].split()[0])
     assert diff < 1e-5
+
+
+def test_trainer_layer_idx_counts_as_litcoder_for_speech(synthetic_small):
+    """The trainer's layer_idx for a multi-layer speech extractor is LITcoder's block index too."""
+    import xarray as xr
+
+    from scalenc.trainer import AbstractTrainer
+
+    asm = synthetic_small.assembly()
+    feats = {(s, 0): xr.Dataset(coords={"layer": [0, 1, 2, 3, 4]}) for s in asm.stories}
+    ex = SpeechExtractor("unused", {"layer": "all"})
+    assert AbstractTrainer(asm, [ex], layer_idx=3, logger_backend="none")._layers(feats) == ([4], 0)
+    assert AbstractTrainer(asm, [ex], layer_idx="last", logger_backend="none")._layers(feats) == ([4], 0)
+    assert AbstractTrainer(asm, [ex], layer_idx=[0, 2], logger_backend="none")._layers(feats) == ([1, 3], 0)
+    assert AbstractTrainer(asm, [ex], logger_backend="none")._layers(feats) == ([0, 1, 2, 3, 4], 0)
