@@ -258,7 +258,8 @@ class AbstractTrainer:
             raise ValueError("more than one multi-layer extractor: choose layers with each extractor's layer_idx "
                              "config so that at most one contributes several layers")
         i, labels = multi[0]
-        sel = self.layer_idx if self.layer_idx is not None else self.feature_extractors[i].selected_layers()
+        ex = self.feature_extractors[i]  # layer_idx in the tutorial API's numbering (speech: LITcoder's)
+        sel = ex.layer_labels(self.layer_idx, labels) if self.layer_idx is not None else ex.selected_layers(labels)
         if sel is None or sel == "all":
             return labels, i
         sel = list(sel) if isinstance(sel, (list, tuple)) else [sel]

@@ -19,3 +19,30 @@ def synthetic_small(tmp_path_factory):
 
     return synthetic(tmp_path_factory.mktemp("synthetic"), n_stories=6, words_per_story=200, n_voxels=120,
                      embedding_dim=8, n_test_repeats=3, voxel_chunk=32, seed=1)
+
+
+@pytest.fixture(scope="session")
+def hub_home(tmp_path_factory, synthetic_small):
+    """An ``HF_HOME`` whose Hub cache holds tiny random ``gpt2`` (10 layers, word-level tokenizer
+    over the synthetic corpus) and ``openai/whisper-tiny`` (4 encoder layers), and the packaged
+    all-MiniLM-L6-v2 (real weights) as ``sentence-transformers/all-MiniLM-L6-v2``, laid out as
+    the Hub lays it out (:mod:`scalenc.datasets.hub_cache`). Use with :func:`use_hub_home`."""
+    pytest.importorskip("transformers")
+    from types import SimpleNamespace
+
+    from scalenc.datasets.hub_cache import build_tutorial_models
+
+    home = tmp_path_factory.mktemp("hf_home")
+    asm = synthetic_small.assembly()
+    words = [str(w) for s in asm.stories for w in asm.words(s)["word"].values]
+    commits = build_tutorial_models(home / "hub", words, tmp_path_factory.mktemp("hub_work"))
+    return SimpleNamespace(home=home, cache=home / "hub", commits=commits)
+
+
+@pytest.fixture
+def use_hub_home(hub_home, monkeypatch):
+    """Point HF_HOME at :func:`hub_home` (offline) for one test."""
+    monkeypatch.setenv("HF_HOME", str(hub_home.home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hub_home

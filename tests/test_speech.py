@@ -18,8 +18,8 @@ sf = pytest.importorskip("soundfile")
 pytest.importorskip("librosa")
 
 from scalenc.features import FeatureCache, FeatureError  # noqa: E402
-from scalenc.features.speech import (SpeechExtractor, load_speech_model, sliding_windows,  # noqa: E402
-                                     whisper_last_frame)
+from scalenc.features.speech import (SpeechExtractor, litcoder_layer_labels, load_speech_model,  # noqa: E402
+                                     sliding_windows, whisper_last_frame, whisper_reference_frame)
 
 SR = 16000
 CHUNK, CONTEXT = 0.5, 2.0
@@ -91,12 +91,12 @@ _COMPUTED: dict = {}
 
 @pytest.fixture
 def computed(models, asm, audio):
-    """Extractor output per (model, pool), computed once per module."""
-    def get(name, pool="last"):
-        if (name, pool) not in _COMPUTED:
-            ex = SpeechExtractor(models[name], {**CFG, "pool": pool})
-            _COMPUTED[name, pool] = ex.compute(asm, audio["story"])
-        return _COMPUTED[name, pool]
+    """Extractor output per (model, pool, whisper_frame), computed once per module."""
+    def get(name, pool="last", frame="reference"):
+        if (name, pool, frame) not in _COMPUTED:
+            ex = SpeechExtractor(models[name], {**CFG, "pool": pool, "whisper_frame": frame})
+            _COMPUTED[name, pool, frame] = ex.compute(asm, audio["story"])
+        return _COMPUTED[name, pool, frame]
     return get
 
 
@@ -125,8 +125,11 @@ def _run_one(model_type, fe, model, window):
     return torch.stack([h[0] for h in hs]).numpy()
 
 
-def _reference(model_dir, y, pool):
-    """Per-window features computed one window at a time: (n_layers + 1, K, d)."""
+def _reference(model_dir, y, pool, frame="reference"):
+    """Per-window features computed one window at a time: (n_layers + 1, K, d).
+
+    Whisper: the frame of the scaling-laws reference, (n_mel + 1) // 2 (``frame="reference"``),
+    or the last one whose receptive field is inside the audio (``"receptive_field"``)."""
     model_type, fe, model = _load_reference(model_dir)
     K = int(len(y) / SR // CHUNK)
     out = []
@@ -137,7 +140,8 @@ def _reference(model_dir, y, pool):
         hs = _run_one(model_type, fe, model, window)
         if model_type == "whisper":
             n_mel = math.ceil(window.size / 160)
-            last = (n_mel - 3) // 2      # frame m sees mel frames 2m-2..2m+2
+            # reference: extract_speech_features' frame; receptive field: frame m sees mel 2m-2..2m+2
+            last = (n_mel + 1) // 2 if frame == "reference" else max(0, (n_mel - 3) // 2)
         else:
             last = hs.shape[1] - 1       # no padding: the last output frame
         out.append(hs[:, last] if pool == "last" else hs[:, :last + 1].mean(1))
@@ -145,12 +149,15 @@ def _reference(model_dir, y, pool):
 
 
 # ------------------------------------------------------------------------------- tests
-@pytest.mark.parametrize("name,pool", [("whisper", "last"), ("whisper", "mean"), ("hubert", "last"),
-                                       ("hubert", "mean"), ("wav2vec2", "last"), ("wavlm", "last")])
-def test_sliding_window_equals_per_window_reference(models, audio, computed, name, pool):
-    fs = computed(name, pool)
+@pytest.mark.parametrize("name,pool,frame", [
+    ("whisper", "last", "reference"), ("whisper", "mean", "reference"), ("whisper", "last", "receptive_field"),
+    ("hubert", "last", "reference"), ("hubert", "mean", "reference"), ("wav2vec2", "last", "reference"),
+    ("wavlm", "last", "reference")])
+def test_sliding_window_equals_per_window_reference(models, audio, computed, name, pool, frame):
+    """Each window's feature equals the per-window forward pass at the reference frame."""
+    fs = computed(name, pool, frame)
     F = fs["features"].values
-    ref = _reference(models[name], audio["y"], pool)
+    ref = _reference(models[name], audio["y"], pool, frame)
     assert F.shape == ref.shape == (N_LAYERS + 1, 12, 32)
     np.testing.assert_allclose(F, ref, atol=1e-5, rtol=1e-5)
     assert fs.attrs["model_type"] == name and fs.attrs["pool"] == pool
@@ -196,6 +203,16 @@ def test_whisper_last_frame_arithmetic():
     assert whisper_last_frame(480000) == 1498     # 30 s: 1499 would see the conv's zero padding
 
 
+def test_whisper_reference_frame_arithmetic():
+    # the scaling-laws reference: (n_mel + 1) // 2 with n_mel = ceil(n / 160), 2 frames after the strict one
+    assert whisper_reference_frame(257600) == 805  # 16.1 s: 1610 mel frames
+    assert whisper_reference_frame(16000) == 50
+    assert whisper_reference_frame(8001) == 26     # 51 mel frames
+    assert whisper_reference_frame(480000) == 1499  # 30 s: capped at the last frame
+    for n in (257600, 16000, 8000, 8001, 40000):
+        assert whisper_reference_frame(n) - whisper_last_frame(n) == 2
+
+
 def test_whisper_last_frame_matches_conv_receptive_field(models):
     """Changing mel frames from n_mel on leaves encoder frames <= m_last unchanged and
     changes m_last + 1 (checked on the model's own convolutions)."""
@@ -221,12 +238,14 @@ def test_whisper_last_is_not_padded_end(models, audio, computed):
     y = audio["y"][round(1.5 * SR):round(4.0 * SR)]
     hs = _run_one(model_type, fe, model, y)
     assert hs.shape[1] == 1500
-    idx = 123  # ceil(40000 / 160) = 250 mel frames -> (250 - 3) // 2
-    assert whisper_last_frame(y.size) == idx
+    idx = 125  # ceil(40000 / 160) = 250 mel frames -> (250 + 1) // 2, the scaling-laws reference's frame
+    assert whisper_reference_frame(y.size) == idx and whisper_last_frame(y.size) == idx - 2
     got = fs["features"].values[:, k - 1]
     np.testing.assert_allclose(got, hs[:, idx], atol=1e-5, rtol=1e-5)
     assert np.abs(got - hs[:, 1499]).max() > 1e-2  # LITcoder's padded end
-    assert np.abs(got - hs[:, idx + 1]).max() > 1e-4
+    assert np.abs(got - hs[:, idx - 1]).max() > 1e-4
+    strict = computed("whisper", "last", "receptive_field")["features"].values[:, k - 1]
+    np.testing.assert_allclose(strict, hs[:, idx - 2], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["whisper", "hubert", "wav2vec2"])
@@ -247,16 +266,30 @@ def test_causal(models, audio, synthetic_small, tmp_path, computed, name):
     assert np.abs(b[:, ~before] - a[:, ~before]).max(axis=(0, 2)).min() > 1e-4  # every later window changed
 
 
-def test_layer_selection(models, asm, audio, computed):
+def test_layer_selection_counts_as_litcoder(models, asm, audio, computed):
+    """config ``layer`` = LITcoder's block index (embeddings excluded): layer L is label L + 1."""
     full = computed("hubert", "last")
-    one = SpeechExtractor(models["hubert"], {**CFG, "layer": 1}).extract(asm, audio["story"])
+    one = SpeechExtractor(models["hubert"], {**CFG, "layer": 0}).extract(asm, audio["story"])
     assert list(one["layer"].values) == [1]
     np.testing.assert_array_equal(one["features"].values[0], full["features"].values[1])
-    two = SpeechExtractor(models["hubert"], {**CFG, "layer": [0, 2]}).extract(asm, audio["story"])
-    assert list(two["layer"].values) == [0, 2]
-    np.testing.assert_array_equal(two["features"].values, full["features"].values[[0, 2]])
-    with pytest.raises(FeatureError, match="layer 5 not available"):
+    two = SpeechExtractor(models["hubert"], {**CFG, "layer": [0, 1]}).extract(asm, audio["story"])
+    assert list(two["layer"].values) == [1, 2]
+    np.testing.assert_array_equal(two["features"].values, full["features"].values[[1, 2]])
+    last = SpeechExtractor(models["hubert"], {**CFG, "layer": "last"}).extract(asm, audio["story"])
+    assert list(last["layer"].values) == [N_LAYERS]
+    np.testing.assert_array_equal(last["features"].values[0], full["features"].values[N_LAYERS])
+    with pytest.raises(FeatureError, match="layer 6 not available"):
         SpeechExtractor(models["hubert"], {**CFG, "layer": 5}).extract(asm, audio["story"])
+
+
+def test_litcoder_layer_mapping():
+    assert litcoder_layer_labels(3) == [4]                      # the tutorial's layer 3: hidden_states[4]
+    assert litcoder_layer_labels([0, 3], [0, 1, 2, 3, 4]) == [1, 4]
+    assert litcoder_layer_labels("last", [0, 1, 2, 3, 4]) == [4] and litcoder_layer_labels("last") == [-1]
+    assert litcoder_layer_labels(-1, [0, 1, 2, 3, 4]) == [4]
+    assert litcoder_layer_labels("all") is None and litcoder_layer_labels(None) is None
+    ex = SpeechExtractor("unused", {"layer": 3})
+    assert ex.selected_layers() == [4] and ex.layer_labels(3, [0, 1, 2, 3, 4]) == [4]
 
 
 def test_cache_hit_and_audio_edit_miss(models, synthetic_small, audio, tmp_path, monkeypatch):
@@ -272,7 +305,7 @@ def test_cache_hit_and_audio_edit_miss(models, synthetic_small, audio, tmp_path,
 
     monkeypatch.setattr(SpeechExtractor, "compute", counting)
     cache = tmp_path / "cache"
-    ex = SpeechExtractor(models["hubert"], {**CFG, "layer": 2}, cache_dir=cache)
+    ex = SpeechExtractor(models["hubert"], {**CFG, "layer": 1}, cache_dir=cache)  # LITcoder's 1: label 2
     a = ex.extract(asm, audio["story"])
     assert len(calls) == 1 and list(a["layer"].values) == [2]
     # a different layer selection and batch size read the same entry (all layers are cached)
@@ -319,21 +352,73 @@ def test_missing_audio_errors(models, synthetic_small, audio, tmp_path):
         SpeechExtractor(models["hubert"], CFG).compute(asm, audio["story"])
 
 
-def test_cuda_without_cuda_errors(models, asm, audio):
+def test_cuda_without_cuda_warns_then_cpu(models, asm, audio, computed):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    with pytest.raises(FeatureError, match="CUDA is not available"):
-        SpeechExtractor(models["hubert"], {**CFG, "device": "cuda"}).compute(asm, audio["story"])
+    with pytest.warns(RuntimeWarning, match="CUDA is not available.*running on the CPU"):
+        fs = SpeechExtractor(models["hubert"], {**CFG, "device": "cuda"}).compute(asm, audio["story"])
+    np.testing.assert_array_equal(fs["features"].values, computed("hubert")["features"].values)
+    with pytest.raises(FeatureError, match="CUDA is not available.*strict_device=True"):
+        SpeechExtractor(models["hubert"], {**CFG, "device": "cuda", "strict_device": True}).compute(
+            asm, audio["story"])
 
 
-def test_nonexistent_model_path_errors(asm, audio, tmp_path):
+@pytest.mark.gpu
+def test_cuda_matches_cpu(models, asm, audio, computed):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    for name in ("whisper", "hubert"):
+        gpu = SpeechExtractor(models[name], {**CFG, "device": "cuda", "strict_device": True}).compute(
+            asm, audio["story"])
+        np.testing.assert_allclose(gpu["features"].values, computed(name)["features"].values, atol=1e-3, rtol=1e-3)
+
+
+def test_nonexistent_model_errors(asm, audio, tmp_path, monkeypatch):
     ex = SpeechExtractor(str(tmp_path / "openai" / "whisper-tiny"), CFG)
-    with pytest.raises(FeatureError, match="never downloads"):
+    with pytest.raises(FeatureError, match="does not exist"):
         ex.compute(asm, audio["story"])
-    with pytest.raises(FeatureError, match="never downloads"):
+    with pytest.raises(FeatureError, match="does not exist"):
         ex.identity()
     with pytest.raises(FeatureError, match="model name is required"):
         SpeechExtractor(None, CFG).compute(asm, audio["story"])
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    with pytest.raises(FeatureError, match=r"'facebook/hubert-base-ls960' is not in the Hugging Face cache .*empty.*"
+                                           r"`hf download facebook/hubert-base-ls960`"):
+        SpeechExtractor("facebook/hubert-base-ls960", CFG).compute(asm, audio["story"])
+
+
+def test_whisper_tiny_from_the_hub_cache(models, asm, audio, use_hub_home):
+    """The tutorial's "openai/whisper-tiny" resolves through the Hub cache (offline) and gives
+    the features of the same snapshot loaded as a folder; the cache key holds the commit."""
+    from scalenc.datasets.hub_cache import repo_folder
+
+    cfg = {**CFG, "layer": 3}
+    ex = SpeechExtractor("openai/whisper-tiny", cfg)
+    assert ex.identity()["model_files"] == {"hub_id": "openai/whisper-tiny",
+                                            "commit": use_hub_home.commits["openai/whisper-tiny"]}
+    fs = ex.extract(asm, audio["story"])
+    assert list(fs["layer"].values) == [4]  # LITcoder's layer 3 = hidden_states[4], the last of 4 layers
+    snap = repo_folder(use_hub_home.cache, "openai/whisper-tiny") / "snapshots" / use_hub_home.commits[
+        "openai/whisper-tiny"]
+    ref = SpeechExtractor(str(snap), cfg).extract(asm, audio["story"])
+    np.testing.assert_array_equal(fs["features"].values, ref["features"].values)
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "header_only"])
+def test_unreadable_audio_is_one_line_naming_the_file(models, synthetic_small, audio, tmp_path, kind):
+    p = tmp_path / f"{kind}.wav"
+    if kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "text":
+        p.write_text("this is not audio\n" * 20)
+    else:
+        sf.write(p, np.zeros(0, np.float32), SR, subtype="PCM_16")
+    asm = _assembly(synthetic_small, p)
+    with pytest.raises(FeatureError) as e:
+        SpeechExtractor(models["hubert"], CFG).compute(asm, audio["story"])
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg and audio["story"] in msg, msg
 
 
 def test_sample_rate_mismatch_errors(models, asm, audio):
@@ -357,6 +442,8 @@ def test_config_errors(models):
         SpeechExtractor(models["hubert"], {"chunk_size": 0})
     with pytest.raises(FeatureError, match="layer"):
         SpeechExtractor(models["hubert"], {"layer": "first"})
+    with pytest.raises(FeatureError, match="whisper_frame"):
+        SpeechExtractor(models["whisper"], {"whisper_frame": "padded_end"})
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -388,10 +475,25 @@ def test_benchmark_script_small(tmp_path):
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, str(root / "benchmarks" / "features_speech.py"), "--seconds", "2",
                         "--context", "0.5", "--chunk", "0.5", "--d-model", "32", "--layers", "1", "--heads", "2",
-                        "--batch-size", "2", "--loop-windows", "2", "--workdir", str(tmp_path)],
+                        "--batch-size", "2", "--loop-windows", "2", "--models", "whisper", "--workdir", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "| per-window loop (batch 1) | 4 (2 random windows timed, extrapolated x2) |" in r.stdout
-    assert "| SpeechExtractor.compute (batch 2) | 4 |" in r.stdout
+    assert "| whisper | per-window loop (batch 1; 2 random windows timed, extrapolated x2) | 4 |" in r.stdout
+    assert "| whisper | `SpeechExtractor.compute` (batch 2) | 4 |" in r.stdout
     diff = float(r.stdout.split("max |loop - batched| = ")[1].split()[0])
     assert diff < 1e-5
+
+
+def test_trainer_layer_idx_counts_as_litcoder_for_speech(synthetic_small):
+    """The trainer's layer_idx for a multi-layer speech extractor is LITcoder's block index too."""
+    import xarray as xr
+
+    from scalenc.trainer import AbstractTrainer
+
+    asm = synthetic_small.assembly()
+    feats = {(s, 0): xr.Dataset(coords={"layer": [0, 1, 2, 3, 4]}) for s in asm.stories}
+    ex = SpeechExtractor("unused", {"layer": "all"})
+    assert AbstractTrainer(asm, [ex], layer_idx=3, logger_backend="none")._layers(feats) == ([4], 0)
+    assert AbstractTrainer(asm, [ex], layer_idx="last", logger_backend="none")._layers(feats) == ([4], 0)
+    assert AbstractTrainer(asm, [ex], layer_idx=[0, 2], logger_backend="none")._layers(feats) == ([1, 3], 0)
+    assert AbstractTrainer(asm, [ex], logger_backend="none")._layers(feats) == ([0, 1, 2, 3, 4], 0)

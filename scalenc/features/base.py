@@ -206,17 +206,25 @@ class FeatureExtractor(abc.ABC):
 
     def no_cache_keys(self) -> set[str]:
         """Config keys that do not change the output (batch size, device, layer choice)."""
-        return {"batch_size", "device", "layer_idx", "layer"}
+        return {"batch_size", "device", "strict_device", "layer_idx", "layer"}
 
     def stimulus(self, assembly, story: str) -> str:
         return stimulus_digest(assembly, story, audio=self.uses_audio)
 
-    def selected_layers(self) -> list | None:
-        """Layers returned by :meth:`extract` (None: all)."""
-        sel = self.config.get("layer_idx", self.config.get("layer"))
-        if sel is None or sel == "all":
+    def layer_labels(self, selection, available=None) -> list | None:
+        """FeatureSet layer labels of a layer selection given in the tutorial API (the
+        config's ``layer_idx``/``layer``, the trainer's ``layer_idx``); None: all.
+
+        Here the selection is the labels themselves; the speech extractor maps LITcoder's
+        numbering (:func:`scalenc.features.speech.litcoder_layer_labels`).
+        ``available``: the FeatureSet's labels, where known."""
+        if selection is None or (isinstance(selection, str) and selection == "all"):
             return None
-        return list(sel) if isinstance(sel, (list, tuple)) else [sel]
+        return list(selection) if isinstance(selection, (list, tuple)) else [selection]
+
+    def selected_layers(self, available=None) -> list | None:
+        """Layers returned by :meth:`extract` (None: all)."""
+        return self.layer_labels(self.config.get("layer_idx", self.config.get("layer")), available)
 
     def extract(self, assembly, story: str, *, layers=None, rebuild: bool = False) -> xr.Dataset:
         """FeatureSet of ``story`` (through the cache when ``cache_dir`` is set).

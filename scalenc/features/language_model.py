@@ -31,6 +31,17 @@ Context types: ``fullcontext`` (default stride ``max(1, L // 8)``), ``halfcontex
 (default stride ``max(1, L // 2)``) and ``nocontext`` (each word alone: the window is the
 word's own tokens, at most the last ``L`` of them; ``stride`` must not be set).
 
+What context each word gets, exactly: with the default ``fullcontext`` stride
+``S = L // 8`` the last token of a word sees the ``c`` tokens before it, ``c = l - k*S``,
+between ``L - S`` (7/8 of ``lookback``) and ``L - 1`` tokens (all ``l`` tokens of the
+story while ``l < L``). LITcoder's ``fullcontext`` gives every word exactly its last
+``lookback`` tokens (the word's last token and the ``L - 1`` before it): that is
+``stride=1`` here (``c = L - 1`` for every word past the first ``L`` tokens), equal to a
+one-window-per-word computation to float precision but one forward pass per word, hence
+much slower (``benchmarks/features_lm.py`` records both speeds, the largest difference
+and their encoding performance). The tutorial API takes ``lookback`` in the extractor
+config (and the trainer's ``lookback=`` sets it); ``stride`` only in the config.
+
 How it is computed. For a *causal* model the hidden states of tokens up to ``l`` do not
 depend on later tokens, so one forward pass over the full window ``[k*S, k*S + L)`` gives
 the features of every word assigned to window ``k`` (about ``S`` tokens' worth of words
@@ -63,10 +74,18 @@ Words that produce no token (empty or whitespace-only words, or characters the t
 drops) get the row of the previous word (the next word's row when it is at the start of
 the story).
 
-Models are never downloaded: ``model_name`` (and ``tokenizer``) must be local folders
-saved with ``save_pretrained`` (or the model folder of an installed package). Locating,
-device, dtype and the per-process model cache are shared with the speech extractor in
-:mod:`scalenc.features._hf`.
+Models
+------
+``model_name`` (and ``tokenizer``) may be a local folder saved with ``save_pretrained``, a
+Hugging Face Hub id (``gpt2``, ``facebook/opt-125m``, ``EleutherAI/pythia-70m``, with an
+optional ``revision``) or a TransformerLens name or alias (``gpt2-small`` -> ``gpt2``,
+mapped with transformer-lens's own table). Hub models come from the standard cache
+(``HF_HOME`` / ``HF_HUB_CACHE``; ``HF_HUB_OFFLINE=1`` loads cached ones without network)
+and are downloaded there when missing and reachable. Locating, device choice
+(``device="auto"``: CUDA, MPS, CPU; an unavailable device warns and uses the CPU unless
+``strict_device``), dtype and the per-process model cache are shared with the speech
+extractor in :mod:`scalenc.features._hf`. The feature cache key holds the folder's file
+digest, or the Hub id and resolved commit.
 """
 from __future__ import annotations
 
@@ -278,10 +297,11 @@ def _identity_key(m: _hf.ResolvedModel) -> str:
     return json.dumps(m.identity(), sort_keys=True)
 
 
-def load_model(model: _hf.ResolvedModel, *, backend: str = "transformers", device: str = "cpu",
-               dtype: str = "float32", tokenizer: _hf.ResolvedModel | None = None) -> LoadedModel:
+def load_model(model: _hf.ResolvedModel, *, backend: str = "transformers", device: str = "auto",
+               dtype: str = "float32", tokenizer: _hf.ResolvedModel | None = None,
+               strict_device: bool = False) -> LoadedModel:
     """Load a model (cached per process; see :mod:`scalenc.features._hf`)."""
-    dev = _hf.pick_device(device, who=WHO)
+    dev = _hf.pick_device(device, strict=strict_device, who=WHO)
     tdt = _hf.torch_dtype(dtype, who=WHO)
     key = ("language_model", _identity_key(model), backend, str(dev), dtype,
            _identity_key(tokenizer) if (backend == "transformer_lens" and tokenizer is not None) else None)
@@ -336,7 +356,8 @@ def _load_bridge(model: _hf.ResolvedModel, config, dev, tdt, tokenizer: _hf.Reso
     hf.eval().to(dev)
     # a separate tokenizer instance: the bridge configures (mutates) the one it is given
     tok = _hf.from_pretrained(AutoTokenizer, tokenizer, what="tokenizer", who=WHO)
-    bridge = TransformerBridge.boot_transformers(model.source, hf_model=hf, tokenizer=tok, device=str(dev),
+    # the snapshot folder, not the Hub id: the bridge reads the config from it without network
+    bridge = TransformerBridge.boot_transformers(str(model.path), hf_model=hf, tokenizer=tok, device=str(dev),
                                                  dtype=tdt)
     bridge.eval()
     return hf, bridge
@@ -365,7 +386,8 @@ class LanguageModelExtractor(FeatureExtractor):
     Parameters
     ----------
     model_name : str or path
-        Folder of a model saved with ``save_pretrained`` (never downloaded).
+        Folder saved with ``save_pretrained``, Hugging Face Hub id or TransformerLens name
+        (module docstring, "Models").
     config : dict
         ``model_name`` : str, optional
             Overrides the constructor's ``model_name``.
@@ -384,13 +406,21 @@ class LanguageModelExtractor(FeatureExtractor):
         ``context_type`` : {"fullcontext", "halfcontext", "nocontext"}
         ``stride`` : int, optional
             Tokens between window starts (default ``max(1, lookback // 8)`` for
-            fullcontext, ``max(1, lookback // 2)`` for halfcontext; not allowed with
-            nocontext).
+            fullcontext: each word sees between 7/8 of ``lookback`` and ``lookback - 1``
+            tokens before its last token; ``max(1, lookback // 2)`` for halfcontext; not
+            allowed with nocontext). ``stride=1``: every word sees exactly its last
+            ``lookback`` tokens, as LITcoder's fullcontext (slower; module docstring).
         ``batch_size`` : int
             Full windows per forward pass (default 8); shorter windows are packed up to
             ``batch_size * lookback`` tokens per pass.
         ``device`` : str
-            ``"cpu"`` (default) or ``"cuda[:i]"`` (a FeatureError without CUDA).
+            ``"auto"`` (default: CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda[:i]"`` or
+            ``"mps"``; an unavailable device gives a warning and the CPU.
+        ``strict_device`` : bool
+            True: an unavailable ``device`` is a FeatureError instead.
+        ``revision`` : str, optional
+            Hub revision (branch, tag or commit) of a Hub ``model_name``; the feature
+            cache key holds the commit it resolves to.
         ``dtype`` : {"float32", "float16", "bfloat16", "float64"}
             Model weights dtype (features are stored as float32).
         ``add_prefix_space`` : bool, optional
@@ -421,7 +451,9 @@ class LanguageModelExtractor(FeatureExtractor):
         "context_type": "fullcontext",
         "stride": None,
         "batch_size": 8,
-        "device": "cpu",
+        "device": "auto",
+        "strict_device": False,
+        "revision": None,
         "dtype": "float32",
         "add_prefix_space": None,
         "tokenizer": None,
@@ -432,16 +464,19 @@ class LanguageModelExtractor(FeatureExtractor):
         "layer_idx": (int, np.integer, list, tuple, str),
         "stride": (int, np.integer),
         "add_prefix_space": (bool,),
+        "revision": (str,),
     }
 
     def __init__(self, model_name: str | os.PathLike | None = None, config=None, cache_dir=None):
         super().__init__(model_name, config, cache_dir)
+        self._where: dict[tuple, _hf.ResolvedModel] = {}
         c = self.config
         if c["model_name"] is not None:
             self.model_name = c["model_name"]
         if self.model_name is None:
             raise FeatureError("language_model extractor: no model; pass model_name (a local folder saved with "
-                               "save_pretrained) or config['model_name']")
+                               "save_pretrained, a Hugging Face Hub id or a TransformerLens name) or "
+                               "config['model_name']")
         self.model_name = str(self.model_name)
         if c["backend"] not in BACKENDS:
             raise FeatureError(f"language_model extractor: backend must be one of {BACKENDS}, got {c['backend']!r}")
@@ -478,14 +513,24 @@ class LanguageModelExtractor(FeatureExtractor):
     # locations and identity --------------------------------------------------------
     @property
     def model(self) -> _hf.ResolvedModel:
-        """Where the model is (:func:`scalenc.features._hf.resolve_model`)."""
-        return _hf.resolve_model(self.model_name, what="model", who=WHO)
+        """Where the model is (:func:`scalenc.features._hf.resolve_model`: a folder, a Hub
+        id or a TransformerLens name), resolved once per extractor."""
+        key = ("model", self.model_name, self.config["revision"])
+        if key not in self._where:
+            self._where[key] = _hf.resolve_model(self.model_name, revision=self.config["revision"], what="model",
+                                                 who=WHO)
+        return self._where[key]
 
     @property
     def tokenizer(self) -> _hf.ResolvedModel:
         """Where the tokenizer is (default: with the model)."""
         t = self.config["tokenizer"]
-        return self.model if t is None else _hf.resolve_model(t, what="tokenizer", who=WHO)
+        if t is None:
+            return self.model
+        key = ("tokenizer", str(t))
+        if key not in self._where:
+            self._where[key] = _hf.resolve_model(t, what="tokenizer", who=WHO)
+        return self._where[key]
 
     @property
     def model_path(self) -> Path:
@@ -503,6 +548,7 @@ class LanguageModelExtractor(FeatureExtractor):
         cfg["model_name"] = str(m)
         cfg["tokenizer"] = str(t)
         cfg["stride"] = self.stride
+        cfg.pop("revision", None)  # the resolved commit is in model_files
         ident["model_files"] = m.identity()
         ident["tokenizer_files"] = t.identity()
         return ident
@@ -512,7 +558,8 @@ class LanguageModelExtractor(FeatureExtractor):
         """The (cached) model and tokenizer."""
         c = self.config
         m, t = self.model, self.tokenizer
-        lm = load_model(m, backend=c["backend"], device=c["device"], dtype=c["dtype"], tokenizer=t)
+        lm = load_model(m, backend=c["backend"], device=c["device"], dtype=c["dtype"], tokenizer=t,
+                        strict_device=c["strict_device"])
         tok = load_tokenizer(t, add_prefix_space=c["add_prefix_space"])
         return lm, tok
 

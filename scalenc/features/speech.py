@@ -23,30 +23,48 @@ downsample), ``time_start = max(0, t_k - C - c)``.
 
 Frames
 ------
-``pool="last"`` keeps, per layer, the output frame of the last frame that saw real audio;
-``pool="mean"`` averages the frames that cover real audio.
+``pool="last"`` keeps, per layer, one output frame per window (below); ``pool="mean"``
+averages the output frames from the first up to that one.
 
 - wav2vec2 / HuBERT / WavLM: windows are run at their exact length (no padding), so
-  every output frame covers real audio; "last" is the last output frame.
-- Whisper: the feature extractor pads every window with zeros to 30 s (3000 mel frames).
-  The window's real mel frames are those whose centre lies in the audio,
-  ``n_mel = ceil(n_samples / hop_length)`` (hop 160 at 16 kHz). The encoder's
-  ``conv1`` (kernel 3, stride 1, padding 1) and ``conv2`` (kernel 3, stride 2,
-  padding 1) give encoder frame ``m`` the mel frames ``2m - 2 .. 2m + 2``; the last
-  frame whose receptive field ends within real audio is
-  ``m_last = max(0, (n_mel - 3) // 2)`` (:func:`whisper_last_frame`), never the padded
-  end (index 1499). "mean" averages encoder frames ``0..m_last``.
+  every output frame covers real audio; "last" is the last output frame (as the
+  scaling-laws reference).
+- Whisper: the feature extractor pads every window with zeros to 30 s (3000 mel
+  frames); the window's real mel frames number ``n_mel = ceil(n_samples / hop_length)``
+  (hop 160 at 16 kHz). The frame kept is the scaling-laws reference's
+  (``extract_speech_features`` of HuthLab/encoding-model-scaling-laws): encoder frame
+  ``(n_mel + 1) // 2`` (805 for a 16.1 s window; :func:`whisper_reference_frame`),
+  never the padded end (index 1499). Through ``conv1`` (kernel 3, stride 1, padding 1)
+  and ``conv2`` (kernel 3, stride 2, padding 1) encoder frame ``m`` sees mel frames
+  ``2m - 2 .. 2m + 2``, so the reference frame also sees the first 20-30 ms of the
+  zero padding after the audio. ``whisper_frame="receptive_field"`` keeps instead the
+  last frame whose receptive field lies inside the real audio, ``max(0, (n_mel - 3) //
+  2)`` (:func:`whisper_last_frame`; 803 for 16.1 s, 40 ms earlier).
 
-Layers: label 0 is ``hidden_states[0]`` as transformers returns it (the input of the
-first transformer layer: conv/feature-projection output with positions), labels
-``1..L`` the transformer layers (for Whisper, ``L`` is after the encoder's final layer
-norm, as transformers returns it).
+Layers
+------
+FeatureSet labels are the indices of transformers' ``hidden_states``: label 0 is the
+input of the first transformer layer (conv/feature-projection output with positions,
+the scaling-laws files' ``encoder.0``), labels ``1..L`` the transformer layers (for
+Whisper, ``L`` is after the encoder's final layer norm, as transformers returns it).
+The tutorial API's ``layer`` (config) and the trainer's ``layer_idx`` count as LITcoder
+does, from the first transformer block with the embeddings excluded (``layer=3`` is
+label 4, ``"last"`` label ``L``): :func:`litcoder_layer_labels` is the one mapping.
+
+Models
+------
+``model_name`` may be a local folder, a Hugging Face Hub id (``openai/whisper-tiny``,
+``facebook/hubert-base-ls960``, ``microsoft/wavlm-base-plus``,
+``facebook/wav2vec2-base-960h``; optional ``revision``) from the standard cache or the
+Hub; device ``"auto"`` (CUDA, MPS, CPU), an unavailable device warns and uses the CPU
+unless ``strict_device``: all through :mod:`scalenc.features._hf`, shared with the
+language-model extractor.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,6 +79,9 @@ logger = logging.getLogger(__name__)
 
 #: ``config.model_type`` values this extractor runs.
 SUPPORTED_MODEL_TYPES = ("whisper", "hubert", "wav2vec2", "wavlm")
+#: ``whisper_frame`` values: the scaling-laws reference's frame (default) or the last frame
+#: whose receptive field lies inside the real audio
+WHISPER_FRAMES = ("reference", "receptive_field")
 _DTYPES = ("float32", "float16", "bfloat16")
 WHO = "speech extractor"
 
@@ -150,6 +171,75 @@ def whisper_last_frame(n_samples: int, hop_length: int = 160) -> int:
     return max(0, (whisper_n_mel_frames(n_samples, hop_length) - 3) // 2)
 
 
+def whisper_reference_frame(n_samples: int, hop_length: int = 160, n_frames: int = 1500) -> int:
+    """Index of the Whisper encoder frame the scaling-laws reference reads for a window of
+    ``n_samples`` samples: ``(n_mel + 1) // 2`` with ``n_mel`` real log-mel frames
+    (:func:`whisper_n_mel_frames`; 805 for 16.1 s), at most ``n_frames - 1``.
+
+    That frame sees mel frames ``n_mel - 2 .. n_mel + 2`` (``n_mel`` even) or
+    ``n_mel - 1 .. n_mel + 3`` (odd): the end of the audio and the first frames of the
+    zero padding after it; :func:`whisper_last_frame` is the stricter frame two frames
+    (40 ms) earlier.
+    """
+    return min(int(n_frames) - 1, (whisper_n_mel_frames(n_samples, hop_length) + 1) // 2)
+
+
+def whisper_frame(n_samples: int, hop_length: int = 160, which: str = "reference", n_frames: int = 1500) -> int:
+    """The encoder frame of a window: ``which="reference"`` (:func:`whisper_reference_frame`,
+    the default) or ``"receptive_field"`` (:func:`whisper_last_frame`)."""
+    if which == "reference":
+        return whisper_reference_frame(n_samples, hop_length, n_frames)
+    if which == "receptive_field":
+        return whisper_last_frame(n_samples, hop_length)
+    raise FeatureError(f"whisper_frame must be one of {WHISPER_FRAMES}, got {which!r}")
+
+
+def litcoder_layer_labels(layer, available=None) -> list | None:
+    """FeatureSet layer labels of a speech ``layer`` given in the tutorial API's numbering.
+
+    The one place where the two numberings meet. LITcoder (and so the ``layer`` config of
+    :class:`SpeechExtractor` and the trainer's ``layer_idx`` for speech) counts transformer
+    blocks from 0 with the embeddings excluded: ``layer=L`` is ``hidden_states[L + 1]``,
+    ``"last"`` the final one. scalenc's FeatureSet labels are the ``hidden_states``
+    indices, so label 0 is the embedding (conv/feature-projection) output, as the
+    scaling-laws files' ``encoder.N`` name it:
+
+    ============================  ======================
+    tutorial ``layer`` / LITcoder  FeatureSet label
+    ============================  ======================
+    ``L >= 0``                     ``L + 1``
+    ``L < 0``                      ``L`` (from the end)
+    ``"last"``                     the last label
+    ``"all"`` / None               every label
+    ============================  ======================
+
+    Parameters
+    ----------
+    layer : int, list of int, "last", "all" or None
+    available : list of labels, optional
+        The FeatureSet's labels; without them ``"last"`` is ``-1`` (the last, counted from
+        the end by :func:`scalenc.features.base.select_layers`).
+
+    Returns
+    -------
+    list or None
+        None for all layers.
+    """
+    if layer is None or (isinstance(layer, str) and layer == "all"):
+        return None
+    out = []
+    for lay in (list(layer) if isinstance(layer, (list, tuple)) else [layer]):
+        if isinstance(lay, str):
+            if lay != "last":
+                raise FeatureError(f"speech layer must be an int, 'last' or 'all', got {lay!r}")
+            out.append(list(available)[-1] if available is not None else -1)
+        elif int(lay) >= 0:
+            out.append(int(lay) + 1)
+        else:
+            out.append(list(available)[int(lay)] if available is not None else int(lay))
+    return out
+
+
 def conv_output_length(n_samples: int, kernels, strides) -> int:
     """Frames out of a wav2vec2-style convolutional feature encoder (no padding)."""
     n = int(n_samples)
@@ -174,25 +264,31 @@ class _LoadedModel:
     dtype: Any
 
 
-def load_speech_model(model_name, *, device: str = "cpu", dtype: str = "float32") -> _LoadedModel:
+def load_speech_model(model_name, *, device: str = "auto", dtype: str = "float32", revision: str | None = None,
+                      strict_device: bool = False) -> _LoadedModel:
     """Load (once per process) a speech model and its feature extractor.
 
     Parameters
     ----------
     model_name : str or path-like
-        Resolved by :func:`scalenc.features._hf.resolve_model` (model + feature extractor
-        config).
+        A folder, a Hub id (e.g. ``openai/whisper-tiny``) or a cached Hub model, resolved
+        by :func:`scalenc.features._hf.resolve_model` (model + feature extractor config).
     device : str
-        ``"cpu"`` or ``"cuda[:N]"``.
+        ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` or ``"mps"`` (:func:`scalenc.features._hf.pick_device`).
     dtype : {"float32", "float16", "bfloat16"}
+    revision : str, optional
+        Hub revision.
+    strict_device : bool
+        An unavailable device is an error instead of a warning and the CPU.
 
     Returns
     -------
     _LoadedModel
         For Whisper the encoder only (the decoder is dropped).
     """
-    where = _hf.resolve_model(model_name, what="model", who=WHO)
-    dev = _hf.pick_device(device, who=WHO)
+    where = (model_name if isinstance(model_name, _hf.ResolvedModel)
+             else _hf.resolve_model(model_name, revision=revision, what="model", who=WHO))
+    dev = _hf.pick_device(device, strict=strict_device, who=WHO)
     tdtype = _hf.torch_dtype(dtype, who=WHO, allowed=_DTYPES)
     key = ("speech", json.dumps(where.identity(), sort_keys=True), str(dev), dtype)
     return _hf.MODELS.get(key, lambda: _load(where, dev, dtype, tdtype))
@@ -241,34 +337,45 @@ def clear_model_cache() -> None:
 # the extractor
 # --------------------------------------------------------------------------------------
 class SpeechExtractor(FeatureExtractor):
-    """Hidden states of a local speech model over a causal sliding window.
+    """Hidden states of a speech model over a causal sliding window.
 
     Parameters
     ----------
-    model_name : path-like
-        A local folder written by ``save_pretrained`` holding a Whisper
-        (``WhisperModel`` / ``WhisperForConditionalGeneration``: the encoder is used),
-        HuBERT, wav2vec2 or WavLM model together with its feature extractor config
-        (``preprocessor_config.json``). The architecture is read from
-        ``config.model_type``. Nothing is ever downloaded.
+    model_name : str or path-like
+        A local folder written by ``save_pretrained`` or a Hugging Face Hub id (module
+        docstring, "Models") of a Whisper (``WhisperModel`` /
+        ``WhisperForConditionalGeneration``: the encoder is used), HuBERT, wav2vec2 or
+        WavLM model with its feature extractor config (``preprocessor_config.json``).
+        The architecture is read from ``config.model_type``.
     config : dict, optional
         ``chunk_size`` : float, default 0.1
             Stride in seconds: window ``k`` ends at ``t_k = k * chunk_size``.
         ``context_size`` : float, default 16.0
             Seconds of context before each chunk: full windows cover
             ``context_size + chunk_size`` seconds (<= 30 s for Whisper).
-        ``layer`` : int, list of int or "all", default "all"
-            Layers returned by :meth:`extract` (0 = input of the first transformer
-            layer, 1..L = layers). Selection only: all layers are computed and cached.
+        ``layer`` : int, list of int, "last" or "all", default "all"
+            Layers returned by :meth:`extract`, counted as LITcoder does: ``L`` is
+            transformer block ``L`` (FeatureSet label ``L + 1``; label 0, the embedding
+            output, is only reached with "all"), "last" the final one
+            (:func:`litcoder_layer_labels`). Selection only: all layers are computed and
+            cached.
         ``pool`` : {"last", "mean"}, default "last"
-            "last": the output frame of the last frame that saw real audio; "mean":
-            the mean over the frames covering real audio (module docstring).
+            "last": one output frame per window; "mean": the mean over the output
+            frames up to it (module docstring, "Frames").
+        ``whisper_frame`` : {"reference", "receptive_field"}, default "reference"
+            Whisper only: the scaling-laws reference's frame ``(n_mel + 1) // 2``, or
+            the last frame whose receptive field lies inside the real audio.
         ``batch_size`` : int, default 16
             Windows per forward pass. Only windows of equal input length are batched
             (all Whisper windows; full-length windows for the wav2vec2 family), so no
             window is ever padded and batched results equal per-window ones.
-        ``device`` : str, default "cpu"
-            "cpu" or "cuda[:N]" (an error without CUDA).
+        ``device`` : str, default "auto"
+            "auto" (CUDA, then MPS, then CPU), "cpu", "cuda[:N]" or "mps"; an
+            unavailable device gives a warning and the CPU.
+        ``strict_device`` : bool, default False
+            An unavailable ``device`` is a FeatureError instead.
+        ``revision`` : str, optional
+            Hub revision of a Hub ``model_name`` (the cache key holds the commit).
         ``target_sample_rate`` : int, default 16000
             Audio is loaded with ``librosa.load(path, sr=target_sample_rate, mono=True)``;
             must equal the feature extractor's ``sampling_rate``.
@@ -276,7 +383,7 @@ class SpeechExtractor(FeatureExtractor):
             Model weights and inputs; features are stored as float32.
     cache_dir : path-like, optional
         Feature cache root; the key covers the config (not layer, batch_size, device),
-        the model folder's files and the audio file's bytes.
+        the model folder's files (or Hub id and commit) and the audio file's bytes.
 
     Notes
     -----
@@ -292,12 +399,16 @@ class SpeechExtractor(FeatureExtractor):
         "layer": "all",
         "pool": "last",
         "batch_size": 16,
-        "device": "cpu",
+        "device": "auto",
+        "strict_device": False,
         "target_sample_rate": 16000,
         "dtype": "float32",
+        "whisper_frame": "reference",
+        "revision": None,
     }
     types: ClassVar[dict[str, tuple[type, ...]]] = {
         "layer": (int, np.integer, list, tuple, str),
+        "revision": (str,),
     }
     uses_audio: ClassVar[bool] = True
     needs_gpu: ClassVar[bool] = True
@@ -305,6 +416,10 @@ class SpeechExtractor(FeatureExtractor):
     def __init__(self, model_name=None, config=None, cache_dir=None):
         super().__init__(model_name, config, cache_dir)
         c = self.config
+        self._where: _hf.ResolvedModel | None = None
+        if c["whisper_frame"] not in WHISPER_FRAMES:
+            raise FeatureError(f"speech extractor: whisper_frame must be one of {WHISPER_FRAMES}, "
+                               f"got {c['whisper_frame']!r}")
         if not c["chunk_size"] > 0:
             raise FeatureError(f"speech extractor: chunk_size must be > 0 seconds, got {c['chunk_size']}")
         if not c["context_size"] >= 0:
@@ -317,20 +432,37 @@ class SpeechExtractor(FeatureExtractor):
             raise FeatureError(f"speech extractor: target_sample_rate must be > 0, got {c['target_sample_rate']}")
         if c["dtype"] not in _DTYPES:
             raise FeatureError(f"speech extractor: dtype must be one of {_DTYPES}, got {c['dtype']!r}")
-        if isinstance(c["layer"], str) and c["layer"] != "all":
-            raise FeatureError(f"speech extractor: layer must be an int, a list of ints or 'all', got {c['layer']!r}")
+        if isinstance(c["layer"], str) and c["layer"] not in ("all", "last"):
+            raise FeatureError(f"speech extractor: layer must be an int, a list of ints, 'last' or 'all', "
+                               f"got {c['layer']!r}")
+
+    # layers ----------------------------------------------------------------------------
+    def layer_labels(self, selection, available=None) -> list | None:
+        """FeatureSet labels of a tutorial-API ``layer`` (LITcoder's numbering): see
+        :func:`litcoder_layer_labels`."""
+        return litcoder_layer_labels(selection, available)
 
     # identity / loading ----------------------------------------------------------------
+    @property
+    def where(self) -> _hf.ResolvedModel:
+        """Where the model is (resolved once per extractor)."""
+        if self._where is None:
+            self._where = _hf.resolve_model(self.model_name, revision=self.config["revision"], what="model",
+                                            who=WHO)
+        return self._where
+
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        where = _hf.resolve_model(self.model_name, what="model", who=WHO)
+        where = self.where
         ident["model"] = str(where)
+        ident["config"].pop("revision", None)  # the resolved commit is in model_files
         ident["model_files"] = where.identity()
         return ident
 
     def load(self) -> _LoadedModel:
         """The model and feature extractor (cached per process), checked against the config."""
-        m = load_speech_model(self.model_name, device=self.config["device"], dtype=self.config["dtype"])
+        m = load_speech_model(self.where, device=self.config["device"], dtype=self.config["dtype"],
+                              strict_device=self.config["strict_device"])
         sr = int(self.config["target_sample_rate"])
         fe_sr = getattr(m.feature_extractor, "sampling_rate", None)
         if fe_sr is not None and int(fe_sr) != sr:
@@ -355,7 +487,14 @@ class SpeechExtractor(FeatureExtractor):
         return m
 
     def load_audio(self, assembly, story: str) -> np.ndarray:
-        """(n_samples,) float32 mono audio of ``story`` at ``target_sample_rate``."""
+        """(n_samples,) float32 mono audio of ``story`` at ``target_sample_rate``.
+
+        Raises
+        ------
+        FeatureError
+            No audio path, a missing file, or a file that is empty or not audio (one line
+            naming the story and the file).
+        """
         path = assembly.audio_path(story)
         if path is None:
             raise FeatureError(f"speech extractor: story {story!r} has no audio file; set "
@@ -364,9 +503,22 @@ class SpeechExtractor(FeatureExtractor):
         if not p.is_file():
             raise FeatureError(f"speech extractor: audio file of story {story!r} not found: {p} (set "
                                f"assembly.story_data[{story!r}].audio_path to an existing file)")
+        if p.stat().st_size == 0:
+            raise FeatureError(f"speech extractor: audio file of story {story!r} is empty (0 bytes): {p}")
+        import warnings
+
         import librosa
 
-        y, _ = librosa.load(str(p), sr=int(self.config["target_sample_rate"]), mono=True)
+        try:
+            with warnings.catch_warnings():  # librosa warns before falling back to audioread: we raise instead
+                warnings.simplefilter("ignore")
+                y, _ = librosa.load(str(p), sr=int(self.config["target_sample_rate"]), mono=True)
+        except Exception as e:  # soundfile, audioread (NoBackendError), EOFError, ...: all mean "not audio"
+            detail = " ".join(str(e).split()) or type(e).__name__
+            raise FeatureError(f"speech extractor: cannot read the audio file of story {story!r}: {p} is not "
+                               f"a readable audio file ({type(e).__name__}: {detail[:200]})") from None
+        if y.size == 0:
+            raise FeatureError(f"speech extractor: audio file of story {story!r} has no samples: {p}")
         return np.ascontiguousarray(y, dtype=np.float32)
 
     # computation -----------------------------------------------------------------------
@@ -422,7 +574,8 @@ class SpeechExtractor(FeatureExtractor):
                 kw = {"device": str(m.device)} if m.device.type != "cpu" else {}
                 x = fe(windows, sampling_rate=sr, return_tensors="pt", **kw)["input_features"]
                 hs = m.model(x.to(m.device, m.dtype), output_hidden_states=True).hidden_states
-                last = np.array([whisper_last_frame(k, fe.hop_length) for k in n])
+                last = np.array([whisper_frame(k, fe.hop_length, self.config["whisper_frame"], hs[0].shape[1])
+                                 for k in n])
             else:
                 if np.any(n != n[0]):  # never padded: batched == per-window
                     raise RuntimeError("internal: wav2vec2-family batch with unequal window lengths")
