@@ -37,7 +37,7 @@ from _common import emit, machine, peak_rss_bytes  # noqa: E402
 
 def make_tree(root: Path, n_stories: int, n_voxels: int, rows: int, test_repeats: int = 10, seed: int = 0) -> int:
     """Write a LeBel-layout tree with random responses; return the float64 bytes written."""
-    from scalenc.assembly import lebel
+    from scalenc.datasets.writers import write_story_files
 
     rng = np.random.default_rng(seed)
     total = 0
@@ -48,8 +48,8 @@ def make_tree(root: Path, n_stories: int, n_voxels: int, rows: int, test_repeats
         bold = rng.standard_normal((k * n, n_voxels), dtype=np.float32)
         n_words = max(10, int(n * 2.0 * 2.5))
         starts = np.linspace(0.5, n * 2.0, n_words)  # ~2.5 words/s, as in the stories
-        lebel.write_story_files(root, "UTS03", name, bold, n_acquired=n + 20, words=["word"] * n_words,
-                                word_start=starts, word_end=starts + 0.3)
+        write_story_files(root, "UTS03", name, bold, n_acquired=n + 20, words=["word"] * n_words,
+                          word_start=starts, word_end=starts + 0.3)
         total += bold.size * 8
         del bold
     return total
@@ -68,7 +68,7 @@ def stage_floor(root: Path, out: Path) -> None:
     import h5py
     import zarr
 
-    from scalenc.assembly.core import DEFAULT_VOXEL_CHUNK, _codecs
+    from scalenc.assembly.writer import DEFAULT_VOXEL_CHUNK, _codecs
 
     g = zarr.open_group(str(out), mode="w")
     for f in sorted((root / "derivative" / "preprocessed_data" / "UTS03").glob("*.hf5")):

@@ -16,7 +16,17 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
+from .assembly import Assembly, lebel, load_assembly
+from .assembly.legacy import import_pickle
+from .config import build_trainer, load_config
+from .datasets import synthetic
+from .datasets.tiny_lm import build_tiny_lm
+from .features import FeatureExtractorFactory
+from .models import NestedCVModel
+from .trainer import AbstractTrainer
 
 logger = logging.getLogger("scalenc")
 
@@ -49,8 +59,6 @@ def format_info(info: dict) -> str:
 
 
 def _cmd_build_lebel(args) -> int:
-    from .assembly import Assembly, lebel
-
     out = lebel.build(args.root, args.subject, args.out, stories=args.stories, test_stories=args.test_stories,
                       tr=args.tr, voxel_chunk=args.voxel_chunk, audio_dir=args.audio_dir, overwrite=args.overwrite)
     print(format_info(Assembly(out).info()))
@@ -58,9 +66,6 @@ def _cmd_build_lebel(args) -> int:
 
 
 def _cmd_import_pickle(args) -> int:
-    from .assembly import Assembly
-    from .assembly.legacy import import_pickle
-
     out = import_pickle(args.input, args.output, test_stories=args.test_stories, grid_offset=args.grid_offset,
                         overwrite=args.overwrite)
     print(format_info(Assembly(out).info()))
@@ -68,23 +73,12 @@ def _cmd_import_pickle(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .assembly import load_assembly
-
     info = load_assembly(args.path).info()
     print(json.dumps(info, indent=1) if args.json else format_info(info))
     return 0
 
 
 def _cmd_demo(args) -> int:
-    import numpy as np
-
-    from .assembly import Assembly
-    from .datasets import synthetic
-    from .datasets.tiny_lm import build_tiny_lm
-    from .features import FeatureExtractorFactory
-    from .models import NestedCVModel
-    from .trainer import AbstractTrainer
-
     out = Path(args.out)
     print(f"scalenc {__version__} demo: the synthetic LeBel-like dataset in {out}")
     ds = synthetic(out / "data", n_stories=args.stories, n_voxels=args.voxels, overwrite=True, progress=False,
@@ -132,8 +126,6 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .config import build_trainer, load_config
-
     cfg = load_config(args.config)
     trainer = build_trainer(cfg, cluster=args.cluster, source=str(args.config))
     m = trainer.train()

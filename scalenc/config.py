@@ -1,6 +1,8 @@
-"""TOML run configurations for ``scalenc run`` (mirroring the Python API).
+"""Run settings: the :class:`RunConfig` dataclass, shared by ``AbstractTrainer`` (its
+defaults) and the TOML run configurations of ``scalenc run``.
 
-Example::
+Example (runs on LeBel-layout data: ``[trimming]`` gives the tutorials' values for both
+splits; leave a split's keys out and it is aligned by the assembly's grid offset)::
 
     run_name = "uts03-gpt2"
     results_dir = "results"
@@ -19,6 +21,9 @@ Example::
     [trimming]                           # the tutorials' trimming_config keys (optional)
     train_features_start = 10
     train_features_end = -5
+    test_features_start = 50
+    test_features_end = -5
+    test_targets_start = 40
 
     [model]                              # NestedCVModel(**model); alphas or alphas_logspace
     alphas_logspace = [-1, 8, 10]
@@ -31,25 +36,120 @@ Example::
     [extractors.config]
     lookback = 256
 
-Relative paths are resolved against the config file's folder. Unknown keys are errors
-that name the key (and its table).
+Relative paths are resolved against the config file's folder; the ``config.toml`` a run
+saves writes them absolute, so it runs again from anywhere (``scalenc run
+results/uts03-gpt2/config.toml --overwrite``). Unknown keys and values of the wrong type
+are errors that name the key, its table and the file.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import tomllib
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
-TOP_KEYS = {"run_name", "results_dir", "assembly", "cluster", "fir_delays", "use_train_test_split",
-            "logger_backend", "wandb_project_name", "dataset_type", "layer_idx", "lookback", "stories",
-            "save_weights", "zscore_targets", "downsampler", "trimming", "model", "extractors", "downsample_config"}
+import numpy as np
+
+__all__ = ["ConfigError", "RunConfig", "build_trainer", "load_config", "validate_config"]
+
 EXTRACTOR_KEYS = {"modality", "model_name", "cache_dir", "config"}
-PATH_KEYS = {"assembly", "results_dir"}
+PATH_KEYS = ("assembly", "results_dir", "cache_dir")
 
 
 class ConfigError(ValueError):
     """An invalid run configuration; the message names the file and the key."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Settings of one run: the TOML keys of ``scalenc run`` and the defaults of
+    :class:`~scalenc.trainer.AbstractTrainer` (see its docstring for each meaning).
+
+    ``downsampler``, ``trimming``, ``model`` and ``extractors`` are the specifications
+    (tables) of the objects the trainer is given; ``cache_dir`` (default
+    ``<results_dir>/feature_cache``) is used by extractors that have none.
+    """
+
+    assembly: str | None = None
+    extractors: list[dict] = dataclasses.field(default_factory=list)
+    run_name: str | None = None
+    results_dir: str = "results"
+    cache_dir: str | None = None
+    cluster: str | None = None
+    fir_delays: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 3, 4])
+    use_train_test_split: bool = True
+    logger_backend: str = "local"
+    wandb_project_name: str = "scalenc"
+    dataset_type: str = "unknown"
+    layer_idx: int | str | list[int | str] | None = None
+    lookback: int | None = None
+    stories: list[str | int] | int | None = None
+    save_weights: bool = False
+    zscore_targets: bool = True
+    overwrite: bool = False
+    downsampler: dict = dataclasses.field(default_factory=dict)
+    downsample_config: dict = dataclasses.field(default_factory=dict)
+    trimming: dict | None = None
+    model: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any], *, source: str = "config") -> RunConfig:
+        """A RunConfig of a (validated) configuration dict; unknown keys are an error."""
+        unknown = sorted(set(cfg) - set(TOP_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown}; accepted: {sorted(TOP_KEYS)}")
+        return cls(**cfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+TOP_KEYS: dict[str, Any] = typing.get_type_hints(RunConfig)
+DEFAULTS = RunConfig()
+
+
+def _describe(hint, plural: bool = False) -> str:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_describe(a, plural) for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0], True)}" if typing.get_args(hint) else "a list"
+    if hint is dict or typing.get_origin(hint) is dict:
+        return "a table"
+    names = {bool: ("true/false", "true/false"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+             str: ("a string", "strings")}
+    return names[hint][plural] if hint in names else str(hint)
+
+
+def type_ok(value, hint) -> bool:
+    """Whether ``value`` (as read from TOML) fits the type ``hint``."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(type_ok(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is list or origin is list:
+        args = typing.get_args(hint)
+        return isinstance(value, list) and (not args or all(type_ok(v, args[0]) for v in value))
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _check(value, hint, where: str, source: str) -> None:
+    if not type_ok(value, hint):
+        raise ConfigError(f"{source}: {where} must be {_describe(hint)}, got {type(value).__name__} {value!r}")
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -64,80 +164,93 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     return validate_config(cfg, base=p.parent, source=str(p))
 
 
+def _resolve(base: Path, v: str) -> str:
+    return str((base / os.path.expanduser(v)).resolve())
+
+
 def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", source: str = "config") -> dict[str, Any]:
+    """Check keys and value types of a run configuration; resolve relative paths against ``base``.
+
+    Tables (``[model]``, ``[trimming]``, ``[downsampler]``, extractor configs) are checked
+    by the objects they build (:func:`build_trainer`), with errors naming the table.
+    """
     base = Path(base)
-    unknown = sorted(set(cfg) - TOP_KEYS)
+    unknown = sorted(set(cfg) - set(TOP_KEYS))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; accepted: {sorted(TOP_KEYS)}")
     for key in ("assembly", "extractors"):
         if key not in cfg:
             raise ConfigError(f"{source}: missing required key {key!r}")
+    for key, value in cfg.items():
+        hint = TOP_KEYS[key]
+        if key == "extractors":
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{source}: 'extractors' must be a non-empty array of tables ([[extractors]])")
+            continue
+        if key in ("downsampler", "trimming", "model", "downsample_config"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{key}] must be a table, got {type(value).__name__} {value!r}")
+            continue
+        _check(value, hint, key, source)
     out = dict(cfg)
-    for key in PATH_KEYS & set(out):
-        out[key] = str((base / os.path.expanduser(out[key])).resolve())
+    for key in PATH_KEYS:
+        if key in out:
+            out[key] = _resolve(base, out[key])
     cl = out.get("cluster")
     if isinstance(cl, str) and cl.endswith((".yaml", ".yml", ".json")):
-        out["cluster"] = str((base / cl).resolve())
-    exs = out["extractors"]
-    if not isinstance(exs, list) or not exs:
-        raise ConfigError(f"{source}: 'extractors' must be a non-empty array of tables ([[extractors]])")
+        out["cluster"] = _resolve(base, cl)
     fixed = []
-    for i, ex in enumerate(exs):
+    for i, ex in enumerate(out["extractors"]):
+        where = f"[[extractors]] #{i + 1}"
         if not isinstance(ex, dict) or "modality" not in ex:
-            raise ConfigError(f"{source}: extractors[{i}] needs a 'modality'")
+            raise ConfigError(f"{source}: {where} needs a 'modality'")
+        for k in ("modality", "model_name", "cache_dir"):
+            if k in ex:
+                _check(ex[k], str, f"{where} key {k!r}", source)
+        if "config" in ex and not isinstance(ex["config"], dict):
+            raise ConfigError(f"{source}: {where} key 'config' must be a table")
         conf = dict(ex.get("config", {}))
-        flat = {k: v for k, v in ex.items() if k not in EXTRACTOR_KEYS}  # config keys written flat
-        conf.update(flat)
+        conf.update({k: v for k, v in ex.items() if k not in EXTRACTOR_KEYS})  # config keys written flat
         e = {"modality": ex["modality"], "model_name": ex.get("model_name"), "cache_dir": ex.get("cache_dir"),
              "config": conf}
         for k in ("model_name", "cache_dir"):
             v = e[k]
             if isinstance(v, str) and (k == "cache_dir" or v.startswith((".", "~", "/")) or (base / v).exists()):
-                e[k] = str((base / os.path.expanduser(v)).resolve())
+                e[k] = _resolve(base, v)
         fixed.append(e)
     out["extractors"] = fixed
-    for table in ("downsampler", "trimming", "model"):
-        if table in out and not isinstance(out[table], dict):
-            raise ConfigError(f"{source}: [{table}] must be a table")
-    fd = out.get("fir_delays", [1, 2, 3, 4])
-    if not isinstance(fd, list) or not all(isinstance(d, int) for d in fd):
-        raise ConfigError(f"{source}: fir_delays must be a list of integers, got {fd!r}")
     return out
 
 
-def build_trainer(cfg: dict[str, Any], *, cluster: Any = None, source: str = "config"):
-    """The :class:`~scalenc.trainer.AbstractTrainer` of a validated configuration."""
-    import numpy as np
+def model_kwargs(table: dict[str, Any], model_cls, *, source: str = "config") -> dict[str, Any]:
+    """Keyword arguments of ``model_cls`` from a ``[model]`` table, types checked against
+    the constructor's defaults; ``alphas_logspace = [lo, hi, n]`` becomes ``alphas``."""
+    params = inspect.signature(model_cls).parameters
+    out = dict(table)
+    if "alphas_logspace" in out:
+        v = out.pop("alphas_logspace")
+        _check(v, list[float], "[model] key 'alphas_logspace'", source)
+        if len(v) != 3:
+            raise ConfigError(f"{source}: [model] key 'alphas_logspace' must be [low, high, count], got {v!r}")
+        out["alphas"] = np.logspace(v[0], v[1], int(v[2]))
+    elif "alphas" in out:
+        _check(out["alphas"], list[float], "[model] key 'alphas'", source)
+    unknown = sorted(set(out) - set(params))
+    if unknown:
+        raise ConfigError(f"{source}: [model] unknown key(s) {unknown}; accepted: "
+                          f"{sorted([*params, 'alphas_logspace'])}")
+    for k, v in out.items():
+        default = params[k].default
+        if k != "alphas" and default is not None and default is not inspect.Parameter.empty:
+            _check(v, type(default) if not isinstance(default, float) else float, f"[model] key {k!r}", source)
+    return out
 
-    from .align import Downsampler
-    from .features import FeatureExtractorFactory
-    from .models import NestedCVModel
-    from .trainer import AbstractTrainer
 
-    def wrap(what, fn):
-        try:
-            return fn()
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{source}: [{what}] {e}") from e
+def build_trainer(cfg: dict[str, Any] | RunConfig, *, cluster: Any = None, source: str = "config",
+                  overwrite: bool | None = None):
+    """The :class:`~scalenc.trainer.AbstractTrainer` of a validated configuration
+    (:meth:`AbstractTrainer.from_config`)."""
+    from .trainer import AbstractTrainer  # noqa: PLC0415 - trainer.py imports this module
 
-    extractors = []
-    for i, ex in enumerate(cfg["extractors"]):
-        extractors.append(wrap(f"extractors.{i}", lambda ex=ex: FeatureExtractorFactory.create_extractor(
-            ex["modality"], ex.get("model_name"), ex.get("config") or {}, ex.get("cache_dir"))))
-    ds_cfg = dict(cfg.get("downsampler", {}))
-    down = wrap("downsampler", lambda: Downsampler(ds_cfg.pop("method", "lanczos"), **ds_cfg))
-    model_cfg = dict(cfg.get("model", {}))
-    if "alphas_logspace" in model_cfg:
-        lo, hi, n = model_cfg.pop("alphas_logspace")
-        model_cfg["alphas"] = np.logspace(lo, hi, int(n))
-    model = wrap("model", lambda: NestedCVModel(**model_cfg))
-    return wrap("trainer", lambda: AbstractTrainer(
-        cfg["assembly"], extractors, down, model, cfg.get("fir_delays", [1, 2, 3, 4]), cfg.get("trimming"),
-        use_train_test_split=cfg.get("use_train_test_split", True),
-        logger_backend=cfg.get("logger_backend", "local"),
-        wandb_project_name=cfg.get("wandb_project_name", "scalenc"),
-        dataset_type=cfg.get("dataset_type", "unknown"), results_dir=cfg.get("results_dir", "results"),
-        downsample_config=cfg.get("downsample_config"), layer_idx=cfg.get("layer_idx"),
-        lookback=cfg.get("lookback"), story_selection=cfg.get("stories"), run_name=cfg.get("run_name"),
-        client=cluster if cluster is not None else cfg.get("cluster"),
-        save_weights=cfg.get("save_weights", False), zscore_targets=cfg.get("zscore_targets", True)))
+    rc = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg, source=source)
+    return AbstractTrainer.from_config(rc, cluster=cluster, source=source, overwrite=overwrite)

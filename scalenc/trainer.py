@@ -1,27 +1,44 @@
 """``AbstractTrainer``: the tutorials' pipeline wired from scalenc's stages.
 
-extract (per story and extractor, cached, optionally on Dask workers) -> downsample to
-the story's TR grid -> FIR delays -> trim -> z-score per story -> model.fit_predict ->
-results on zarr + metrics.json + report.png + logger.
+extract (per story and extractor, cached, optionally on Dask workers) ->
+:func:`scalenc.align.align_story` per story (downsample -> FIR delays -> trim -> z-score)
+-> ``model.fit_dataset`` (per-voxel results as an :class:`xarray.Dataset`) -> results on
+zarr + metrics.json + config.toml + report.png + logger.
 
 The trainer holds no algorithm of its own: each step is a function of
 :mod:`scalenc.features`, :mod:`scalenc.align`, :mod:`scalenc.models` and
-:mod:`scalenc.results`.
+:mod:`scalenc.results`. It never changes the objects it is given: extractors that need a
+cache folder or the trainer's ``lookback`` are copied.
 """
 from __future__ import annotations
 
+import copy
 import datetime
+import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
+import pandas as pd
+import xarray as xr
 from tqdm.auto import tqdm
 
-from .align import Downsampler, TrimmingConfig, fir, trim_story, zscore
+from . import results as results_mod
+from .align import Downsampler, TrimmingConfig, align_story, feature_space_slices
+from .align.story import target_slice
 from .assembly import Assembly, load_assembly
+from .config import DEFAULTS, ConfigError, RunConfig, model_kwargs
+from .datasets.ground_truth import ground_truth_ceiling
+from .distributed import client as make_client
+from .distributed import has_gpu_workers
+from .features import FeatureExtractorFactory
+from .loggers import make_logger
+from .models import NestedCVModel
 
 logger = logging.getLogger(__name__)
 
@@ -32,21 +49,39 @@ def _extract_task(extractor, assembly_path: str, story: str) -> str:
     return str(fs.attrs.get("cache_key", ""))
 
 
+def _own_extractor(ex, lookback: int | None, cache_dir: Path):
+    """``ex``, or a shallow copy of it with the trainer's lookback / default cache folder."""
+    set_lookback = lookback is not None and "lookback" in getattr(ex, "defaults", {}) \
+        and ex.config.get("lookback") != int(lookback)
+    set_cache = getattr(ex, "cache_dir", None) is None
+    if not (set_lookback or set_cache):
+        return ex
+    ex = copy.copy(ex)
+    if set_lookback:
+        ex.config = {**ex.config, "lookback": int(lookback)}
+    if set_cache:
+        ex.cache_dir = cache_dir
+        logger.info("%s: caching features in %s", ex.modality, cache_dir)
+    return ex
+
+
 class AbstractTrainer:
     """Run the encoding-model pipeline on an assembly.
 
-    Parameters (the LITcoder tutorials' names)
-    ------------------------------------------
+    Parameters (the LITcoder tutorials' names; defaults from :class:`scalenc.config.RunConfig`)
+    ----------------------------------------------------------------------------------------
     assembly : Assembly or path
     feature_extractors : list of FeatureExtractor
-        Their features are concatenated (the feature spaces are recorded).
+        Their features are concatenated (the feature spaces are recorded). They are not
+        modified: the trainer works on copies where it sets ``lookback`` or a cache folder.
     downsampler : Downsampler, optional
         Default ``Downsampler()`` (lanczos).
-    model : NestedCVModel (or any object with ``fit_predict``), optional
+    model : NestedCVModel (or any object with ``fit_dataset`` or ``fit_predict``), optional
     fir_delays : list of int
     trimming_config : dict or TrimmingConfig, optional
-        The tutorials' keys. Default: features cut to the response rows with the
-        assembly's ``grid_offset`` (for LeBel this is features ``[10:-5]``), targets whole.
+        The tutorials' keys. Default (and for a split none of whose keys are set):
+        features cut to the response rows with the assembly's ``grid_offset`` (for LeBel
+        this is features ``[10:-5]``), targets whole.
     use_train_test_split : bool
         True: fit on the training stories, score on the test stories (the assembly's, else
         the last story). False: all stories, nested CV with story-labelled rows.
@@ -62,7 +97,7 @@ class AbstractTrainer:
         Layers of multi-layer extractors to fit; a list fits every layer from one
         extraction. Default: the extractor's own ``layer_idx``/``layer`` config, else all.
     lookback : int, optional
-        Sets ``lookback`` of the language-model extractors.
+        ``lookback`` of the language-model extractors (set on the trainer's copies).
     story_selection : list of str or int, optional
         Stories to use (an int is a 1-based index, as in LITcoder).
     run_name : str, optional
@@ -72,53 +107,95 @@ class AbstractTrainer:
         Store the weights in ``results.zarr``.
     zscore_targets : bool
         z-score responses per story after trimming (LITcoder does).
+    cache_dir : path, optional
+        Feature cache of extractors that have none (default ``results_dir/feature_cache``).
+    overwrite : bool
+        Replace the results of an existing ``run_name`` (otherwise an error).
     """
 
-    def __init__(self, assembly, feature_extractors, downsampler=None, model=None, fir_delays=(1, 2, 3, 4),
-                 trimming_config=None, use_train_test_split: bool = True, logger_backend: str = "local",
-                 wandb_project_name: str = "scalenc", dataset_type: str = "unknown",
-                 results_dir: str | os.PathLike = "results", downsample_config: Mapping[str, Any] | None = None,
-                 layer_idx=None, lookback: int | None = None, story_selection=None, run_name: str | None = None,
-                 client=None, save_weights: bool = False, zscore_targets: bool = True):
-        from .models import NestedCVModel
-
+    def __init__(self, assembly, feature_extractors, downsampler=None, model=None,
+                 fir_delays=tuple(DEFAULTS.fir_delays), trimming_config=DEFAULTS.trimming,
+                 use_train_test_split: bool = DEFAULTS.use_train_test_split,
+                 logger_backend: str = DEFAULTS.logger_backend, wandb_project_name: str = DEFAULTS.wandb_project_name,
+                 dataset_type: str = DEFAULTS.dataset_type, results_dir: str | os.PathLike = DEFAULTS.results_dir,
+                 downsample_config: Mapping[str, Any] | None = None, layer_idx=DEFAULTS.layer_idx,
+                 lookback: int | None = DEFAULTS.lookback, story_selection=DEFAULTS.stories,
+                 run_name: str | None = DEFAULTS.run_name, client=DEFAULTS.cluster,
+                 save_weights: bool = DEFAULTS.save_weights, zscore_targets: bool = DEFAULTS.zscore_targets,
+                 cache_dir: str | os.PathLike | None = DEFAULTS.cache_dir, overwrite: bool = DEFAULTS.overwrite):
         self.assembly = assembly if isinstance(assembly, Assembly) else load_assembly(assembly)
-        self.feature_extractors = list(feature_extractors) if isinstance(feature_extractors, (list, tuple)) \
-            else [feature_extractors]
-        if not self.feature_extractors:
+        exs = list(feature_extractors) if isinstance(feature_extractors, (list, tuple)) else [feature_extractors]
+        if not exs:
             raise ValueError("feature_extractors is empty")
+        self.results_dir = Path(results_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.results_dir / "feature_cache"
+        self.lookback = lookback
+        self.feature_extractors = [_own_extractor(ex, lookback, self.cache_dir) for ex in exs]
         self.downsampler = downsampler if downsampler is not None else Downsampler()
         self.model = model if model is not None else NestedCVModel()
         self.fir_delays = [int(d) for d in fir_delays]
-        self.trimming = None if trimming_config is None else (
-            trimming_config if isinstance(trimming_config, TrimmingConfig) else TrimmingConfig.from_dict(trimming_config))
+        self.trimming = None if trimming_config is None else TrimmingConfig.from_dict(trimming_config)
         self.use_train_test_split = use_train_test_split
         self.logger_backend = logger_backend
         self.wandb_project_name = wandb_project_name
         self.dataset_type = dataset_type
-        self.results_dir = Path(results_dir)
         self.downsample_config = dict(downsample_config or {})
         self.layer_idx = layer_idx
-        self.lookback = lookback
         self.run_name = run_name or f"run-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
         self.save_weights = save_weights
         self.zscore_targets = zscore_targets
+        self.overwrite = overwrite
+        self.cluster = client if isinstance(client, (str, os.PathLike)) else None
         self.client = client
+        self.stories = self._select(story_selection)
+        self.run_dir = self.results_dir / self.run_name
+
+    def _select(self, story_selection) -> list[str]:
         stories = self.assembly.stories
         if story_selection is None:
-            self.stories = list(stories)
-        elif isinstance(story_selection, int):
-            self.stories = [stories[story_selection - 1]]
-        else:
-            missing = [s for s in story_selection if s not in stories]
-            if missing:
-                raise KeyError(f"story_selection: {missing} not in the assembly; stories: {stories}")
-            self.stories = list(story_selection)
-        if lookback is not None:
-            for ex in self.feature_extractors:
-                if "lookback" in getattr(ex, "defaults", {}):
-                    ex.config["lookback"] = int(lookback)
-        self.run_dir = self.results_dir / self.run_name
+            return list(stories)
+        if isinstance(story_selection, int):
+            story_selection = [story_selection]
+        out = []
+        for s in story_selection:
+            if isinstance(s, int) and not isinstance(s, bool):
+                if not 1 <= s <= len(stories):
+                    raise ValueError(f"stories: index {s} out of range 1..{len(stories)} of {self.assembly.path}")
+                out.append(stories[s - 1])
+            elif s in stories:
+                out.append(s)
+            else:
+                raise ValueError(f"stories: {s!r} is not a story of {self.assembly.path}; stories: {stories}")
+        return out
+
+    @classmethod
+    def from_config(cls, rc: RunConfig, *, cluster: Any = None, source: str = "config",
+                    overwrite: bool | None = None) -> AbstractTrainer:
+        """The trainer of a :class:`RunConfig` (``scalenc run``); errors name the table and ``source``."""
+        def wrap(what, fn):
+            try:
+                return fn()
+            except (TypeError, ValueError) as e:
+                if isinstance(e, ConfigError):
+                    raise
+                raise ConfigError(f"{source}: {what} {e}") from e
+
+        extractors = [wrap(f"[[extractors]] #{i + 1}", lambda ex=ex: FeatureExtractorFactory.create_extractor(
+            ex["modality"], ex.get("model_name"), ex.get("config") or {}, ex.get("cache_dir")))
+            for i, ex in enumerate(rc.extractors)]
+        ds_cfg = dict(rc.downsampler)
+        down = wrap("[downsampler]", lambda: Downsampler(ds_cfg.pop("method", "lanczos"), **ds_cfg))
+        model = wrap("[model]", lambda: NestedCVModel(**model_kwargs(rc.model, NestedCVModel, source=source)))
+        trimming = wrap("[trimming]", lambda: None if rc.trimming is None else TrimmingConfig.from_dict(rc.trimming))
+        assembly = wrap("assembly", lambda: load_assembly(rc.assembly))
+        return wrap("", lambda: cls(
+            assembly, extractors, down, model, rc.fir_delays, trimming,
+            use_train_test_split=rc.use_train_test_split, logger_backend=rc.logger_backend,
+            wandb_project_name=rc.wandb_project_name, dataset_type=rc.dataset_type, results_dir=rc.results_dir,
+            downsample_config=rc.downsample_config, layer_idx=rc.layer_idx, lookback=rc.lookback,
+            story_selection=rc.stories, run_name=rc.run_name, client=cluster if cluster is not None else rc.cluster,
+            save_weights=rc.save_weights, zscore_targets=rc.zscore_targets, cache_dir=rc.cache_dir,
+            overwrite=rc.overwrite if overwrite is None else overwrite))
 
     # ------------------------------------------------------------------------------------
     def split(self) -> tuple[list[str], list[str]]:
@@ -131,23 +208,15 @@ class AbstractTrainer:
             raise ValueError(f"no training story left: stories {self.stories}, test {test}")
         return train, test
 
-    def _cache_dirs(self) -> None:
-        for ex in self.feature_extractors:
-            if getattr(ex, "cache_dir", None) is None:
-                ex.cache_dir = self.results_dir / "feature_cache"
-                logger.info("%s: caching features in %s", ex.modality, ex.cache_dir)
-
     def extract(self) -> dict[tuple[str, int], Any]:
         """FeatureSets of every (story, extractor), all layers, through the cache."""
-        self._cache_dirs()
         jobs = [(s, i) for s in self.stories for i in range(len(self.feature_extractors))]
         client = self._client()
         if client is not None:
-            from .distributed import has_gpu_workers
-
-            if self.assembly._pending_audio:  # workers open the store: persist audio paths first
+            if self.assembly.has_unsaved_changes():  # workers open the store: persist audio paths first
                 logger.info("saving the assembly's new audio paths before sending tasks to workers")
                 self.assembly.save()
+            from distributed import as_completed  # noqa: PLC0415 - only with a cluster
 
             gpu = has_gpu_workers(client)
             futures = {}
@@ -156,22 +225,19 @@ class AbstractTrainer:
                 res = {"GPU": 1} if gpu and getattr(ex, "needs_gpu", False) else None
                 futures[client.submit(_extract_task, ex, str(self.assembly.path), s, resources=res,
                                       key=f"extract-{ex.modality}-{i}-{s}-{self.run_name}", pure=False)] = (s, i)
-            from distributed import as_completed
-
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="extract", unit="task"):
+            for fut in tqdm(as_completed(futures), total=len(futures), desc="extract", unit="feature set"):
                 fut.result()  # raise worker errors here; the data stays in the cache
         out = {}
-        for s, i in tqdm(jobs, desc="features", unit="story", disable=client is not None):
+        for s, i in tqdm(jobs, desc="features (story x extractor)", unit="feature set",
+                         disable=client is not None or None):
             out[(s, i)] = self.feature_extractors[i].extract(self.assembly, s, layers=None)
         return out
 
     def _client(self):
         if self.client is None:
             return None
-        if isinstance(self.client, str):
-            from .distributed import client as make_client
-
-            self.client = make_client(self.client)  # logs the dashboard address
+        if isinstance(self.client, (str, os.PathLike)):
+            self.client = make_client(str(self.client))  # logs the dashboard address
         elif not getattr(self, "_announced", False):
             logger.warning("Dask dashboard: %s", getattr(self.client, "dashboard_link", "n/a"))
         self._announced = True
@@ -201,161 +267,163 @@ class AbstractTrainer:
         return sel, i
 
     def design(self, feats, story: str, split: str, layer=None, multi: int | None = None):
-        """(X, Y, feature_spaces) of one story: downsampled, delayed, trimmed, z-scored."""
-        grid = self.assembly.tr_times(story).values
-        blocks, spaces, col = [], {}, 0
+        """(X, Y) of one story (:func:`scalenc.align.align_story`): X a (tr, feature) DataArray
+        with ``feature_space`` and ``delay`` coordinates, Y the trimmed, z-scored responses."""
+        spaces = {}
         for i, ex in enumerate(self.feature_extractors):
             fs = feats[(story, i)]
             F = fs["features"]
             F = F.sel(layer=layer) if (i == multi and layer is not None) else F.isel(layer=0)
-            vals = np.asarray(F.values, dtype=np.float64)
-            ds = self.downsampler.downsample(vals, fs["time"].values, grid, **self.downsample_config)
-            blocks.append(np.asarray(ds).reshape(len(grid), -1))
             name = str(fs.attrs.get("feature_space") or ex.modality)
             while name in spaces:
                 name += "_"
-            spaces[name] = (col, col + blocks[-1].shape[1])
-            col += blocks[-1].shape[1]
-        Xs = fir(np.concatenate(blocks, axis=1), self.fir_delays)
-        bold = self.assembly.bold(story).data
-        trim = self.trimming
-        if trim is None:  # features on the response rows of the grid
-            off, n = self.assembly.grid_offset(story), bold.shape[0]
-            X, Y = Xs[off:off + n], bold
-        else:
-            X, Y = trim_story(Xs, bold, trim, split, story=story)
-        X = zscore(X.astype(np.float32))
-        if self.zscore_targets:
-            Y = zscore(Y)
-        return X, Y, spaces
+            spaces[name] = F
+        return align_story(spaces, self.assembly.tr_times(story).values, self.assembly.bold(story).data,
+                           downsampler=self.downsampler, downsample_config=self.downsample_config,
+                           delays=self.fir_delays, trimming=self.trimming, grid_offset=self.assembly.grid_offset(story),
+                           split=split, story=story, zscore_targets=self.zscore_targets)
 
     def _test_repeats(self, story: str, n_rows: int):
         reps = self.assembly.bold_repeats(story)
         if reps is None:
             return None
-        r = np.asarray(reps.values, dtype=np.float64)
-        if self.trimming is not None:
-            r = r[:, self.trimming.slices("test")[1]]
+        r = np.asarray(reps.values, dtype=np.float64)[:, target_slice(self.trimming, "test")]
         return r if r.shape[1] == n_rows else None
 
-    def _ground_truth_ceiling(self, story: str, y_test) -> np.ndarray | None:
-        gt = self.assembly.attrs.get("ground_truth")
-        if not gt or not Path(gt).exists():
-            return None
-        import xarray as xr
+    def _fit(self, X, Y, **kw) -> xr.Dataset:
+        if hasattr(self.model, "fit_dataset"):
+            return self.model.fit_dataset(X, Y, **kw)
+        metrics, W, _ = self.model.fit_predict(X, Y, **kw)
+        return results_mod.from_metrics(metrics, W, alpha_fdr=getattr(self.model, "alpha_fdr", 0.05))
 
-        tree = xr.open_datatree(gt, engine="zarr", consolidated=False)
-        sig = tree[f"stories/{story}"]["signal"].values
-        if self.trimming is not None:
-            sig = sig[self.trimming.slices("test")[1]]
-        if sig.shape != y_test.shape:
-            return None
-        from .ridge.scoring import pearson_r
-
-        return pearson_r(np.asarray(y_test), sig)
+    def fit_layer(self, feats, train_s: list[str], test_s: list[str], layer=None, multi: int | None = None,
+                  **model_kwargs) -> tuple[xr.Dataset, dict[str, tuple[int, int]], float]:
+        """Per-voxel results of one layer: (Dataset over voxel, feature spaces, alignment seconds)."""
+        tick = time.perf_counter()
+        tr = [self.design(feats, s, "train", layer, multi) for s in train_s]
+        X = np.concatenate([x.values for x, _ in tr])
+        Y = da.concatenate([da.asarray(y) for _, y in tr], axis=0)
+        groups = np.concatenate([[s] * x.shape[0] for s, (x, _) in zip(train_s, tr)])
+        kw = dict(model_kwargs)
+        test_rows = None
+        if test_s:
+            te = [self.design(feats, s, "test", layer, multi) for s in test_s]
+            kw["X_test"] = np.concatenate([x.values for x, _ in te])
+            kw["y_test"] = np.concatenate([np.asarray(y) for _, y in te])
+            if len(test_s) == 1 and "test_repeats" not in kw:
+                reps = self._test_repeats(test_s[0], kw["y_test"].shape[0])
+                if reps is not None:
+                    kw["test_repeats"] = reps
+            test_rows = kw["y_test"]
+        align_s = time.perf_counter() - tick
+        ds = self._fit(X, Y, groups=groups, **kw)
+        if test_rows is not None and len(test_s) == 1:
+            gt = ground_truth_ceiling(self.assembly, test_s[0], test_rows, target_slice(self.trimming, "test"))
+            if gt is not None:
+                ds["noise_ceiling"] = ("voxel", gt)
+                ds.attrs["noise_ceiling_source"] = "ground truth"
+        if "weights" in ds:
+            if self.save_weights:
+                ds = ds.assign_coords(feature_space=("feature", tr[0][0]["feature_space"].values),
+                                      delay=("feature", tr[0][0]["delay"].values))
+            else:
+                ds = ds.drop_vars("weights")
+        return ds, feature_space_slices(tr[0][0]), align_s
 
     # ------------------------------------------------------------------------------------
     def train(self, **model_kwargs) -> dict[str, Any]:
         """Run the pipeline; return the metrics of the fitted layer (or the best of several,
-        with ``per_layer`` summaries)."""
-        import dask.array as da
-
-        from . import results as results_mod
-        from .loggers import make_logger
-
-        import time
-
+        with ``per_layer`` summaries), built from the saved results Dataset."""
+        if self.run_dir.exists() and not self.overwrite:
+            raise FileExistsError(f"run {self.run_name!r} already exists in {self.results_dir}: pass "
+                                  "overwrite=True (scalenc run --overwrite) or choose another run_name")
         tick = time.perf_counter()
         timings = {"extract": 0.0, "align": 0.0, "fit": 0.0, "write": 0.0}
         train_s, test_s = self.split()
         feats = self.extract()
         timings["extract"] = time.perf_counter() - tick
         layers, multi = self._layers(feats)
-        client = self._client()
-        all_metrics, weights, spaces_out, ceiling = {}, {}, {}, None
-        for layer in tqdm(layers, desc="layers", unit="layer", disable=len(layers) == 1):
+        self._client()
+        per_layer, spaces = [], {}
+        for layer in tqdm(layers, desc="layers", unit="layer", disable=len(layers) == 1 or None):
             tick = time.perf_counter()
-            tr = [self.design(feats, s, "train", layer, multi) for s in train_s]
-            X = np.concatenate([t[0] for t in tr])
-            Y = da.concatenate([da.asarray(t[1]) for t in tr], axis=0)
-            groups = np.concatenate([[s] * t[0].shape[0] for s, t in zip(train_s, tr)])
-            spaces_out = tr[0][2]
-            kw = dict(model_kwargs)
-            if test_s:
-                te = [self.design(feats, s, "test", layer, multi) for s in test_s]
-                Xt = np.concatenate([t[0] for t in te])
-                Yt = np.concatenate([np.asarray(t[1]) for t in te])
-                reps = self._test_repeats(test_s[0], Yt.shape[0]) if len(test_s) == 1 else None
-                if reps is not None and "test_repeats" not in kw:
-                    kw["test_repeats"] = reps
-                timings["align"] += time.perf_counter() - tick
-                tick = time.perf_counter()
-                metrics, W, best = self.model.fit_predict(X, Y, X_test=Xt, y_test=Yt, groups=groups, **kw)
-                if len(test_s) == 1:
-                    gt_ceiling = self._ground_truth_ceiling(test_s[0], Yt)
-                    if gt_ceiling is not None:
-                        metrics["noise_ceiling"] = gt_ceiling
-                        metrics["noise_ceiling_source"] = "ground truth"
-                    elif "noise_ceiling" in metrics:
-                        metrics["noise_ceiling_source"] = "test repeats (cc_max)"
-            else:
-                timings["align"] += time.perf_counter() - tick
-                tick = time.perf_counter()
-                metrics, W, best = self.model.fit_predict(X, Y, groups=groups, **kw)
-            timings["fit"] += time.perf_counter() - tick
-            ceiling = metrics.get("noise_ceiling", ceiling)
-            label = "0" if layer is None else str(layer)
-            all_metrics[label] = metrics
-            weights[label] = W if self.save_weights else None
-            logger.info("layer %s: median r %.4f", label, float(metrics["median_score"]))
-        del client
+            ds, spaces, align_s = self.fit_layer(feats, train_s, test_s, layer, multi, **model_kwargs)
+            timings["align"] += align_s
+            timings["fit"] += time.perf_counter() - tick - align_s
+            per_layer.append(ds)
+            logger.info("layer %s: median r %.4f", "0" if layer is None else layer, float(np.nanmedian(ds["r"])))
         tick = time.perf_counter()
-        best_layer = max(all_metrics, key=lambda k: np.nanmedian(all_metrics[k]["correlations"]))
+        labels = ["0" if lay is None else str(lay) for lay in layers]
+        res = self._stack(per_layer, labels)
+        res.attrs["feature_spaces"] = _json_spaces(spaces)
         config = self.config()
-        results_mod.save(self.run_dir, all_metrics, config=config, weights=weights, feature_spaces=spaces_out,
-                         noise_ceiling=ceiling,
-                         voxel_coords={"voxel": self.assembly.voxels["voxel"].values})
+        results_mod.save(self.run_dir, res, config=config, overwrite=self.overwrite)
+        all_metrics = results_mod.layer_metrics(res)
         exp = make_logger(self.logger_backend, run_dir=self.run_dir, run_name=self.run_name,
                           project=self.wandb_project_name, config=config)
         try:
-            for step, (label, m) in enumerate(all_metrics.items()):
-                exp.log_scalars({k: v for k, v in results_mod.summary(m).items() if isinstance(v, (int, float))},
-                                step=step)
+            for step, m in enumerate(all_metrics.values()):
+                exp.log_scalars({k: v for k, v in results_mod.summary(m).items()
+                                 if isinstance(v, (int, float)) and not isinstance(v, bool)}, step=step)
             if (self.run_dir / "report.png").exists():
                 exp.log_image("report", self.run_dir / "report.png")
         finally:
             exp.close()
         timings["write"] = time.perf_counter() - tick
         self.timings = timings
+        self.results_ = res
+        best_layer = max(all_metrics, key=lambda k: np.nanmedian(all_metrics[k]["correlations"]))
         out = dict(all_metrics[best_layer])
         out["layer"] = best_layer
         if len(all_metrics) > 1:
             out["per_layer"] = {k: results_mod.summary(m) for k, m in all_metrics.items()}
         out["results_dir"] = str(self.run_dir)
-        out["feature_spaces"] = spaces_out
+        out["feature_spaces"] = spaces
         out["timings"] = timings
         return out
 
+    def _stack(self, per_layer: list[xr.Dataset], labels: list[str]) -> xr.Dataset:
+        """One Dataset with a ``layer`` dim; the noise ceiling (the same for every layer) once."""
+        ceiling = per_layer[0]["noise_ceiling"] if "noise_ceiling" in per_layer[0] else None
+        res = xr.concat([d.drop_vars("noise_ceiling", errors="ignore") for d in per_layer],
+                        dim=pd.Index(labels, name="layer"), combine_attrs="override")
+        if ceiling is not None:
+            res["noise_ceiling"] = ceiling
+        return res.assign_coords(voxel=("voxel", self.assembly.voxels["voxel"].values))
+
     def config(self) -> dict[str, Any]:
-        """The resolved configuration (written to ``config.toml``)."""
-        cfg: dict[str, Any] = {
-            "run_name": self.run_name, "assembly": str(self.assembly.path), "dataset_type": self.dataset_type,
-            "fir_delays": self.fir_delays, "use_train_test_split": self.use_train_test_split,
-            "stories": self.stories, "logger_backend": self.logger_backend,
-            "downsampler": {"method": self.downsampler.method, **dict(self.downsampler.config),
-                            **self.downsample_config},
-            "trimming": {} if self.trimming is None else {k: v for k, v in self.trimming.to_dict().items()},
-            "model": {k: v for k, v in vars(self.model).items()
-                      if isinstance(v, (int, float, str, bool)) or v is None},
-        }
-        cfg["extractors"] = [
-            {"modality": ex.modality, "model_name": getattr(ex, "model_name", None),
-             **{k: v for k, v in ex.config.items() if isinstance(v, (int, float, str, bool, list))}}
-            for ex in self.feature_extractors]
-        if self.layer_idx is not None:
-            cfg["layer_idx"] = self.layer_idx
+        """The resolved configuration (written to ``config.toml``; :class:`RunConfig` keys,
+        absolute paths, so that the file runs again from any folder)."""
+        model = {k: v for k, v in vars(self.model).items()
+                 if isinstance(v, (int, float, str, bool)) and not k.endswith("_")}
+        if getattr(self.model, "alphas", None) is not None:
+            model["alphas"] = [float(a) for a in np.asarray(self.model.alphas).ravel()]
+        extractors = []
+        for ex in self.feature_extractors:
+            name = getattr(ex, "model_name", None)
+            if isinstance(name, str) and Path(name).exists():
+                name = str(Path(name).resolve())
+            extractors.append({
+                "modality": ex.modality, "model_name": name,
+                "cache_dir": None if ex.cache_dir is None else str(Path(ex.cache_dir).resolve()),
+                "config": {k: v for k, v in ex.config.items() if isinstance(v, (int, float, str, bool, list))}})
+        rc = RunConfig(
+            assembly=str(Path(self.assembly.path).resolve()), extractors=extractors, run_name=self.run_name,
+            results_dir=str(self.results_dir.resolve()), cache_dir=str(self.cache_dir.resolve()),
+            cluster=None if self.cluster is None else str(self.cluster), fir_delays=self.fir_delays,
+            use_train_test_split=self.use_train_test_split, logger_backend=self.logger_backend,
+            wandb_project_name=self.wandb_project_name, dataset_type=self.dataset_type, layer_idx=self.layer_idx,
+            lookback=self.lookback, stories=self.stories, save_weights=self.save_weights,
+            zscore_targets=self.zscore_targets,
+            downsampler={"method": self.downsampler.method, **dict(self.downsampler.config)},
+            downsample_config=self.downsample_config,
+            trimming=None if self.trimming is None else {k: v for k, v in self.trimming.to_dict().items()
+                                                          if v is not None},
+            model=model)
+        cfg = rc.to_dict()
+        cfg.pop("overwrite")
         return cfg
 
 
-def _seq(x) -> Sequence:
-    return x if isinstance(x, (list, tuple)) else [x]
+def _json_spaces(spaces: Mapping[str, tuple[int, int]]) -> str:
+    return json.dumps({k: list(v) for k, v in spaces.items()})

@@ -12,8 +12,8 @@ import pytest
 import scipy.sparse as sp
 import xarray as xr
 
-from scalenc.align import (TRIM_KEYS, Downsampler, TrimmingConfig, align_story, fir, lanczos_matrix,
-                           lanczos_weights, trim_story, zscore)
+from scalenc.align import (TRIM_KEYS, Downsampler, TrimmingConfig, align_story, feature_space_slices, fir,
+                           lanczos_matrix, lanczos_weights, trim_story, zscore)
 
 
 def _sinc(x: float) -> float:
@@ -388,8 +388,9 @@ def test_align_story_matches_manual_composition():
     vals = rng.standard_normal((120, 3))
     targets = rng.standard_normal((n_tr, 4))
     delays = [1, 2, 3]
-    X, Y = align_story(vals, t, tau, targets, downsampler=Downsampler("lanczos"), delays=delays,
-                       trimming=TrimmingConfig.lebel(), split="train", story="s")
+    X, Y = align_story(vals, tau, targets, event_times=t, downsampler=Downsampler("lanczos"), delays=delays,
+                       trimming=TrimmingConfig.lebel(), split="train", story="s", zscore_targets=False,
+                       dtype="float64")
     # manual: dense Lanczos from the formula -> delays by hand -> rows [10:-5] -> z-score by hand
     ds = _dense_reference(_lanczos, t, tau, tr, 3) @ vals
     delayed = np.zeros((n_grid, 3 * len(delays)))
@@ -397,15 +398,47 @@ def test_align_story_matches_manual_composition():
         delayed[d:, 3 * k:3 * (k + 1)] = ds[:n_grid - d]
     kept = delayed[10:-5]
     manual = (kept - kept.mean(0)) / kept.std(0)
-    assert X.shape == (30, 9)
-    np.testing.assert_allclose(X, manual, atol=1e-10)
+    assert isinstance(X, xr.DataArray) and X.dims == ("tr", "feature") and X.shape == (30, 9)
+    np.testing.assert_allclose(X.values, manual, atol=1e-10)
+    np.testing.assert_array_equal(X["delay"].values, [1, 1, 1, 2, 2, 2, 3, 3, 3])
+    np.testing.assert_array_equal(X["tr_time"].values, tau[10:-5])
     np.testing.assert_array_equal(Y, targets)          # targets trimmed, not z-scored
-    X2, _ = align_story(vals, t, tau, targets, downsampler="lanczos", delays=delays,
-                        trimming=TrimmingConfig.lebel(), split="train", zscore_features=False)
-    np.testing.assert_allclose(X2, kept, atol=1e-12)
+    X2, Y2 = align_story((vals, t), tau, targets, downsampler="lanczos", delays=delays,
+                         trimming=TrimmingConfig.lebel(), split="train", zscore_features=False, dtype="float64")
+    np.testing.assert_allclose(X2.values, kept, atol=1e-12)
+    np.testing.assert_allclose(Y2, (targets - targets.mean(0)) / targets.std(0), atol=1e-12)  # z-scored by default
     with pytest.raises(ValueError, match=r"story 'bad'"):
-        align_story(vals, t, tau, targets[:29], delays=delays, trimming=TrimmingConfig.lebel(),
+        align_story(vals, tau, targets[:29], event_times=t, delays=delays, trimming=TrimmingConfig.lebel(),
                     split="train", story="bad")
+
+
+def test_align_story_labels_feature_spaces_and_uses_the_grid_offset():
+    rng = np.random.default_rng(1)
+    tau = np.arange(40) * 2.0 + 1.0
+    t = np.sort(rng.uniform(0, 80, 90))
+    a = xr.DataArray(rng.standard_normal((1, 90, 2)), dims=("layer", "time", "feature"),
+                     coords={"time": t, "layer": [0], "feature": ["a0", "a1"]})
+    b = (rng.standard_normal((90, 3)), t)
+    targets = rng.standard_normal((30, 5))
+    X, Y = align_story({"A": a, "B": b}, tau, targets, delays=[1, 2], grid_offset=6, dtype="float64",
+                       zscore_features=False, zscore_targets=False)
+    assert X.shape == (30, 10)
+    assert list(X["feature_space"].values) == ["A", "A", "B", "B", "B"] * 2
+    assert list(X["feature_name"].values[:2]) == ["a0", "a1"]
+    assert feature_space_slices(X) == {"A": (0, 2), "B": (2, 5)}
+    # by hand: both spaces downsampled, delayed on the whole grid, rows [6:36]
+    F = np.column_stack([Downsampler().downsample(a.values[0], t, tau), Downsampler().downsample(b[0], t, tau)])
+    np.testing.assert_allclose(X.values, fir(F, [1, 2])[6:36], atol=1e-12)
+    np.testing.assert_array_equal(Y, targets)
+    # a trimming config that sets only the train keys leaves the test split on the grid offset
+    half = {"train_features_start": 6, "train_features_end": 36}
+    Xt, _ = align_story({"A": a}, tau, targets, delays=[1], trimming=half, split="test", grid_offset=6)
+    Xr, _ = align_story({"A": a}, tau, targets, delays=[1], trimming=half, split="train")
+    np.testing.assert_array_equal(Xt.values, Xr.values)
+    with pytest.raises(ValueError, match=r"story 'x' \(train\): 30 response rows from grid row 12"):
+        align_story({"A": a}, tau, targets, grid_offset=12, story="x")
+    with pytest.raises(ValueError, match="select one first"):
+        align_story({"A": xr.concat([a, a], "layer")}, tau, targets)
 
 
 def test_zscore_of_a_dask_array_stays_lazy_and_equal():

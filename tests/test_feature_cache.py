@@ -80,7 +80,7 @@ def key_of(ex, assembly, story):
 
 def test_hit_after_write_reads_lazily(asm, tmp_path):
     story = asm.stories[0]
-    fs1 = CountingWordRate(cache_dir=tmp_path).extract(asm, story)
+    fs1 = CountingWordRate(config={"include_phonemes": True}, cache_dir=tmp_path).extract(asm, story)
     assert CountingWordRate.calls == 1
     ex2 = CountingWordRate("wordrate", {"include_phonemes": True}, cache_dir=tmp_path)  # new instance, same config
     fs2 = ex2.extract(asm, story)
@@ -91,7 +91,7 @@ def test_hit_after_write_reads_lazily(asm, tmp_path):
     np.testing.assert_array_equal(fs2["features"].values, fs1["features"].values)
     np.testing.assert_array_equal(fs2["time"].values, fs1["time"].values)
     assert list(fs2["feature"].values) == ["word_rate", "phoneme_rate"]
-    ref = WordRateExtractor().compute(asm, story)
+    ref = WordRateExtractor(config={"include_phonemes": True}).compute(asm, story)
     xr.testing.assert_equal(fs2.drop_attrs(), ref.drop_attrs())
     assert fs2.attrs["cache_key"] == key and fs2.attrs["n_words"] == 200
 
@@ -113,7 +113,7 @@ def test_other_layer_later_reads_cache(asm, tmp_path):
 
 def test_config_and_stimulus_changes_miss(asm, tmp_path):
     story = asm.stories[1]
-    CountingWordRate(cache_dir=tmp_path).extract(asm, story)
+    CountingWordRate(config={"include_phonemes": True}, cache_dir=tmp_path).extract(asm, story)
     fs = CountingWordRate(config={"include_phonemes": False}, cache_dir=tmp_path).extract(asm, story)
     assert CountingWordRate.calls == 2 and fs["features"].shape[-1] == 1
     shifted = ShiftedAssembly(asm, 0.5)

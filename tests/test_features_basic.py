@@ -91,7 +91,7 @@ def ref_vectors(synthetic_small):
 # ------------------------------------------------------------------------------ wordrate
 def test_wordrate_events_and_counts_per_tr(asm):
     story = asm.stories[0]
-    fs = WordRateExtractor().extract(asm, story)
+    fs = WordRateExtractor(config={"include_phonemes": True}).extract(asm, story)
     wm = asm.word_times(story)
     ph = asm.phones(story)
     pm = (ph["start"].values + ph["end"].values) / 2
@@ -124,10 +124,24 @@ def test_wordrate_events_and_counts_per_tr(asm):
 def test_wordrate_without_phonemes(asm):
     story = asm.stories[1]
     n_w = asm.words(story).sizes["word"]
-    fs = WordRateExtractor(config={"include_phonemes": False}).extract(asm, story)
-    assert fs["features"].shape == (1, n_w, 1)
-    assert list(fs["feature"].values) == ["word_rate"]
-    np.testing.assert_allclose(fs["time"].values, asm.word_times(story))
+    for fs in (WordRateExtractor(config={"include_phonemes": False}).extract(asm, story),
+               WordRateExtractor().extract(asm, story),  # word rate only by default (the tutorials' one column)
+               FeatureExtractorFactory.create_extractor("wordrate", "wordrate", {}, None).extract(asm, story)):
+        assert fs["features"].shape == (1, n_w, 1)
+        assert list(fs["feature"].values) == ["word_rate"]
+        np.testing.assert_allclose(fs["time"].values, asm.word_times(story))
+
+
+def test_phonemerate_modality(asm, tmp_path):
+    story = asm.stories[1]
+    ph = asm.phones(story)
+    pm = np.sort((ph["start"].values + ph["end"].values) / 2)
+    fs = FeatureExtractorFactory.create_extractor("phonemerate", None, {}, tmp_path).extract(asm, story)
+    assert fs["features"].shape == (1, pm.size, 1) and list(fs["feature"].values) == ["phoneme_rate"]
+    np.testing.assert_array_equal(fs["time"].values, pm)
+    assert fs.attrs["feature_space"] == "phonemerate"
+    both = WordRateExtractor(config={"include_phonemes": True}).extract(asm, story)
+    np.testing.assert_array_equal(fs["time"].values, both["time"].values[both["features"].values[0, :, 1] == 1])
     # an assembly without a phone tier
     words = story_words(asm, story)[:5]
     fs = WordRateExtractor().extract(fake(words), "s1")
@@ -138,7 +152,7 @@ def test_wordrate_without_phonemes(asm):
 def test_wordrate_phones_sorted_words_first():
     a = FakeAssembly({"s": (["ab", "c"], [0.0, 1.0], [1.0, 1.5])},
                      phones={"s": (["A", "B", "C"], [0.0, 0.5, 1.0], [0.5, 1.0, 1.5])})
-    fs = WordRateExtractor().extract(a, "s")
+    fs = WordRateExtractor(config={"include_phonemes": True}).extract(a, "s")
     np.testing.assert_allclose(fs["time"].values, [0.25, 0.5, 0.75, 1.25, 1.25])
     np.testing.assert_array_equal(fs["features"].values[0], [[0, 1], [1, 0], [0, 1], [1, 0], [0, 1]])
 

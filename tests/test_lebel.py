@@ -9,6 +9,7 @@ import pytest
 
 from scalenc.assembly import Assembly, AssemblyError, lebel
 from scalenc.cli import main
+from scalenc.datasets.writers import write_story_files
 
 SUBJ = "UTS01"
 
@@ -19,9 +20,9 @@ def _story(root, name, rng, *, rows=30, n_vox=12, reps=None, fmt="long", enc="ut
     bold = rng.standard_normal(shape)
     words = words or ["so", "it", "began", "there"]
     starts = np.arange(len(words)) * 0.5 + 1.0
-    lebel.write_story_files(root, SUBJ, name, bold, n_acquired=n_acq, words=words, word_start=starts,
-                            word_end=starts + 0.4, phones=(["S", "OW"], [1.0, 1.2], [1.2, 1.4]),
-                            textgrid_format=fmt, textgrid_encoding=enc)
+    write_story_files(root, SUBJ, name, bold, n_acquired=n_acq, words=words, word_start=starts,
+                      word_end=starts + 0.4, phones=(["S", "OW"], [1.0, 1.2], [1.2, 1.4]),
+                      textgrid_format=fmt, textgrid_encoding=enc)
     return bold
 
 

@@ -5,36 +5,13 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from scalenc.ridge import RidgeCVResult, ridge_closed_form, solve_ridge_cv, use_backend
-from scalenc.ridge.backend import Backend, get_backend
+from scalenc.ridge import RidgeCV, RidgeCVResult, ridge_closed_form, solve_ridge_cv, use_backend
+from scalenc.ridge.backend import CHECKED, get_backend, unavailable
 
 
-def _cuda_torch():
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
-def _cupy_ok():
-    try:
-        import cupy
-
-        return bool(cupy.cuda.is_available())
-    except Exception:  # noqa: BLE001
-        return False
-
-
-BACKENDS = [
-    pytest.param(("numpy", None), id="numpy"),
-    pytest.param(("torch", "cpu"), id="torch-cpu"),
-    pytest.param(("cupy", None), id="cupy", marks=[pytest.mark.gpu,
-                                                    pytest.mark.skipif(not _cupy_ok(), reason="no CUDA for CuPy")]),
-    pytest.param(("torch", "cuda"), id="torch-cuda", marks=[pytest.mark.gpu,
-                                                            pytest.mark.skipif(not _cuda_torch(), reason="no CUDA")]),
-]
+BACKENDS = [pytest.param(b, id="-".join(filter(None, b)),
+                         marks=[pytest.mark.skipif(unavailable(*b) is not None, reason=str(unavailable(*b)))]
+                         + ([pytest.mark.gpu] if b[0] == "cupy" or b[1] == "cuda" else [])) for b in CHECKED]
 
 
 def _data(n=240, p=12, v=30, seed=0, offset=0.7):
@@ -181,7 +158,7 @@ def test_torch_cpu_equals_numpy_and_context_manager():
     with use_backend("torch", device="cpu") as b:
         assert get_backend() == b
         r = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
-    assert get_backend() == Backend("numpy")  # scoped to the block
+    assert get_backend() == get_backend("numpy")  # scoped to the block
     np.testing.assert_array_equal(r.best_alpha_index, ref.best_alpha_index)
     np.testing.assert_allclose(r.coef, ref.coef, rtol=1e-10, atol=1e-12)
     import torch
@@ -208,10 +185,10 @@ def test_bad_input_errors():
         solve_ridge_cv(X, Y, ALPHAS, folds, backend="jax")
     with pytest.raises(ValueError, match="fold 0: empty"):
         solve_ridge_cv(X, Y, ALPHAS, [(np.arange(10), np.array([], int))])
-    if not _cupy_ok():
+    if unavailable("cupy"):
         with pytest.raises((RuntimeError, ImportError), match="cupy|CuPy|CUDA"):
             solve_ridge_cv(X, Y, ALPHAS, folds, backend="cupy")
-    if not _cuda_torch():
+    if unavailable("torch", "cuda"):
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             solve_ridge_cv(X, Y, ALPHAS, folds, backend="torch", device="cuda")
 
@@ -221,6 +198,44 @@ def test_result_type():
     r = solve_ridge_cv(X, Y, ALPHAS, _kfold(len(X)), return_coef=False)
     assert isinstance(r, RidgeCVResult) and r.coef is None
     assert r.cv_scores.shape == (9, 5) and r.fold_scores.shape == (5, 9, 5)
+
+
+@pytest.mark.parametrize("bk", BACKENDS)
+@pytest.mark.parametrize("scoring", ["r", "r2"])
+def test_ridgecv_estimator_equals_references(bk, scoring):
+    """RidgeCV on every backend (Y given as that backend's array): choices, CV scores,
+    weights, predictions and scores equal the float64 brute-force / closed-form ones."""
+    X, Y = _data(seed=12)
+    Xn, Yn = _data(seed=13)
+    folds = _kfold(len(X))
+    m = RidgeCV(alphas=ALPHAS, cv=folds, scoring=scoring, backend=bk[0], device=bk[1], dtype="float64")
+    m.fit(X, get_backend(*bk).asarray(Y))
+    S = _brute_scores(X, Y, ALPHAS, folds, scoring)
+    np.testing.assert_array_equal(m.best_alpha_index_, S.mean(0).argmax(0))
+    np.testing.assert_allclose(m.cv_scores_, S.mean(0), atol=1e-9)
+    W, b = ridge_closed_form(X, Y, m.alphas_)
+    np.testing.assert_allclose(m.coef_, W, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(m.intercept_, b, rtol=1e-8)
+    P = Xn @ W + b
+    np.testing.assert_allclose(m.predict(Xn), P, rtol=1e-8, atol=1e-9)
+    ref = _r(Yn, P) if scoring == "r" else 1 - ((Yn - P) ** 2).sum(0) / ((Yn - Yn.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(m.score(Xn, Yn), ref, atol=1e-9)
+
+
+def test_backend_names_and_modules():
+    """One module per backend; torch_cuda is torch defaulting to CUDA; unknown names fail."""
+    assert type(get_backend("numpy")).__module__ == "scalenc.ridge.backend.numpy"
+    t = get_backend("torch")
+    assert type(t).__module__ == "scalenc.ridge.backend.torch" and t.device == "cpu"
+    assert get_backend("torch", "cpu") == t and get_backend("numpy") != t
+    import pickle
+
+    assert pickle.loads(pickle.dumps(t)) == t
+    with pytest.raises(ValueError, match="runs on a CUDA device"):
+        get_backend("torch_cuda", "cpu")
+    if unavailable("torch", "cuda"):
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            get_backend("torch_cuda")
 
 
 @pytest.mark.slow

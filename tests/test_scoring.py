@@ -291,3 +291,38 @@ def test_score_summary():
     assert isinstance(out["correlations"], np.ndarray) and isinstance(out["median_score"], float)
     empty = score_summary(np.full(3, np.nan), np.full(3, np.nan))
     assert np.isnan(empty["mean_score"]) and empty["n_significant"] == 0
+
+
+# --------------------------------------------------------------------------------------
+# every backend: arrays of any ridge backend give the float64 numpy references
+# --------------------------------------------------------------------------------------
+from scalenc.ridge.backend import CHECKED, get_backend, unavailable  # noqa: E402
+
+BACKENDS = [pytest.param(b, id="-".join(filter(None, b)),
+                         marks=[pytest.mark.skipif(unavailable(*b) is not None, reason=str(unavailable(*b)))]
+                         + ([pytest.mark.gpu] if b[0] == "cupy" or b[1] == "cuda" else [])) for b in CHECKED]
+
+
+@pytest.mark.parametrize("bk", BACKENDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_scores_of_backend_arrays_equal_float64_references(bk, dtype):
+    b = get_backend(*bk)
+    rng = np.random.default_rng(20)
+    y = rng.standard_normal((120, 9)) + 2.0
+    yh = 0.4 * y + rng.standard_normal((120, 9))
+    y, yh = y.astype(dtype), yh.astype(dtype)  # the references see the same rounded values
+    yb, yhb = b.asarray(y), b.asarray(yh)
+    y64, yh64 = y.astype(np.float64), yh.astype(np.float64)
+    r_ref = [np.corrcoef(y64[:, j], yh64[:, j])[0, 1] for j in range(9)]
+    np.testing.assert_allclose(pearson_r(yb, yhb), r_ref, rtol=1e-12, atol=1e-14)
+    sse = ((y64 - yh64) ** 2).sum(0)
+    sst = ((y64 - y64.mean(0)) ** 2).sum(0)
+    np.testing.assert_allclose(r2_score(yb, yhb), 1 - sse / sst, rtol=1e-12)
+    p_np = block_permutation_pvalues(y, yh, block_length=10, n_permutations=50, seed=3)
+    np.testing.assert_array_equal(block_permutation_pvalues(yb, yhb, block_length=10, n_permutations=50, seed=3),
+                                  p_np)
+    reps = np.stack([y, y + rng.standard_normal(y.shape).astype(dtype)])
+    nc = noise_ceiling(b.asarray(reps))
+    var = reps.astype(np.float64).var(axis=1, ddof=1)
+    sp = ((reps.astype(np.float64).sum(0)).var(0, ddof=1) - var.sum(0)) / 2
+    np.testing.assert_allclose(nc["signal_power"], sp, rtol=1e-10)

@@ -328,11 +328,11 @@ def test_cuda_without_cuda_errors(models, asm, audio):
 
 def test_nonexistent_model_path_errors(asm, audio, tmp_path):
     ex = SpeechExtractor(str(tmp_path / "openai" / "whisper-tiny"), CFG)
-    with pytest.raises(FeatureError, match="never downloaded"):
+    with pytest.raises(FeatureError, match="never downloads"):
         ex.compute(asm, audio["story"])
-    with pytest.raises(FeatureError, match="never downloaded"):
+    with pytest.raises(FeatureError, match="never downloads"):
         ex.identity()
-    with pytest.raises(FeatureError, match="model_name is required"):
+    with pytest.raises(FeatureError, match="model name is required"):
         SpeechExtractor(None, CFG).compute(asm, audio["story"])
 
 

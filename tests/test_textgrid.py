@@ -20,8 +20,8 @@ from scalenc.assembly.textgrid import (
     read_phones,
     read_textgrid,
     read_words,
-    write_textgrid,
 )
+from scalenc.datasets.writers import write_textgrid
 
 # --------------------------------------------------------------------------- helpers
 

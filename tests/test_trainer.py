@@ -75,7 +75,7 @@ def test_trainer_equals_hand_wired_pipeline(data, tmp_path):
     assert np.median(m["correlations"][driver != "noise"]) > np.median(m["correlations"][driver == "noise"]) + 0.3
     # results on disk
     res = results.load(tmp_path / "res" / "r")
-    np.testing.assert_allclose(res.layer()["correlation"].values, m["correlations"])
+    np.testing.assert_allclose(res.layer()["r"].values, m["correlations"])
     np.testing.assert_allclose(res.noise_ceiling, m["noise_ceiling"])
     assert res.feature_spaces == {"wordrate": (0, 1), "embeddings": (1, 9)}
     assert res.config["fir_delays"] == [1, 2, 3, 4] and res.config["trimming"]["test_targets_start"] == 40
@@ -106,12 +106,23 @@ def test_several_layers_from_one_extraction(data, tmp_path):
     lm = build_tiny_lm(tmp_path / "lm", [str(w) for s in asm.stories for w in asm.words(s).word.values],
                        n_layer=2, n_embd=16, n_head=2)
     ex = FeatureExtractorFactory.create_extractor("language_model", str(lm), {"lookback": 32}, tmp_path / "cache")
-    m = AbstractTrainer(asm, [ex], model=NestedCVModel(alphas=ALPHAS), layer_idx=[1, 2], results_dir=tmp_path,
-                        run_name="layers", logger_backend="none").train()
+    tr = AbstractTrainer(asm, [ex], model=NestedCVModel(alphas=ALPHAS), layer_idx=[1, 2], results_dir=tmp_path,
+                         run_name="layers", logger_backend="none", lookback=16)
+    m = tr.train()
+    # the user's extractor is left alone: the trainer's lookback went to its own copy
+    assert ex.config["lookback"] == 32 and tr.feature_extractors[0].config["lookback"] == 16
+    assert tr.config()["extractors"][0]["config"]["lookback"] == 16
     assert set(m["per_layer"]) == {"1", "2"} and m["layer"] in ("1", "2")
     res = results.load(tmp_path / "layers")
     assert res.layers == ["1", "2"]
-    assert res.layer(2)["correlation"].shape == (60,)
+    assert res.layer(2)["r"].shape == (60,)
+
+
+def test_trainer_does_not_modify_the_extractors(data, tmp_path):
+    ex = FeatureExtractorFactory.create_extractor("wordrate", None, {"include_phonemes": False})
+    tr = AbstractTrainer(data.assembly(), [ex], results_dir=tmp_path)
+    assert ex.cache_dir is None and tr.feature_extractors[0].cache_dir == tmp_path / "feature_cache"
+    assert tr.feature_extractors[0] is not ex and tr.feature_extractors[0].config == ex.config
 
 
 def test_loggers_tensorboard_and_wandb_offline(data, tmp_path, monkeypatch):
@@ -160,7 +171,7 @@ cache_dir = "cache"
     assert main(["run", str(cfg)]) == 0
     assert "run toml: median r" in capsys.readouterr().out
     res = results.load(tmp_path / "out" / "toml")
-    assert res.layer()["correlation"].shape == (60,)
+    assert res.layer()["r"].shape == (60,)
     # the resolved config written with the results is itself a valid run configuration
     again = load_config(tmp_path / "out" / "toml" / "config.toml")
     assert again["fir_delays"] == [1, 2, 3, 4] and len(again["extractors"]) == 2

@@ -1,5 +1,5 @@
-"""Trimming of per-story design matrices and responses, per-story z-scoring, and the
-per-story alignment pipeline (downsample -> FIR delays -> trim -> z-score).
+"""Trimming of per-story design matrices and responses, and per-story z-scoring (the
+whole per-story alignment is :func:`scalenc.align.story.align_story`).
 
 Trimming follows the LITcoder tutorials' ``trimming_config``: for each split (``train``,
 ``test``) a feature slice (rows of the TR grid the features were downsampled to) and a
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from .fir import fir
-
-__all__ = ["TRIM_KEYS", "TrimmingConfig", "trim_story", "zscore", "align_story"]
+__all__ = ["TRIM_KEYS", "TrimmingConfig", "trim_story", "zscore"]
 
 TRIM_KEYS = ("train_features_start", "train_features_end", "train_targets_start", "train_targets_end",
              "test_features_start", "test_features_end", "test_targets_start", "test_targets_end")
@@ -233,62 +231,3 @@ def zscore(X, axis: int = 0):
     out = centred / std.astype(dtype)
     out = np.where(const, np.zeros((), dtype=dtype), out).astype(dtype, copy=False)
     return out
-
-
-def align_story(values, event_times, tr_times, targets, *, downsampler=None, delays: Sequence[int] = (1, 2, 3, 4),
-                trimming=None, split: str = "train", story: str | None = None, zscore_features: bool = True):
-    """One story's design matrix and responses: downsample -> FIR delays -> trim -> z-score.
-
-    Parameters
-    ----------
-    values : (n_events,) or (n_events, p) array, or DataArray with dims (time, feature)
-        Event-rate features (a DataArray with a ``layer`` dim must be reduced to one layer
-        first, e.g. ``.sel(layer=...)``).
-    event_times : (n_events,) float
-        Event times, seconds (``None`` for a DataArray with a numeric event coordinate).
-    tr_times : (n_grid,) float
-        The TR grid the features are computed on (e.g. the assembly's ``grid_time``).
-    targets : (n_tr, v) array or DataArray with a ``tr`` dim
-        Responses; trimmed, **not** z-scored (the LeBel responses are already z-scored per
-        story; call :func:`zscore` yourself if yours are not).
-    downsampler : Downsampler or str, optional
-        Default ``Downsampler()`` (lanczos); a string is a method name.
-    delays : sequence of int
-        FIR delays in TRs (:func:`scalenc.align.fir.fir`), applied on the full grid before
-        trimming, so the first kept rows see the real preceding stimulus.
-    trimming : TrimmingConfig, mapping or None
-        None keeps every row.
-    split : {"train", "test"}
-    story : str, optional
-        Named in error messages.
-    zscore_features : bool
-        Z-score the trimmed design matrix per column (population std, constant -> 0).
-
-    Returns
-    -------
-    X : (n, len(delays) * p) numpy array
-        Delay-major columns, as :func:`fir`.
-    Y : (n, v), the trimmed ``targets`` (same type as given).
-    """
-    from .downsample import Downsampler
-
-    if downsampler is None:
-        downsampler = Downsampler()
-    elif isinstance(downsampler, str):
-        downsampler = Downsampler(downsampler)
-    elif not isinstance(downsampler, Downsampler):
-        raise TypeError(f"downsampler must be a Downsampler or a method name, got {type(downsampler).__name__}")
-    ds = downsampler.downsample(values, event_times, tr_times)
-    if _is_dataarray(ds):
-        if ds.ndim > 2:
-            raise ValueError(f"align_story needs 1 or 2 dims (time[, feature]); got dims {values.dims}: "
-                             "select one layer first, e.g. values.sel(layer=...)")
-        ds = ds.transpose("tr", ...).values
-    ds = np.asarray(ds)
-    if ds.ndim == 1:
-        ds = ds[:, None]
-    Xd = fir(ds, delays)
-    X, Y = trim_story(Xd, targets, trimming, split, story=story)
-    if zscore_features:
-        X = zscore(X, axis=0)
-    return X, Y

@@ -35,7 +35,8 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from .core import DEFAULT_VOXEL_CHUNK, AssemblyError, AssemblyWriter
+from .textgrid import TextGridError, read_phones, read_words
+from .writer import DEFAULT_VOXEL_CHUNK, AssemblyError, AssemblyWriter
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,6 @@ def build(root: str | os.PathLike, subject: str, out: str | os.PathLike, stories
     -------
     out : Path
     """
-    from .textgrid import TextGridError, read_phones, read_words
-
     root = Path(root)
     resp = read_respdict(root)
     subj_dir = root / "derivative" / "preprocessed_data" / subject
@@ -236,57 +235,3 @@ def _as_story_responses(ds, story: str, path: Path, n_rows: int, n_acq: int, *, 
         logger.info("story %s: %d rows = %d repeats of %d; keeping the repeats and their mean", story, rows, k, n_rows)
         return _StackedRepeats(ds, k, n_rows)
     raise AssemblyError(f"story {story!r}: {path} has {rows} rows, {how}")
-
-
-def write_story_files(root: str | os.PathLike, subject: str, story: str, bold: np.ndarray, *, n_acquired: int,
-                      words: Sequence[str], word_start, word_end, phones=None, textgrid_format: str = "long",
-                      textgrid_encoding: str = "utf-8", hf5_dtype="f8") -> dict[str, Path]:
-    """Write one story in the ds003020 layout (used by the synthetic dataset, tests and
-    benchmarks): the response file, the TextGrid (phone + word tiers) and its entry of
-    ``respdict.json``.
-
-    Parameters
-    ----------
-    bold : (rows, voxels) or (repeats, rows, voxels) array
-    n_acquired : int
-        The story's acquired TR count N (rows should be N - 20).
-    words, word_start, word_end
-        Word tier intervals, seconds.
-    phones : (labels, start, end), optional
-        Phone tier; default: one "sp" interval spanning the story.
-    """
-    from .textgrid import Interval, Tier, write_textgrid
-
-    p = paths(root, subject, story)
-    for d in (p["hf5"].parent, p["textgrid"].parent):
-        d.mkdir(parents=True, exist_ok=True)
-    with h5py.File(p["hf5"], "w") as f:
-        f.create_dataset("data", data=np.asarray(bold, dtype=hf5_dtype))
-    ws, we = np.asarray(word_start, float), np.asarray(word_end, float)
-    xmax = float(max(we.max() if we.size else 0.0, (n_acquired - SKIPPED_TRIGGERS) * TR_SECONDS))
-    word_iv = _fill_gaps([Interval(float(a), float(b), str(t)) for t, a, b in zip(words, ws, we)], xmax)
-    if phones is None:
-        phone_iv = [Interval(0.0, xmax, "sp")]
-    else:
-        phone_iv = _fill_gaps([Interval(float(a), float(b), str(t)) for t, a, b in zip(*phones)], xmax)
-    write_textgrid(p["textgrid"], [Tier("phone", "IntervalTier", phone_iv), Tier("word", "IntervalTier", word_iv)],
-                   0.0, xmax, format=textgrid_format, encoding=textgrid_encoding)
-    resp = json.loads(p["respdict"].read_text()) if p["respdict"].exists() else {}
-    resp[story] = int(n_acquired)
-    p["respdict"].write_text(json.dumps(resp, indent=1))
-    return p
-
-
-def _fill_gaps(intervals, xmax: float):
-    """Praat interval tiers tile [0, xmax]: fill gaps with empty intervals."""
-    out, t = [], 0.0
-    from .textgrid import Interval
-
-    for iv in intervals:
-        if iv.start > t + 1e-9:
-            out.append(Interval(t, iv.start, ""))
-        out.append(iv)
-        t = max(t, iv.end)
-    if t < xmax - 1e-9:
-        out.append(Interval(t, xmax, ""))
-    return out

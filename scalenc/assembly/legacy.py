@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import DEFAULT_VOXEL_CHUNK, AssemblyError, AssemblyWriter
+from .writer import DEFAULT_VOXEL_CHUNK, AssemblyError, AssemblyWriter
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""Read and write Praat TextGrid files (our own parser, no third-party library).
+"""Read Praat TextGrid files (our own parser, no third-party library).
+
+The writer used to make test data lives in :mod:`scalenc.datasets.writers`.
 
 Used to read the word and phone timings of the LeBel fMRI dataset (OpenNeuro
 ds003020, ``derivative/TextGrids/<story>.TextGrid``): a phone tier and a word tier,
@@ -141,7 +143,6 @@ __all__ = [
     "read_phones",
     "read_textgrid",
     "read_words",
-    "write_textgrid",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1108,118 +1109,3 @@ def read_phones(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndar
     if t is None:
         return None
     return _intervals_as_arrays(tg, t, is_word, "phone", allow_overlap=True)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-_ENCODINGS = {
-    "utf-8": (b"", "utf-8"),
-    "utf-8-sig": (codecs.BOM_UTF8, "utf-8"),
-    "utf-16": (codecs.BOM_UTF16_LE, "utf-16-le"),
-    "utf-16-le": (b"", "utf-16-le"),
-    "utf-16-be": (b"", "utf-16-be"),
-}
-
-
-def _fmt_time(x: float) -> str:
-    x = float(x)
-    if not math.isfinite(x):
-        raise ValueError(f"times must be finite, got {x}")
-    if x.is_integer() and abs(x) < 1e15:
-        return str(int(x))
-    return repr(x)
-
-
-def _quote(s: str) -> str:
-    return '"' + str(s).replace('"', '""') + '"'
-
-
-def _check_tiers(tiers: Iterable[Tier]) -> list[Tier]:
-    tiers = list(tiers)
-    for t in tiers:
-        if t.kind not in _TIER_CLASSES:
-            raise ValueError(f"tier {t.name!r}: kind must be 'IntervalTier' or 'TextTier', not {t.kind!r}")
-        if t.error is not None:
-            raise ValueError(f"tier {t.name!r} could not be parsed when read ({t.error}); refusing to write it")
-    return tiers
-
-
-def _long_text(tiers: list[Tier], xmin: str, xmax: str) -> list[str]:
-    out = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", f"xmin = {xmin} ", f"xmax = {xmax} "]
-    if not tiers:
-        out.append("tiers? <absent> ")
-        return out
-    out += ["tiers? <exists> ", f"size = {len(tiers)} ", "item []: "]
-    for k, t in enumerate(tiers, start=1):
-        out += [f"    item [{k}]:", f"        class = {_quote(t.kind)} ", f"        name = {_quote(t.name)} ",
-                f"        xmin = {xmin} ", f"        xmax = {xmax} "]
-        if t.kind == INTERVAL_TIER:
-            out.append(f"        intervals: size = {len(t.intervals)} ")
-            for i, iv in enumerate(t.intervals, start=1):
-                out += [f"        intervals [{i}]:", f"            xmin = {_fmt_time(iv.start)} ",
-                        f"            xmax = {_fmt_time(iv.end)} ", f"            text = {_quote(iv.label)} "]
-        else:
-            out.append(f"        points: size = {len(t.intervals)} ")
-            for i, iv in enumerate(t.intervals, start=1):
-                out += [f"        points [{i}]:", f"            number = {_fmt_time(iv.start)} ",
-                        f"            mark = {_quote(iv.label)} "]
-    return out
-
-
-def _short_text(tiers: list[Tier], xmin: str, xmax: str) -> list[str]:
-    out = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", xmin, xmax]
-    if not tiers:
-        out.append("<absent>")
-        return out
-    out += ["<exists>", str(len(tiers))]
-    for t in tiers:
-        out += [_quote(t.kind), _quote(t.name), xmin, xmax, str(len(t.intervals))]
-        for iv in t.intervals:
-            if t.kind == INTERVAL_TIER:
-                out += [_fmt_time(iv.start), _fmt_time(iv.end), _quote(iv.label)]
-            else:
-                out += [_fmt_time(iv.start), _quote(iv.label)]
-    return out
-
-
-def write_textgrid(path: str | os.PathLike, tiers: list[Tier], xmin: float, xmax: float, *,
-                   format: str = "long", encoding: str = "utf-8") -> None:
-    """Write tiers to a TextGrid file in Praat's long or short text format.
-
-    Intervals are written as given (Praat itself expects the intervals of an
-    interval tier to tile ``[xmin, xmax]``; fill gaps with empty intervals first if
-    the file is meant for Praat). Every tier gets the time domain ``[xmin, xmax]``;
-    a ``TextTier`` writes each interval's ``start`` as the point time.
-
-    Parameters
-    ----------
-    path : str or path-like
-    tiers : list of Tier
-    xmin, xmax : float
-        Time domain, seconds.
-    format : {"long", "short"}
-    encoding : {"utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"}
-        ``"utf-8-sig"`` writes a UTF-8 BOM; ``"utf-16"`` writes a little-endian BOM
-        and little-endian text (as Python's codec, but platform-independent);
-        ``"utf-16-le"``/``"utf-16-be"`` write no BOM.
-
-    Raises
-    ------
-    ValueError
-        Unknown format or encoding, non-finite times, ``xmax < xmin``, a tier kind
-        other than ``"IntervalTier"``/``"TextTier"``, or a tier with ``error`` set.
-    """
-    if format not in ("long", "short"):
-        raise ValueError(f"format must be 'long' or 'short', not {format!r}")
-    key = encoding.lower().replace("_", "-")
-    key = {"utf8": "utf-8", "utf-8-bom": "utf-8-sig", "utf16": "utf-16"}.get(key, key)
-    if key not in _ENCODINGS:
-        raise ValueError(f"encoding must be one of {sorted(_ENCODINGS)}, not {encoding!r}")
-    if float(xmax) < float(xmin):
-        raise ValueError(f"xmax ({xmax}) < xmin ({xmin})")
-    tiers = _check_tiers(tiers)
-    lo, hi = _fmt_time(xmin), _fmt_time(xmax)
-    lines = _long_text(tiers, lo, hi) if format == "long" else _short_text(tiers, lo, hi)
-    bom, codec = _ENCODINGS[key]
-    Path(path).write_bytes(bom + ("\n".join(lines) + "\n").encode(codec))

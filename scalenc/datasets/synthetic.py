@@ -45,11 +45,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy.io.wavfile
 import xarray as xr
+import zarr
 
+from .._io import atomic_directory
 from ..align.downsample import lanczos_matrix
 from ..align.fir import fir
-from ..assembly import lebel
+from ..assembly import Assembly, lebel
+from .writers import write_story_files
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +84,6 @@ class SyntheticDataset:
 
     def assembly(self):
         """Open the assembly (:class:`scalenc.assembly.Assembly`)."""
-        from ..assembly import Assembly
-
         return Assembly(self.assembly_path)
 
     def ground_truth(self) -> xr.DataTree:
@@ -293,12 +295,10 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
                                 for v in range(n_voxels)])
         fmt, enc = _TEXTGRID_VARIANTS[i % len(_TEXTGRID_VARIANTS)]
         phones = _letter_phones(s["words"], s["start"], s["end"])
-        lebel.write_story_files(root, subject, name, bold, n_acquired=s["n_acquired"], words=s["words"],
-                                word_start=s["start"], word_end=s["end"], phones=phones,
-                                textgrid_format=fmt, textgrid_encoding=enc)
+        write_story_files(root, subject, name, bold, n_acquired=s["n_acquired"], words=s["words"],
+                          word_start=s["start"], word_end=s["end"], phones=phones,
+                          textgrid_format=fmt, textgrid_encoding=enc)
         if audio:
-            import scipy.io.wavfile
-
             audio_dir.mkdir(parents=True, exist_ok=True)
             y = _audio(s["words"], s["start"], s["end"], s["duration"], sample_rate)
             scipy.io.wavfile.write(audio_dir / f"{name}.wav", sample_rate, (np.clip(y, -1, 1) * 32767).astype(np.int16))
@@ -323,12 +323,8 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
     for name in names:
         gt[f"stories/{name}"] = xr.DataTree(xr.Dataset({"signal": (("tr", "voxel"), signal[name].astype(np.float32))}))
     gt_path = out / "ground_truth.zarr"
-    from .._io import atomic_directory
-
     with atomic_directory(gt_path, overwrite=True) as tmp:
         gt.to_zarr(str(tmp), mode="w", consolidated=False)
-    import zarr
-
     zarr.open_group(str(asm), mode="r+").attrs["ground_truth"] = str(gt_path.resolve())
     logger.info("synthetic dataset: %d stories, %d voxels, vocabulary %d, at %s", n_stories, n_voxels, len(vocab), out)
     return SyntheticDataset(out=out, root=root, assembly_path=Path(asm), embeddings_path=emb_txt,

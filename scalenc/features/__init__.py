@@ -4,7 +4,9 @@
 - ``cache.py``: :class:`FeatureCache`, atomic multi-layer zarr entries;
 - ``factory.py``: :class:`FeatureExtractorFactory` (``create_extractor(modality, model_name, config,
   cache_dir)``, the LITcoder tutorials' entry point);
-- ``wordrate.py``: :class:`WordRateExtractor` (word / phoneme rate events);
+- ``wordrate.py``: :class:`WordRateExtractor` (word rate), :class:`PhonemeRateExtractor` (phoneme rate);
+- ``_hf.py``: Hugging Face loading shared by the language-model and speech extractors (folders, Hub ids,
+  TransformerLens names, the Hub cache, device and dtype, the per-process model cache);
 - ``embeddings.py``: :class:`StaticEmbeddingExtractor` (word2vec, GloVe, fastText, KeyedVectors);
 - ``custom.py``: :class:`CustomExtractor` (a user function or precomputed arrays);
 - ``language_model.py``, ``speech.py``: neural extractors, imported on demand by the factory
@@ -16,8 +18,8 @@ from .cache import FeatureCache
 from .custom import CustomExtractor
 from .embeddings import StaticEmbeddingExtractor
 from .factory import FeatureExtractorFactory
-from .wordrate import WordRateExtractor
+from .wordrate import PhonemeRateExtractor, WordRateExtractor
 
 __all__ = ["CustomExtractor", "FeatureCache", "FeatureError", "FeatureExtractor", "FeatureExtractorFactory",
-           "StaticEmbeddingExtractor", "WordRateExtractor", "cache_key", "make_feature_set", "path_identity",
+           "PhonemeRateExtractor", "StaticEmbeddingExtractor", "WordRateExtractor", "cache_key", "make_feature_set", "path_identity",
            "select_layers", "stimulus_digest"]

@@ -9,7 +9,8 @@
 
 Modalities
 ----------
-- ``wordrate``: :class:`~scalenc.features.wordrate.WordRateExtractor` (word / phoneme rate events);
+- ``wordrate``: :class:`~scalenc.features.wordrate.WordRateExtractor` (word rate events);
+- ``phonemerate``: :class:`~scalenc.features.wordrate.PhonemeRateExtractor` (phoneme rate events);
 - ``embeddings``: :class:`~scalenc.features.embeddings.StaticEmbeddingExtractor` (needs
   ``scalenc[embeddings]``);
 - ``language_model``: ``scalenc.features.language_model.LanguageModelExtractor`` (needs ``scalenc[lm]``);
@@ -39,11 +40,12 @@ from typing import Any
 from .base import FeatureError, FeatureExtractor
 from .custom import CustomExtractor
 from .embeddings import StaticEmbeddingExtractor
-from .wordrate import WordRateExtractor
+from .wordrate import PhonemeRateExtractor, WordRateExtractor
 
 # modality -> class, or (module:Class, extra) imported on first use
 _BUILTIN: dict[str, type[FeatureExtractor] | tuple[str, str]] = {
     "wordrate": WordRateExtractor,
+    "phonemerate": PhonemeRateExtractor,
     "embeddings": StaticEmbeddingExtractor,
     "language_model": ("scalenc.features.language_model:LanguageModelExtractor", "scalenc[lm]"),
     "speech": ("scalenc.features.speech:SpeechExtractor", "scalenc[speech]"),
@@ -52,6 +54,7 @@ _BUILTIN: dict[str, type[FeatureExtractor] | tuple[str, str]] = {
 
 ALIASES: dict[str, str] = {
     "word_rate": "wordrate", "word_rates": "wordrate", "wordrates": "wordrate",
+    "phoneme_rate": "phonemerate", "phoneme_rates": "phonemerate", "phonemerates": "phonemerate",
     "embedding": "embeddings", "static_embedding": "embeddings", "static_embeddings": "embeddings",
     "word_embedding": "embeddings", "word_embeddings": "embeddings",
     "lm": "language_model", "languagemodel": "language_model",

@@ -64,13 +64,14 @@ drops) get the row of the previous word (the next word's row when it is at the s
 the story).
 
 Models are never downloaded: ``model_name`` (and ``tokenizer``) must be local folders
-saved with ``save_pretrained`` (or the model folder of an installed package). Loaded
-models are kept per process (:data:`_MODEL_CACHE`), keyed by the resolved path, a digest
-of its files, backend, device and dtype.
+saved with ``save_pretrained`` (or the model folder of an installed package). Locating,
+device, dtype and the per-process model cache are shared with the speech extractor in
+:mod:`scalenc.features._hf`.
 """
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import time
@@ -82,13 +83,15 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
-from .base import FeatureError, FeatureExtractor, make_feature_set, path_identity
+from . import _hf
+from .base import FeatureError, FeatureExtractor, make_feature_set
 
 logger = logging.getLogger(__name__)
 
 CONTEXT_TYPES = ("fullcontext", "halfcontext", "nocontext")
 BACKENDS = ("transformers", "transformer_lens")
-DTYPES = ("float32", "float16", "bfloat16", "float64")
+DTYPES = _hf.DTYPES
+WHO = "language_model extractor"
 
 
 # --------------------------------------------------------------------------------------
@@ -257,129 +260,67 @@ class LoadedModel:
     forward_params: set[str] = field(default_factory=set)
 
 
-#: loaded models, keyed by (resolved path, files digest, backend, device, dtype, tokenizer path)
-_MODEL_CACHE: dict[tuple, LoadedModel] = {}
-_TOKENIZER_CACHE: dict[tuple, Any] = {}
-
-
 def clear_model_cache() -> None:
-    """Forget the models and tokenizers loaded in this process."""
-    _MODEL_CACHE.clear()
-    _TOKENIZER_CACHE.clear()
+    """Forget the models and tokenizers loaded in this process (:data:`scalenc.features._hf.MODELS`)."""
+    _hf.clear_model_cache()
 
 
-def resolve_local_path(name: str | os.PathLike, what: str = "model") -> Path:
-    """The folder of a local model/tokenizer; a FeatureError for anything else."""
-    p = Path(name).expanduser()
-    if not p.exists():
-        raise FeatureError(
-            f"{what} {str(name)!r} is not an existing path: scalenc never downloads models or tokenizers. "
-            f"Pass a local folder saved with save_pretrained (e.g. model.save_pretrained(dir) and "
-            f"tokenizer.save_pretrained(dir)), or the model folder of an installed package")
-    if not p.is_dir():
-        raise FeatureError(f"{what} path {p} is a file; expected a folder saved with save_pretrained")
-    return p.resolve()
-
-
-def _torch_dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-            "float64": torch.float64}[name]
-
-
-def _torch_device(device: str):
-    import torch
-
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise FeatureError(f"language_model extractor: device {device!r} requested but torch.cuda.is_available() "
-                           f"is False (torch {torch.__version__}); use device='cpu' or run on a GPU worker")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise FeatureError(f"language_model extractor: invalid device {device!r} ({e})") from e
-
-
-def load_tokenizer(path: Path, *, add_prefix_space: bool | None = None):
-    """A fast tokenizer from a local folder (cached per process)."""
+def load_tokenizer(tok: _hf.ResolvedModel, *, add_prefix_space: bool | None = None):
+    """A fast tokenizer (cached per process)."""
     from transformers import AutoTokenizer
 
-    key = (str(path), path_identity(path)["digest"], add_prefix_space)
-    if key not in _TOKENIZER_CACHE:
-        kw = {} if add_prefix_space is None else {"add_prefix_space": add_prefix_space}
-        try:
-            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **kw)
-        except (OSError, ValueError) as e:
-            raise FeatureError(f"cannot load a tokenizer from {path}: {e}") from e
-        _TOKENIZER_CACHE[key] = tok
-    return _TOKENIZER_CACHE[key]
+    kw = {} if add_prefix_space is None else {"add_prefix_space": add_prefix_space}
+    key = ("tokenizer", _identity_key(tok), add_prefix_space)
+    return _hf.MODELS.get(key, lambda: _hf.from_pretrained(AutoTokenizer, tok, what="tokenizer", who=WHO, **kw))
 
 
-def _dtype_kw(tdt) -> dict[str, Any]:
-    """``dtype=`` (transformers >= 5) or ``torch_dtype=`` (4.x) for from_pretrained."""
-    import transformers
-
-    major = int(transformers.__version__.split(".")[0])
-    return {"dtype": tdt} if major >= 5 else {"torch_dtype": tdt}
+def _identity_key(m: _hf.ResolvedModel) -> str:
+    return json.dumps(m.identity(), sort_keys=True)
 
 
-def _config_int(config, *names) -> int | None:
-    for nm in names:
-        v = getattr(config, nm, None)
-        if isinstance(v, int):
-            return v
-    return None
+def load_model(model: _hf.ResolvedModel, *, backend: str = "transformers", device: str = "cpu",
+               dtype: str = "float32", tokenizer: _hf.ResolvedModel | None = None) -> LoadedModel:
+    """Load a model (cached per process; see :mod:`scalenc.features._hf`)."""
+    dev = _hf.pick_device(device, who=WHO)
+    tdt = _hf.torch_dtype(dtype, who=WHO)
+    key = ("language_model", _identity_key(model), backend, str(dev), dtype,
+           _identity_key(tokenizer) if (backend == "transformer_lens" and tokenizer is not None) else None)
+    return _hf.MODELS.get(key, lambda: _load_model(model, backend, dev, dtype, tdt, tokenizer))
 
 
-def load_model(path: Path, *, backend: str = "transformers", device: str = "cpu", dtype: str = "float32",
-               tokenizer_path: Path | None = None) -> LoadedModel:
-    """Load a model from a local folder (``local_files_only=True``), cached per process."""
-    dev = _torch_device(device)
-    key = (str(path), path_identity(path)["digest"], backend, str(dev), dtype,
-           str(tokenizer_path) if backend == "transformer_lens" else None)
-    if key in _MODEL_CACHE:
-        return _MODEL_CACHE[key]
+def _load_model(model: _hf.ResolvedModel, backend: str, dev, dtype: str, tdt,
+                tokenizer: _hf.ResolvedModel | None) -> LoadedModel:
     t0 = time.perf_counter()
     from transformers import AutoConfig, AutoModel
 
-    try:
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise FeatureError(f"cannot read a model config from {path} (expected config.json saved with "
-                           f"save_pretrained): {e}") from e
+    config = _hf.from_pretrained(AutoConfig, model, what="model config (config.json)", who=WHO)
     if getattr(config, "is_encoder_decoder", False):
-        raise FeatureError(f"model {path} is an encoder-decoder ({config.model_type}); the language_model "
+        raise FeatureError(f"model {model} is an encoder-decoder ({config.model_type}); the language_model "
                            "extractor supports decoder-only and encoder-only models")
-    tdt = _torch_dtype(dtype)
     bridge = None
-    try:
-        if backend == "transformers":
-            model = AutoModel.from_pretrained(str(path), local_files_only=True, **_dtype_kw(tdt))
-        else:
-            model, bridge = _load_bridge(path, config, dev, tdt, tokenizer_path)
-    except (OSError, ValueError) as e:
-        raise FeatureError(f"cannot load model weights from {path}: {e}") from e
-    model.eval()
+    if backend == "transformers":
+        hf = _hf.from_pretrained(AutoModel, model, what="model weights", who=WHO, dtype=tdt)
+    else:
+        hf, bridge = _load_bridge(model, config, dev, tdt, tokenizer or model)
+    hf.eval()
     if bridge is None:
-        model.to(dev)
-    base = model.base_model if hasattr(model, "base_model") else model
+        hf.to(dev)
+    base = hf.base_model if hasattr(hf, "base_model") else hf
     n_blocks = (int(bridge.cfg.n_layers) if bridge is not None
-                else _config_int(config, "num_hidden_layers", "n_layer", "num_layers"))
-    hidden = _config_int(config, "hidden_size", "n_embd", "d_model")
-    vocab = int(model.get_input_embeddings().num_embeddings)
-    max_pos = _config_int(config, "n_positions", "max_position_embeddings")
+                else _hf.config_int(config, "num_hidden_layers", "n_layer", "num_layers"))
+    hidden = _hf.config_int(config, "hidden_size", "n_embd", "d_model")
+    vocab = int(hf.get_input_embeddings().num_embeddings)
+    max_pos = _hf.config_int(config, "n_positions", "max_position_embeddings")
     params = set(inspect.signature(base.forward).parameters)
     causal = _probe_causal(base, vocab, dev)
-    lm = LoadedModel(model=base, bridge=bridge, causal=causal, n_blocks=int(n_blocks or 0),
-                     hidden_size=int(hidden or 0), vocab_size=vocab, max_positions=max_pos, device=dev,
-                     forward_params=params)
-    _MODEL_CACHE[key] = lm
-    logger.info("loaded %s (%s, %s, %s, causal=%s) in %.1f s", path, backend, dev, dtype, causal,
+    logger.info("loaded %s (%s, %s, %s, causal=%s) in %.1f s", model, backend, dev, dtype, causal,
                 time.perf_counter() - t0)
-    return lm
+    return LoadedModel(model=base, bridge=bridge, causal=causal, n_blocks=int(n_blocks or 0),
+                       hidden_size=int(hidden or 0), vocab_size=vocab, max_positions=max_pos, device=dev,
+                       forward_params=params)
 
 
-def _load_bridge(path: Path, config, dev, tdt, tokenizer_path: Path | None):
+def _load_bridge(model: _hf.ResolvedModel, config, dev, tdt, tokenizer: _hf.ResolvedModel):
     """The HF model with its LM head (as the bridge's adapters expect) and a TransformerBridge."""
     try:
         from transformer_lens.model_bridge import TransformerBridge
@@ -391,14 +332,14 @@ def _load_bridge(path: Path, config, dev, tdt, tokenizer_path: Path | None):
 
     architecture = determine_architecture_from_hf_config(config)
     cls = get_hf_model_class_for_architecture(architecture)
-    model = cls.from_pretrained(str(path), local_files_only=True, attn_implementation="eager", **_dtype_kw(tdt))
-    model.eval().to(dev)
+    hf = _hf.from_pretrained(cls, model, what="model weights", who=WHO, dtype=tdt, attn_implementation="eager")
+    hf.eval().to(dev)
     # a separate tokenizer instance: the bridge configures (mutates) the one it is given
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_path or path), local_files_only=True)
-    bridge = TransformerBridge.boot_transformers(str(path), hf_model=model, tokenizer=tok, device=str(dev),
+    tok = _hf.from_pretrained(AutoTokenizer, tokenizer, what="tokenizer", who=WHO)
+    bridge = TransformerBridge.boot_transformers(model.source, hf_model=hf, tokenizer=tok, device=str(dev),
                                                  dtype=tdt)
     bridge.eval()
-    return model, bridge
+    return hf, bridge
 
 
 def _probe_causal(model, vocab: int, dev) -> bool:
@@ -534,35 +475,45 @@ class LanguageModelExtractor(FeatureExtractor):
                 raise FeatureError(f"language_model extractor: stride must be in [1, lookback={c['lookback']}], "
                                    f"got {self.stride}")
 
-    # paths and identity ------------------------------------------------------------
+    # locations and identity --------------------------------------------------------
+    @property
+    def model(self) -> _hf.ResolvedModel:
+        """Where the model is (:func:`scalenc.features._hf.resolve_model`)."""
+        return _hf.resolve_model(self.model_name, what="model", who=WHO)
+
+    @property
+    def tokenizer(self) -> _hf.ResolvedModel:
+        """Where the tokenizer is (default: with the model)."""
+        t = self.config["tokenizer"]
+        return self.model if t is None else _hf.resolve_model(t, what="tokenizer", who=WHO)
+
     @property
     def model_path(self) -> Path:
-        return resolve_local_path(self.model_name, "model")
+        return self.model.path
 
     @property
     def tokenizer_path(self) -> Path:
-        t = self.config["tokenizer"]
-        return self.model_path if t is None else resolve_local_path(t, "tokenizer")
+        return self.tokenizer.path
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        mp, tp = self.model_path, self.tokenizer_path
-        ident["model"] = str(mp)
+        m, t = self.model, self.tokenizer
+        ident["model"] = str(m)
         cfg = ident["config"]
-        cfg["model_name"] = str(mp)
-        cfg["tokenizer"] = str(tp)
+        cfg["model_name"] = str(m)
+        cfg["tokenizer"] = str(t)
         cfg["stride"] = self.stride
-        ident["model_files"] = path_identity(mp)
-        ident["tokenizer_files"] = path_identity(tp)
+        ident["model_files"] = m.identity()
+        ident["tokenizer_files"] = t.identity()
         return ident
 
     # loading ------------------------------------------------------------------------
     def load(self) -> tuple[LoadedModel, Any]:
         """The (cached) model and tokenizer."""
         c = self.config
-        mp, tp = self.model_path, self.tokenizer_path
-        lm = load_model(mp, backend=c["backend"], device=c["device"], dtype=c["dtype"], tokenizer_path=tp)
-        tok = load_tokenizer(tp, add_prefix_space=c["add_prefix_space"])
+        m, t = self.model, self.tokenizer
+        lm = load_model(m, backend=c["backend"], device=c["device"], dtype=c["dtype"], tokenizer=t)
+        tok = load_tokenizer(t, add_prefix_space=c["add_prefix_space"])
         return lm, tok
 
     def hook_names(self, lm: LoadedModel) -> tuple[list[str], list[int]]:
@@ -716,4 +667,4 @@ def _fill_missing(F: np.ndarray, has: np.ndarray) -> None:
 
 
 __all__ = ["LanguageModelExtractor", "TokenizedStory", "WindowPlan", "clear_model_cache", "default_stride",
-           "load_model", "load_tokenizer", "pack_batches", "plan_windows", "resolve_local_path", "tokenize_words"]
+           "load_model", "load_tokenizer", "pack_batches", "plan_windows", "tokenize_words"]

@@ -46,23 +46,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import json
 import math
-import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
 
-from .base import FeatureError, FeatureExtractor, make_feature_set, path_identity
+from . import _hf
+from .base import FeatureError, FeatureExtractor, make_feature_set
 
 logger = logging.getLogger(__name__)
 
 #: ``config.model_type`` values this extractor runs.
 SUPPORTED_MODEL_TYPES = ("whisper", "hubert", "wav2vec2", "wavlm")
 _DTYPES = ("float32", "float16", "bfloat16")
-_MODELS: dict[tuple, _LoadedModel] = {}
-_MODELS_LOCK = threading.Lock()
+WHO = "speech extractor"
 
 
 # --------------------------------------------------------------------------------------
@@ -174,50 +174,14 @@ class _LoadedModel:
     dtype: Any
 
 
-def resolve_model_path(model_name) -> Path:
-    """The local model folder, or a FeatureError (models are never downloaded)."""
-    if model_name is None or str(model_name).strip() == "":
-        raise FeatureError("speech extractor: model_name is required: a local folder holding a transformers "
-                           f"speech model ({', '.join(SUPPORTED_MODEL_TYPES)}) and its feature extractor config")
-    p = Path(str(model_name)).expanduser()
-    if not p.exists():
-        raise FeatureError(f"speech extractor: model path {str(model_name)!r} does not exist. Speech models are "
-                           "loaded only from a local folder (local_files_only=True) and are never downloaded: "
-                           "save the model and its feature extractor with save_pretrained() and pass that folder")
-    if not p.is_dir():
-        raise FeatureError(f"speech extractor: model path {p} is a file; expected the folder written by "
-                           "save_pretrained() (config.json, weights, preprocessor_config.json)")
-    return p.resolve()
-
-
-def _torch_device(device: str):
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise FeatureError(f"speech extractor: config key 'device' must be 'cpu', 'cuda' or 'cuda:N', "
-                           f"got {device!r} ({e})") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FeatureError(f"speech extractor: device {device!r} requested but CUDA is not available "
-                               f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
-                               "use device='cpu' or run on a GPU worker")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise FeatureError(f"speech extractor: device {device!r} requested but only "
-                               f"{torch.cuda.device_count()} CUDA device(s) are visible")
-    elif dev.type != "cpu":
-        raise FeatureError(f"speech extractor: config key 'device' must be 'cpu' or 'cuda[:N]', got {device!r}")
-    return dev
-
-
 def load_speech_model(model_name, *, device: str = "cpu", dtype: str = "float32") -> _LoadedModel:
-    """Load (once per process) a local speech model and its feature extractor.
+    """Load (once per process) a speech model and its feature extractor.
 
     Parameters
     ----------
-    model_name : path-like
-        Folder written by ``save_pretrained`` (model + feature extractor config).
+    model_name : str or path-like
+        Resolved by :func:`scalenc.features._hf.resolve_model` (model + feature extractor
+        config).
     device : str
         ``"cpu"`` or ``"cuda[:N]"``.
     dtype : {"float32", "float16", "bfloat16"}
@@ -227,63 +191,50 @@ def load_speech_model(model_name, *, device: str = "cpu", dtype: str = "float32"
     _LoadedModel
         For Whisper the encoder only (the decoder is dropped).
     """
-    import torch
+    where = _hf.resolve_model(model_name, what="model", who=WHO)
+    dev = _hf.pick_device(device, who=WHO)
+    tdtype = _hf.torch_dtype(dtype, who=WHO, allowed=_DTYPES)
+    key = ("speech", json.dumps(where.identity(), sort_keys=True), str(dev), dtype)
+    return _hf.MODELS.get(key, lambda: _load(where, dev, dtype, tdtype))
 
-    path = resolve_model_path(model_name)
-    dev = _torch_device(device)
-    if dtype not in _DTYPES:
-        raise FeatureError(f"speech extractor: config key 'dtype' must be one of {_DTYPES}, got {dtype!r}")
-    ident = path_identity(path)
-    key = (ident["path"], ident["digest"], str(dev), dtype)
-    with _MODELS_LOCK:
-        if key in _MODELS:
-            return _MODELS[key]
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-        try:
-            cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise FeatureError(f"speech extractor: cannot read a transformers config from {path}: {e}") from None
-        mtype = getattr(cfg, "model_type", None)
-        if mtype not in SUPPORTED_MODEL_TYPES:
-            raise FeatureError(f"speech extractor: model at {path} has config.model_type {mtype!r}; "
-                               f"supported: {list(SUPPORTED_MODEL_TYPES)}")
-        try:
-            fe = AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise FeatureError(f"speech extractor: no feature extractor config (preprocessor_config.json) in "
-                               f"{path}: save it next to the model with feature_extractor.save_pretrained(); "
-                               f"({e})") from None
-        tdtype = getattr(torch, dtype)
-        if mtype == "whisper":
-            from transformers import WhisperModel
+def _load(where: _hf.ResolvedModel, dev, dtype: str, tdtype) -> _LoadedModel:
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-            full = WhisperModel.from_pretrained(path, local_files_only=True, dtype=tdtype)
-            model = full.get_encoder()
-            del full
-            expected = model.config.max_source_positions * model.conv1.stride[0] * model.conv2.stride[0]
-            if expected != fe.nb_max_frames:
-                raise FeatureError(f"speech extractor: Whisper model at {path} expects {expected} mel frames but its "
-                                   f"feature extractor produces {fe.nb_max_frames} (n_samples {fe.n_samples}, "
-                                   f"hop_length {fe.hop_length})")
-            hidden = int(cfg.d_model)
-            n_layers = int(cfg.encoder_layers)
-        else:
-            model = AutoModel.from_pretrained(path, local_files_only=True, dtype=tdtype)
-            hidden = int(cfg.hidden_size)
-            n_layers = int(cfg.num_hidden_layers)
-        model.eval().to(dev)
-        loaded = _LoadedModel(model=model, feature_extractor=fe, model_type=mtype, n_layers=n_layers,
-                              hidden_size=hidden, device=dev, dtype=tdtype)
-        _MODELS[key] = loaded
-        logger.info("speech extractor: loaded %s model from %s on %s (%s)", mtype, path, dev, dtype)
-        return loaded
+    cfg = _hf.from_pretrained(AutoConfig, where, what="transformers config (config.json)", who=WHO)
+    mtype = getattr(cfg, "model_type", None)
+    if mtype not in SUPPORTED_MODEL_TYPES:
+        raise FeatureError(f"{WHO}: model at {where} has config.model_type {mtype!r}; "
+                           f"supported: {list(SUPPORTED_MODEL_TYPES)}")
+    fe = _hf.from_pretrained(AutoFeatureExtractor, where, who=WHO,
+                             what="feature extractor config (preprocessor_config.json; save it next to the model "
+                                  "with feature_extractor.save_pretrained())")
+    if mtype == "whisper":
+        from transformers import WhisperModel
+
+        full = _hf.from_pretrained(WhisperModel, where, what="model weights", who=WHO, dtype=tdtype)
+        model = full.get_encoder()
+        del full
+        expected = model.config.max_source_positions * model.conv1.stride[0] * model.conv2.stride[0]
+        if expected != fe.nb_max_frames:
+            raise FeatureError(f"{WHO}: Whisper model at {where} expects {expected} mel frames but its "
+                               f"feature extractor produces {fe.nb_max_frames} (n_samples {fe.n_samples}, "
+                               f"hop_length {fe.hop_length})")
+        hidden = int(cfg.d_model)
+        n_layers = int(cfg.encoder_layers)
+    else:
+        model = _hf.from_pretrained(AutoModel, where, what="model weights", who=WHO, dtype=tdtype)
+        hidden = int(cfg.hidden_size)
+        n_layers = int(cfg.num_hidden_layers)
+    model.eval().to(dev)
+    logger.info("%s: loaded %s model from %s on %s (%s)", WHO, mtype, where, dev, dtype)
+    return _LoadedModel(model=model, feature_extractor=fe, model_type=mtype, n_layers=n_layers,
+                        hidden_size=hidden, device=dev, dtype=tdtype)
 
 
 def clear_model_cache() -> None:
-    """Forget the models loaded in this process."""
-    with _MODELS_LOCK:
-        _MODELS.clear()
+    """Forget the models loaded in this process (:data:`scalenc.features._hf.MODELS`)."""
+    _hf.clear_model_cache()
 
 
 # --------------------------------------------------------------------------------------
@@ -372,7 +323,9 @@ class SpeechExtractor(FeatureExtractor):
     # identity / loading ----------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        ident["model_files"] = path_identity(resolve_model_path(self.model_name))
+        where = _hf.resolve_model(self.model_name, what="model", who=WHO)
+        ident["model"] = str(where)
+        ident["model_files"] = where.identity()
         return ident
 
     def load(self) -> _LoadedModel:

@@ -1,7 +1,10 @@
 """Word rate and phoneme rate as events.
 
-:class:`WordRateExtractor` emits one *event* row per word and per phone, so that the
-downsampling stage turns them into rates:
+:class:`WordRateExtractor` (modality ``"wordrate"``, the tutorials' "word rate") emits
+one *event* row per word with a single ``word_rate`` column. :class:`PhonemeRateExtractor`
+(modality ``"phonemerate"``) does the same per phone (``phoneme_rate``), for assemblies
+with a phone tier. ``WordRateExtractor(config={"include_phonemes": True})`` (opt-in)
+gives both columns in one feature set, one row per word and per phone:
 
 ========  ==================  ======================  ===========================
 row       time                ``word_rate`` column    ``phoneme_rate`` column
@@ -18,9 +21,8 @@ This replaces LITcoder's precomputed per-TR word-rate vector (one value per TR, 
 from the assembly): here the rate is computed from the word timings, like every other
 feature, and the downsampler decides how events become TR values.
 
-The ``phoneme_rate`` column exists only when the assembly has a phone tier
-(:meth:`Assembly.phones` is not None) and ``include_phonemes`` is true; otherwise the
-feature set has a single ``word_rate`` column and one row per word.
+The ``phoneme_rate`` column of ``include_phonemes=True`` exists only when the assembly
+has a phone tier (:meth:`Assembly.phones` is not None).
 """
 from __future__ import annotations
 
@@ -29,18 +31,19 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
-from .base import FeatureExtractor, make_feature_set
+from .base import FeatureError, FeatureExtractor, make_feature_set
 
 class WordRateExtractor(FeatureExtractor):
-    """Word (and phoneme) rate events of a story; see the module docstring.
+    """Word rate events of a story (optionally with phoneme rate); see the module docstring.
 
     Parameters
     ----------
     model_name : str, optional
         Ignored (the LITcoder tutorials pass ``"wordrate"``); not part of the cache key.
     config : dict, optional
-        ``include_phonemes`` (bool, default True): add a ``phoneme_rate`` column and
-        one row per phone when the assembly has phones.
+        ``include_phonemes`` (bool, default False): opt in to a second column,
+        ``phoneme_rate``, and one row per phone when the assembly has phones (the
+        ``"phonemerate"`` modality gives phoneme rate as its own feature space).
     cache_dir : path-like, optional
         Feature cache root.
 
@@ -52,7 +55,7 @@ class WordRateExtractor(FeatureExtractor):
     """
 
     modality: ClassVar[str] = "wordrate"
-    defaults: ClassVar[dict[str, Any]] = {"include_phonemes": True}
+    defaults: ClassVar[dict[str, Any]] = {"include_phonemes": False}
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
@@ -81,3 +84,37 @@ class WordRateExtractor(FeatureExtractor):
         return make_feature_set(values, times, layers=[0], story=story, extractor=type(self).__name__,
                                 model="", feature_space="wordrate", feature_names=names,
                                 attrs={"n_words": int(word_t.size), "n_phones": int(n_phones)})
+
+
+class PhonemeRateExtractor(FeatureExtractor):
+    """Phoneme rate events of a story: one row per phone at its midpoint, one column
+    ``phoneme_rate`` (value 1); see the module docstring.
+
+    Parameters
+    ----------
+    model_name : str, optional
+        Ignored (a label); not part of the cache key.
+    config : dict, optional
+        No keys.
+    cache_dir : path-like, optional
+        Feature cache root.
+    """
+
+    modality: ClassVar[str] = "phonemerate"
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def identity(self) -> dict[str, Any]:
+        ident = super().identity()
+        ident["model"] = None
+        return ident
+
+    def compute(self, assembly, story: str) -> xr.Dataset:
+        phones = assembly.phones(story)
+        if phones is None or phones.sizes["phone"] == 0:
+            raise FeatureError(f"phonemerate extractor: story {story!r} has no phone tier in the assembly "
+                               f"{getattr(assembly, 'path', '')}; phoneme rate needs phone timings")
+        t = (np.asarray(phones["start"].values, np.float64) + np.asarray(phones["end"].values, np.float64)) / 2
+        order = np.argsort(t, kind="stable")
+        return make_feature_set(np.ones((t.size, 1), np.float32), t[order], layers=[0], story=story,
+                                extractor=type(self).__name__, model="", feature_space="phonemerate",
+                                feature_names=["phoneme_rate"], attrs={"n_phones": int(t.size)})

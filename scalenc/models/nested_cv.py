@@ -16,10 +16,12 @@ import logging
 from typing import Any
 
 import numpy as np
+import xarray as xr
+from scipy.stats import chi2
 
+from ..results import to_metrics, voxel_dataset
 from ..ridge.cv import ChunkKFold, StoryKFold
-from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, \
-    r2_score, score_summary
+from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, r2_score
 from ..ridge.solver import solve_ridge_cv
 
 logger = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ class NestedCVModel:
 
     def fit_predict(self, features, targets, X_test=None, y_test=None, groups=None, test_repeats=None
                     ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-        """Fit and evaluate.
+        """Fit and evaluate (LITcoder's signature and return value).
 
         Parameters
         ----------
@@ -138,9 +140,31 @@ class NestedCVModel:
         metrics : dict
             ``median_score, mean_score, std_score, min_score, max_score, correlations, p_values,
             corrected_p_values, significant_mask, n_significant, percent_significant,
-            best_alphas, r2_scores`` (+ ``noise_ceiling`` with repeats).
+            best_alphas, r2_scores, pvalue_method`` (+ ``noise_ceiling`` with repeats,
+            ``fold_correlations`` in outer-CV mode); built from :meth:`fit_dataset`.
         weights : (n_features, n_voxels) ndarray
         best_alphas : (n_voxels,) ndarray
+        """
+        ds = self.fit_dataset(features, targets, X_test=X_test, y_test=y_test, groups=groups,
+                              test_repeats=test_repeats)
+        metrics = to_metrics(ds)
+        coef, best = ds["weights"].values, ds["alpha"].values
+        self.metrics_, self.coef_, self.best_alphas_ = metrics, coef, best
+        return metrics, coef, best
+
+    def fit_dataset(self, features, targets, X_test=None, y_test=None, groups=None, test_repeats=None
+                    ) -> xr.Dataset:
+        """Fit and evaluate; return the per-voxel results as a Dataset.
+
+        Same parameters as :meth:`fit_predict`.
+
+        Returns
+        -------
+        Dataset over ``voxel``
+            ``r, r2, alpha, p, q, significant, weights (feature, voxel)``, ``r_fold (fold,
+            voxel)`` in outer-CV mode, ``noise_ceiling`` with ``test_repeats``; attributes
+            ``pvalue_method, alpha_fdr, mode`` ("test set" or "outer cv"), ``n_test``
+            (rows scored per fit). See :mod:`scalenc.results`.
         """
         X = np.asarray(features)
         n = X.shape[0]
@@ -149,6 +173,7 @@ class NestedCVModel:
         if (X_test is None) != (y_test is None):
             raise ValueError("pass both X_test and y_test, or neither")
         groups = None if groups is None else np.asarray(groups)
+        attrs = {"pvalue_method": self.pvalue_method}
         if X_test is not None:
             res = self._fit(X, targets, groups)
             Xt, yt = np.asarray(X_test), np.asarray(y_test)
@@ -156,10 +181,9 @@ class NestedCVModel:
                 raise ValueError(f"X_test has {Xt.shape[0]} rows but y_test has {yt.shape[0]}")
             pred = Xt @ res.coef.astype(np.float64) + res.intercept
             r = pearson_r(yt, pred)
-            p = self._pvalues(yt, pred, r)
-            metrics = score_summary(r, p, alpha=self.alpha_fdr)
-            metrics["r2_scores"] = r2_score(yt, pred)
-            coef, best = res.coef, res.best_alphas
+            ds = voxel_dataset(r, self._pvalues(yt, pred, r), alpha=res.best_alphas, r2=r2_score(yt, pred),
+                               alpha_fdr=self.alpha_fdr, weights=res.coef,
+                               attrs={**attrs, "mode": "test set", "n_test": int(yt.shape[0])})
         else:
             outer = list(self._splitter(self.n_outer_folds, groups).split(n, groups))
             rs, ps, r2s, coefs, alphas = [], [], [], [], []
@@ -174,19 +198,15 @@ class NestedCVModel:
                 coefs.append(res.coef)
                 alphas.append(res.best_alphas)
                 logger.info("outer fold %d/%d: median r %.3f", k + 1, len(outer), float(np.nanmedian(r)))
-            r = np.mean(rs, axis=0)
-            p = _fisher(np.asarray(ps))
-            metrics = score_summary(r, p, alpha=self.alpha_fdr)
-            metrics["r2_scores"] = np.mean(r2s, axis=0)
-            metrics["fold_correlations"] = np.asarray(rs)
-            coef = np.mean(coefs, axis=0)
             # alphas live on a log grid: their geometric mean over outer folds
-            best = np.exp(np.mean(np.log(alphas), axis=0))
-        metrics["best_alphas"] = best
+            ds = voxel_dataset(np.mean(rs, axis=0), _fisher(np.asarray(ps)), alpha=np.exp(np.mean(np.log(alphas), axis=0)),
+                               r2=np.mean(r2s, axis=0), r_fold=np.asarray(rs), alpha_fdr=self.alpha_fdr,
+                               weights=np.mean(coefs, axis=0),
+                               attrs={**attrs, "mode": "outer cv", "n_test": int(min(len(te) for _, te in outer))})
         if test_repeats is not None:
-            metrics["noise_ceiling"] = noise_ceiling(np.asarray(test_repeats))["cc_max"]
-        self.metrics_, self.coef_, self.best_alphas_ = metrics, coef, best
-        return metrics, coef, best
+            ds["noise_ceiling"] = ("voxel", noise_ceiling(np.asarray(test_repeats))["cc_max"])
+            ds.attrs["noise_ceiling_source"] = "test repeats (cc_max)"
+        return ds
 
 
 def _rows(a, idx):
@@ -195,8 +215,6 @@ def _rows(a, idx):
 
 def _fisher(p: np.ndarray) -> np.ndarray:
     """Fisher's method over folds (axis 0): -2 sum log p ~ chi2(2K)."""
-    from scipy.stats import chi2
-
     stat = -2 * np.log(np.clip(p, 1e-300, 1.0)).sum(axis=0)
     return chi2.sf(stat, 2 * p.shape[0])
 

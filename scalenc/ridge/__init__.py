@@ -1,7 +1,10 @@
 """Cross-validated ridge regression in p-space, on numpy, CuPy or torch, over voxel blocks.
 
-- ``backend.py``: the numpy / CuPy / torch backends and :func:`use_backend`;
-- ``solver.py``: :func:`solve_ridge_cv`, the p-space algorithm (DESIGN.md);
+- ``backend/``: one module per array library (``numpy.py``, ``cupy.py``, ``torch.py``,
+  ``torch_cuda.py``) behind :func:`get_backend` / :func:`use_backend`;
+- ``solver.py``: :func:`solve_ridge_cv`, the p-space algorithm (DESIGN.md): X side with
+  typed per-fold classes, one block function :func:`~scalenc.ridge.solver.cv_block` with
+  named outputs, mapped over voxel blocks in memory or over Dask chunks;
 - ``cv.py``: story-grouped K-fold, chunked K-fold and bootstrap splitters;
 - ``scoring.py``: Pearson r, R², p-values (analytic, block permutation), FDR, noise ceiling;
 - ``estimator.py``: :class:`RidgeCV`, a scikit-learn style estimator.

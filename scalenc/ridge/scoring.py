@@ -2,7 +2,9 @@
 
 All functions work on ``(n_trs, n_voxels)`` arrays and are vectorised over voxels; long
 arrays are processed in blocks of voxels, each converted to float64, so float32 inputs
-are accumulated in float64 without copying the whole array at once.
+are accumulated in float64 without copying the whole array at once. Inputs may be numpy
+arrays or arrays of any ridge backend (torch, CuPy): they are copied to the host once;
+results are numpy.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import special
 
+from .backend import host_array
 from .cv import contiguous_chunks
 
 __all__ = [
@@ -33,8 +36,8 @@ _BLOCK_ELEMENTS = 1 << 23
 # --------------------------------------------------------------------------------------
 def _pair(y_true: Any, y_pred: Any, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
     """Validate two arrays of equal shape; 1-D inputs become one column."""
-    a = np.asarray(y_true)
-    b = np.asarray(y_pred)
+    a = host_array(y_true)
+    b = host_array(y_pred)
     if a.shape != b.shape:
         raise ValueError(f"{name}: y_true and y_pred must have the same shape, got {a.shape} and {b.shape}")
     if a.ndim not in (1, 2):
@@ -423,7 +426,7 @@ def noise_ceiling(repeats: Any) -> dict[str, np.ndarray]:
         ``explainable_variance``, ``cc_max``, ``split_half_r``, ``signal_power``,
         ``total_power``.
     """
-    y = np.asarray(repeats)
+    y = host_array(repeats)
     if y.ndim != 3:
         raise ValueError(f"noise_ceiling expects repeats of shape (k, n_trs, n_voxels), got shape {y.shape}")
     k, n, v = y.shape

@@ -7,30 +7,37 @@ in those units (their ``logspace(1, 3, 10)`` becomes ``logspace(2, 6, 10)`` here
 With n TRs, p features, v voxels, A alphas and K folds:
 
 1. X side, once (float64): ``G = X^T X``; per fold the training Gram is the downdate
-   ``G - X_te^T X_te`` (centred with the training means when ``fit_intercept``), and
-   ``eigh`` gives ``Q diag(lambda) Q^T``. When a training set has fewer rows than
-   features, the training kernel ``X_tr X_tr^T`` is decomposed instead and turned into
-   the same ``(Q, lambda)`` on the row space (the ridge solution lies there), so every
-   later step is shared.
+   ``G - X_te^T X_te`` (centred with the training means when ``fit_intercept``). For each
+   *candidate* scaling ``s`` of the features (one all-ones candidate for plain ridge;
+   one per gamma for banded ridge, :mod:`scalenc.ridge.banded`) the scaled Gram
+   ``diag(s) G diag(s)`` is decomposed, ``Q diag(lambda) Q^T``, and ``diag(s) Q`` kept, so
+   the Y side never sees the scaling. When a training set has fewer rows than features,
+   the training kernel is decomposed instead and turned into the same ``(Q, lambda)`` on
+   the row space (the ridge solution lies there).
 2. Y side, per voxel block: ``C = X^T Y`` and per fold ``C_te = X_te^T Y_te``; the
-   training cross-product is ``C - C_te``; ``Z = Q^T C_train``.
-3. Per alpha: ``W_alpha = Q diag(1 / (lambda + alpha)) Z``. Held-out scores come from
-   sufficient statistics (``Q^T X_te^T X_te Q``, ``Q^T X_te^T Y_te``, sums) when the test
-   fold has more rows than the decomposition's rank, else from predictions; neither an
-   ``n_te x n_tr`` nor a per-alpha ``p x n`` matrix is ever formed.
-4. Best alpha per voxel (or one shared alpha) from the mean score over folds; refit on
-   all rows with each voxel's own alpha.
+   training cross-product is ``C - C_te`` (shared by all candidates); ``Z = Q^T C_train``.
+3. Per candidate and alpha: ``W = Q diag(1 / (lambda + alpha)) Z``. Held-out scores come
+   from sufficient statistics (``Q^T X_te^T X_te Q``, ``Q^T X_te^T Y_te``, sums) when the
+   test fold has more rows than the decomposition's rank, else from predictions; neither
+   an ``n_te x n_tr`` nor a per-alpha ``p x n`` matrix is ever formed.
+4. Best (candidate, alpha) per voxel (or one shared alpha) from the mean score over
+   folds; refit on all rows with each voxel's own choice.
 
-Steps 2-4 are independent per voxel: :func:`solve_ridge_cv` maps them over voxel blocks
-(``voxel_block``) in memory, or over the chunks of a voxel-chunked dask array, with the
-X-side quantities computed once and shared. Big products run in ``dtype`` (float32 by
-default); the p x p algebra is float64.
+Steps 2-4 are one block function, :func:`cv_block`, which returns named outputs (a dict
+of arrays with the voxel axis last). :func:`map_voxel_blocks` runs it over voxel blocks in
+memory, or over the chunks of a voxel-chunked dask array (one task per chunk; each
+output gathered into its own dask array), with the X side one shared graph key. Big
+products run in ``dtype`` (float32 by default); the p x p algebra is float64.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+import operator
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -70,32 +77,106 @@ class RidgeCVResult:
 
 # --------------------------------------------------------------------------------------
 # X side
-@dataclasses.dataclass
-class _Fold:
-    train: np.ndarray
-    test: np.ndarray
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FoldRows:
+    """Rows of one fold and what every candidate shares about them."""
+
+    train: np.ndarray         # (n_train,) int64
+    test: np.ndarray          # (n_te,) int64
     complement: bool          # train == all rows minus test
+    n_train: int
     mx: np.ndarray            # (p,) training mean of X (zeros without intercept)
     sx: np.ndarray            # (p,) training sum of X
-    n_train: int
-    Q: np.ndarray             # (p, r)
-    lam: np.ndarray           # (r,)
-    mode: str                 # "stats" | "pred"
-    H: np.ndarray | None      # (r, r) Q^T Xc_te^T Xc_te Q   (stats mode)
-    u: np.ndarray | None      # (r,) Q^T sum(Xc_te)           (stats mode)
-    XQ: np.ndarray | None     # (n_te, r) Xc_te Q             (pred mode)
-    Xte: np.ndarray | None = None  # (n_te, p) rows of the (globally centred) X, in dtype
+    Xte: np.ndarray           # (n_te, p) rows of the (globally centred) X, in dtype
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Eigenbasis:
+    """Eigen-decomposition of a scaled, centred training Gram ``S G S = V diag(lam) V^T``,
+    kept as ``Q = S V`` so that ``Q^T C`` and ``Q diag(.) Q^T C`` work on unscaled
+    cross-products."""
+
+    Q: np.ndarray             # (p, r) in dtype
+    lam: np.ndarray           # (r,) float64
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StatsTest:
+    """Held-out sums from sufficient statistics (test fold longer than the rank)."""
+
+    H: np.ndarray             # (r, r) Q^T Xc_te^T Xc_te Q
+    u: np.ndarray             # (r,) Q^T sum(Xc_te)
+
+    def prepare(self, Q, Cte_c, bk: Backend):
+        return bk.asarray(self.H), bk.asarray(self.u), Q.T @ Cte_c
+
+    @staticmethod
+    def moments(prep, Za, Yte, bk: Backend):
+        """(sum e, sum e^2, sum y e) of the centred prediction e for weights ``Q Za``."""
+        H, u, R = prep
+        return u @ Za, bk.coldot(Za, H @ Za), bk.coldot(R, Za)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PredTest:
+    """Held-out sums from the predictions (short test fold)."""
+
+    XQ: np.ndarray            # (n_te, r) Xc_te Q, in dtype
+
+    def prepare(self, Q, Cte_c, bk: Backend):
+        return bk.asarray(self.XQ)
+
+    @staticmethod
+    def moments(XQ, Za, Yte, bk: Backend):
+        E = XQ @ Za
+        return bk.sum(E, 0), bk.coldot(E, E), bk.coldot(Yte, E)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FoldBasis:
+    basis: Eigenbasis
+    test: StatsTest | PredTest
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CandidateSide:
+    """X side of one candidate feature scaling: a basis per fold, and the refit basis."""
+
+    folds: tuple[FoldBasis, ...]
+    full: Eigenbasis
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FoldGram:
+    """float64 quantities of one fold from which a candidate's decompositions are built
+    (p x p: no n x p work per candidate, except the n < p kernel form)."""
+
+    Gc: np.ndarray            # (p, p) centred training Gram
+    Gte: np.ndarray           # (p, p) Xc_te^T Xc_te
+    ute: np.ndarray           # (p,) sum of the rows of Xc_te
+    Xc_tr: np.ndarray | None  # (n_train, p) centred training rows when n_train < p
+    Xc_te: np.ndarray         # (n_te, p) test rows centred with the training mean
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Grams:
+    """Everything the candidate decompositions need (see :func:`candidate_side`)."""
+
+    folds: tuple[FoldGram, ...]
+    G: np.ndarray             # (p, p) Gram of the globally centred X
+    X: np.ndarray | None      # (n, p) globally centred X when n < p (kernel form of the refit)
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class XSide:
-    """Everything of the ridge problem that does not depend on Y (computed once, shared
-    by all voxel blocks and sent once to each Dask worker)."""
+    """Everything of the problem that does not depend on Y (computed once, shared by all
+    voxel blocks and sent once to each Dask worker)."""
 
     X: np.ndarray             # (n, p) globally centred when fit_intercept, in dtype
     mean_x: np.ndarray        # (p,) global mean (zeros without intercept)
-    folds: list[_Fold]
-    full: _Fold               # the refit on all rows (test empty)
+    folds: tuple[FoldRows, ...]
+    candidates: tuple[CandidateSide, ...]
     alphas: np.ndarray
     fit_intercept: bool
     score: str
@@ -103,55 +184,74 @@ class XSide:
     partition: bool           # the test folds partition the rows: C = sum of C_te
 
 
-def _decompose(Xc_train: np.ndarray | None, G_train_c: np.ndarray, n_train: int, rtol: float = 1e-10):
-    """(Q, lambda) of the centred training Gram, in the cheaper of p- or n-space."""
-    p = G_train_c.shape[0]
-    if Xc_train is not None and n_train < p:
+def _decompose(Xc_train: np.ndarray | None, G_train_c: np.ndarray, rtol: float = 1e-10):
+    """(V, lambda) of the centred training Gram, in the cheaper of p- or n-space."""
+    if Xc_train is not None:
         K = Xc_train @ Xc_train.T
         mu, U = np.linalg.eigh(K)
         keep = mu > rtol * max(mu.max(initial=0.0), 1e-300)
         mu, U = mu[keep], U[:, keep]
-        Q = (Xc_train.T @ U) / np.sqrt(mu)
-        return Q, mu
-    lam, Q = np.linalg.eigh(G_train_c)
-    return Q, np.maximum(lam, 0.0)
+        return (Xc_train.T @ U) / np.sqrt(mu), mu
+    lam, V = np.linalg.eigh(G_train_c)
+    return V, np.maximum(lam, 0.0)
 
 
-def prepare_x(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, fit_intercept: bool = True,
-              score: str = "r", dtype: str = "float32") -> XSide:
-    """Compute the X-side quantities of the p-space solver.
+def _scaled_basis(G: np.ndarray, Xrows: np.ndarray | None, s: np.ndarray | None):
+    """float64 ``(S V, lambda)`` of ``S G S`` (``S = diag(s)``; identity when ``s`` is None)."""
+    if s is None:
+        return _decompose(Xrows, G)
+    V, lam = _decompose(None if Xrows is None else Xrows * s, G * np.outer(s, s))
+    return s[:, None] * V, lam
 
-    Parameters
-    ----------
-    X : (n_trs, n_features) array
-    folds : list of (train_idx, test_idx)
-    alphas : (n_alphas,) array
-        Penalties, ``alpha ||w||^2`` convention.
-    fit_intercept : bool
-        Centre with training means (an unpenalised intercept).
-    score : {"r", "r2"}
-    dtype : {"float32", "float64"}
-        Precision of the products with Y.
-    """
+
+def candidate_side(grams: Grams, scale: np.ndarray | None = None) -> CandidateSide:
+    """Decompositions of one candidate: every fold's and the refit's, for features
+    multiplied by ``scale`` ((p,) array; None: unscaled)."""
+    dtype = grams.dtype
+    folds = []
+    for g in grams.folds:
+        Q, lam = _scaled_basis(g.Gc, g.Xc_tr, scale)
+        if g.Xc_te.shape[0] > lam.size:
+            test: StatsTest | PredTest = StatsTest(H=(Q.T @ g.Gte @ Q).astype(dtype), u=(g.ute @ Q).astype(dtype))
+        else:
+            test = PredTest(XQ=(g.Xc_te @ Q).astype(dtype))
+        folds.append(FoldBasis(basis=Eigenbasis(Q=Q.astype(dtype), lam=lam), test=test))
+    Q, lam = _scaled_basis(grams.G, grams.X, scale)
+    return CandidateSide(folds=tuple(folds), full=Eigenbasis(Q=Q.astype(dtype), lam=lam))
+
+
+def _check_alphas(alphas) -> np.ndarray:
+    alphas = np.asarray(alphas, dtype=np.float64).ravel()
+    if alphas.size == 0 or np.any(alphas <= 0) or not np.all(np.isfinite(alphas)):
+        raise ValueError(f"alphas must be positive and finite, got {alphas}")
+    return alphas
+
+
+def prepare_grams(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, fit_intercept: bool = True,
+                  score: str = "r", dtype: str = "float32") -> tuple[XSide, Grams]:
+    """The X side without candidates, and the Grams each candidate is decomposed from.
+
+    Parameters as :func:`prepare_x`. Returns ``(xside, grams)`` with
+    ``xside.candidates == ()``; add them with :func:`candidate_side` (in memory, or as
+    one Dask task per candidate)."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    dtype = str(np.dtype(dtype))
     X64 = np.asarray(X, dtype=np.float64)
     if X64.ndim != 2:
         raise ValueError(f"X must be 2-D (n_trs, n_features), got shape {X64.shape}")
     if not np.all(np.isfinite(X64)):
         raise ValueError("X contains NaN or infinite values")
     n, p = X64.shape
-    alphas = np.asarray(alphas, dtype=np.float64).ravel()
-    if alphas.size == 0 or np.any(alphas <= 0) or not np.all(np.isfinite(alphas)):
-        raise ValueError(f"alphas must be positive and finite, got {alphas}")
+    alphas = _check_alphas(alphas)
     mean_x = X64.mean(axis=0) if fit_intercept else np.zeros(p)
     X64 = X64 - mean_x
     G = X64.T @ X64
     sx_all = X64.sum(axis=0)
     covered = np.zeros(n, int)
-    out = []
+    rows, grams = [], []
     for k, (train, test) in enumerate(folds):
         train = np.asarray(train, dtype=np.int64)
         test = np.asarray(test, dtype=np.int64)
@@ -169,25 +269,39 @@ def prepare_x(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, fit_
             sx = Xtr.sum(axis=0)
         ntr = train.size
         mx = sx / ntr if fit_intercept else np.zeros(p)
-        Gc = Gtr - ntr * np.outer(mx, mx) if fit_intercept else Gtr
-        Xc_tr = (X64[train] - mx) if ntr < p else None
-        Q, lam = _decompose(Xc_tr, Gc, ntr)
         Xc_te = Xte - mx
-        r = Q.shape[1]
-        if test.size > r:
-            XQ = Xc_te @ Q
-            H, u, XQ_keep, mode = XQ.T @ XQ, XQ.sum(axis=0), None, "stats"
-        else:
-            H, u, XQ_keep, mode = None, None, (Xc_te @ Q).astype(dtype), "pred"
-        out.append(_Fold(train, test, complement, mx, sx, ntr, Q.astype(dtype), lam, mode,
-                         None if H is None else H.astype(dtype), None if u is None else u.astype(dtype), XQ_keep,
-                         Xte.astype(dtype)))
-    Qf, lamf = _decompose(X64 if n < p else None, G, n)
-    full = _Fold(np.arange(n), np.zeros(0, np.int64), False, np.zeros(p), sx_all, n, Qf.astype(dtype), lamf,
-                 "none", None, None, None)
-    partition = bool(np.all(covered == 1)) and all(f.complement for f in out)
-    return XSide(X=X64.astype(dtype), mean_x=mean_x, folds=out, full=full, alphas=alphas,
-                 fit_intercept=fit_intercept, score=score, dtype=str(np.dtype(dtype)), partition=partition)
+        grams.append(FoldGram(Gc=Gtr - ntr * np.outer(mx, mx) if fit_intercept else Gtr, Gte=Xc_te.T @ Xc_te,
+                              ute=Xc_te.sum(axis=0), Xc_tr=(X64[train] - mx) if ntr < p else None, Xc_te=Xc_te))
+        rows.append(FoldRows(train=train, test=test, complement=complement, n_train=ntr, mx=mx, sx=sx,
+                             Xte=Xte.astype(dtype)))
+    partition = bool(np.all(covered == 1)) and all(f.complement for f in rows)
+    xs = XSide(X=X64.astype(dtype), mean_x=mean_x, folds=tuple(rows), candidates=(), alphas=alphas,
+               fit_intercept=fit_intercept, score=score, dtype=dtype, partition=partition)
+    return xs, Grams(folds=tuple(grams), G=G, X=X64 if n < p else None, dtype=dtype)
+
+
+def prepare_x(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, fit_intercept: bool = True,
+              score: str = "r", dtype: str = "float32", scales=None) -> XSide:
+    """Compute the X-side quantities of the p-space solver.
+
+    Parameters
+    ----------
+    X : (n_trs, n_features) array
+    folds : list of (train_idx, test_idx)
+    alphas : (n_alphas,) array
+        Penalties, ``alpha ||w||^2`` convention.
+    fit_intercept : bool
+        Centre with training means (an unpenalised intercept).
+    score : {"r", "r2"}
+    dtype : {"float32", "float64"}
+        Precision of the products with Y.
+    scales : (n_candidates, n_features) array, optional
+        Per-feature multipliers of each candidate (banded ridge: ``sqrt(gamma)`` of the
+        feature's space). Default: one unscaled candidate (plain ridge).
+    """
+    xs, grams = prepare_grams(X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype)
+    cands = [None] if scales is None else list(np.asarray(scales, dtype=np.float64))
+    return dataclasses.replace(xs, candidates=tuple(candidate_side(grams, s) for s in cands))
 
 
 # --------------------------------------------------------------------------------------
@@ -208,42 +322,20 @@ def _scores_from_stats(se, see, sye, sy, syy, n, my, score, bk: Backend):
     return bk.where(vy > 0, 1.0 - sse / bk.where(vy > 0, vy, 1.0), 0.0 * vy)
 
 
-def _fold_scores(xs: XSide, f: _Fold, Cc, Yte, Cte_c, bk: Backend, my):
-    """(A, vb) scores of one fold for all alphas."""
-    Q = bk.asarray(f.Q)
-    Z = Q.T @ Cc                                                  # (r, vb)
-    lam = bk.asarray(f.lam, dtype=xs.dtype)
-    sy = bk.sum(Yte, 0)
-    syy = bk.coldot(Yte, Yte)
-    n_te = f.test.size
-    out = []
-    if f.mode == "stats":
-        H = bk.asarray(f.H)
-        u = bk.asarray(f.u)
-        R = Q.T @ Cte_c                                           # (r, vb): Q^T Xc_te^T Y_te
-        for a in xs.alphas:  # float(a): a numpy float64 scalar would promote the GEMMs to float64
-            Za = Z * (1.0 / (lam + float(a)))[:, None]
-            se = u @ Za
-            see = bk.coldot(Za, H @ Za)
-            sye = bk.coldot(R, Za)
-            out.append(_scores_from_stats(se, see, sye, sy, syy, n_te, my, xs.score, bk))
-    else:
-        XQ = bk.asarray(f.XQ)
-        for a in xs.alphas:
-            E = XQ @ (Z * (1.0 / (lam + float(a)))[:, None])     # (n_te, vb)
-            out.append(_scores_from_stats(bk.sum(E, 0), bk.coldot(E, E), bk.coldot(Yte, E), sy, syy,
-                                          n_te, my, xs.score, bk))
-    return bk.stack(out, 0)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _FoldY:
+    """Y-side quantities of one fold, shared by all candidates."""
+
+    Cc: Any                   # (p, vb) centred training cross-product
+    Cte_c: Any                # (p, vb) Xc_te^T Y_te
+    Yte: Any                  # (n_te, vb)
+    sy: Any                   # (vb,) sum of Y_te
+    syy: Any                  # (vb,) sum of Y_te^2
+    my: Any                   # (vb,) training mean of Y (zeros without intercept)
 
 
-def cv_scores_block(xs: XSide, Y, bk: Backend):
-    """Held-out scores of every fold and alpha for one voxel block.
-
-    Returns
-    -------
-    fold_scores : (n_folds, n_alphas, vb) backend array
-    C : (p, vb) backend array, ``X^T Y`` (reused by the refit)
-    """
+def _cross_products(xs: XSide, Y, bk: Backend):
+    """``C = X^T Y`` and every fold's :class:`_FoldY` for a (centred) voxel block."""
     X = bk.asarray(xs.X)
     Ytes = [Y[bk.asarray(f.test)] for f in xs.folds]
     Cte = [bk.asarray(f.Xte).T @ Yte for f, Yte in zip(xs.folds, Ytes)]
@@ -254,77 +346,204 @@ def cv_scores_block(xs: XSide, Y, bk: Backend):
     else:
         C = X.T @ Y
     sy_all = bk.sum(Y, 0)
-    scores = []
+    out = []
     for f, C_te, Yte in zip(xs.folds, Cte, Ytes):
+        sy = bk.sum(Yte, 0)
         if f.complement:
-            Ctr, sy_tr = C - C_te, sy_all - bk.sum(Yte, 0)
+            Ctr, sy_tr = C - C_te, sy_all - sy
         else:
             tr = bk.asarray(f.train)
             Ctr, sy_tr = X[tr].T @ Y[tr], bk.sum(Y[tr], 0)
         my = sy_tr / f.n_train if xs.fit_intercept else 0.0 * sy_tr
-        mx = bk.asarray(f.mx, dtype=xs.dtype)
         sx = bk.asarray(f.sx, dtype=xs.dtype)
-        Cc = Ctr - sx[:, None] * my[None, :] if xs.fit_intercept else Ctr
-        # Xc_te^T Y_te with Xc_te = X_te - mx
-        Cte_c = C_te - mx[:, None] * bk.sum(Yte, 0)[None, :]
-        scores.append(_fold_scores(xs, f, Cc, Yte, Cte_c, bk, my))
-    return bk.stack(scores, 0), C
+        mx = bk.asarray(f.mx, dtype=xs.dtype)
+        out.append(_FoldY(Cc=Ctr - sx[:, None] * my[None, :] if xs.fit_intercept else Ctr,
+                          Cte_c=C_te - mx[:, None] * sy[None, :], Yte=Yte, sy=sy, syy=bk.coldot(Yte, Yte), my=my))
+    return C, out
 
 
-def refit_block(xs: XSide, C, alpha_index, bk: Backend):
-    """Weights with each voxel's own alpha, refitted on all rows.
+def _candidate_scores(xs: XSide, cand: CandidateSide, fys: list[_FoldY], bk: Backend) -> np.ndarray:
+    """(n_folds, n_alphas, vb) held-out scores of one candidate."""
+    out = []
+    for f, fb, fy in zip(xs.folds, cand.folds, fys):
+        Q = bk.asarray(fb.basis.Q)
+        lam = bk.asarray(fb.basis.lam, dtype=xs.dtype)
+        Z = Q.T @ fy.Cc                                           # (r, vb)
+        prep = fb.test.prepare(Q, fy.Cte_c, bk)
+        per_alpha = []
+        for a in xs.alphas:  # float(a): a numpy float64 scalar would promote the GEMMs to float64
+            se, see, sye = fb.test.moments(prep, Z * (1.0 / (lam + float(a)))[:, None], fy.Yte, bk)
+            per_alpha.append(_scores_from_stats(se, see, sye, fy.sy, fy.syy, f.test.size, fy.my, xs.score, bk))
+        out.append(bk.stack(per_alpha, 0))
+    return bk.to_numpy(bk.stack(out, 0)).astype(np.float64)
+
+
+def _refit(xs: XSide, C, candidate: np.ndarray, alpha_index: np.ndarray, bk: Backend) -> np.ndarray:
+    """(p, vb) weights refitted on all rows, each voxel with its own candidate and alpha."""
+    coef = np.empty((C.shape[0], candidate.size), dtype=xs.dtype)
+    for c in np.unique(candidate):
+        cols = np.flatnonzero(candidate == c)
+        Cs = C if cols.size == candidate.size else C[:, bk.asarray(cols)]
+        full = xs.candidates[int(c)].full
+        Q = bk.asarray(full.Q)
+        lam = bk.asarray(full.lam, dtype=xs.dtype)
+        a = bk.asarray(xs.alphas[alpha_index[cols]], dtype=xs.dtype)
+        coef[:, cols] = bk.to_numpy(Q @ ((Q.T @ Cs) / (lam[:, None] + a[None, :])))
+    return coef
+
+
+def select(cv_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best (candidate, alpha) per voxel from mean held-out scores.
 
     Parameters
     ----------
-    C : (p, vb) backend array
-        ``X^T Y`` of the globally centred X and Y.
-    alpha_index : (vb,) int array
+    cv_scores : (n_candidates, n_alphas, v) array
 
     Returns
     -------
-    coef : (p, vb) backend array
+    candidate, alpha_index : (v,) int64
+        The first maximum over alphas, then over candidates (ties go to the earlier one).
+    best_scores : (n_candidates, v)
+        Each candidate's score at its best alpha.
     """
-    Q = bk.asarray(xs.full.Q)
-    lam = bk.asarray(xs.full.lam, dtype=xs.dtype)
-    Z = Q.T @ C
-    a = bk.asarray(xs.alphas[np.asarray(alpha_index)], dtype=xs.dtype)
-    W = Q @ (Z / (lam[:, None] + a[None, :]))
-    return W
+    a_best = np.argmax(cv_scores, axis=1)                         # (C, v)
+    best_scores = np.take_along_axis(cv_scores, a_best[:, None, :], axis=1)[:, 0]
+    candidate = np.argmax(best_scores, axis=0)
+    return candidate.astype(np.int64), np.take_along_axis(a_best, candidate[None], 0)[0].astype(np.int64), best_scores
 
 
-def _solve_block(xs: XSide, Y_np, bk: Backend, *, single_alpha_index: int | None, with_coef: bool):
-    """One voxel block: returns numpy (fold_scores or None, best_index, coef or None, mean_y).
+def cv_block(Y_block, xs: XSide, bk: Backend, *, fixed: tuple[int, int] | None = None,
+             with_coef: bool = True) -> dict[str, np.ndarray]:
+    """The whole Y side of one voxel block, as named numpy outputs (voxel axis last).
 
-    With ``single_alpha_index`` the cross-validation is skipped (it was done in a first
-    pass) and only the refit with that alpha runs."""
-    Y = bk.asarray(Y_np, dtype=xs.dtype)
+    Parameters
+    ----------
+    Y_block : (n, vb) array (numpy, CuPy, torch)
+    xs : XSide
+    bk : Backend
+    fixed : (candidate, alpha_index), optional
+        Skip the cross-validation and refit every voxel with this choice.
+    with_coef : bool
+        Also refit the weights.
+
+    Returns
+    -------
+    dict
+        ``mean_y`` (vb,); ``candidate``, ``alpha_index`` (vb,) int64; without ``fixed``
+        also ``fold_scores`` (n_candidates, n_folds, n_alphas, vb) and ``cv_scores``
+        (n_candidates, n_alphas, vb); with ``with_coef`` also ``coef`` (p, vb).
+    """
+    Y = bk.asarray(Y_block, dtype=xs.dtype)
     vb = Y.shape[1]
-    mean_y = bk.sum(Y, 0) / Y.shape[0] if xs.fit_intercept else None
+    out: dict[str, np.ndarray] = {}
     if xs.fit_intercept:
+        mean_y = bk.sum(Y, 0) / Y.shape[0]
         Y = Y - mean_y[None, :]
-    if single_alpha_index is None:
-        fs, C = cv_scores_block(xs, Y, bk)
-        idx = bk.to_numpy(bk.argmax(bk.sum(fs, 0), 0)).astype(np.int64)
-        fs = bk.to_numpy(fs)
+        out["mean_y"] = bk.to_numpy(mean_y).astype(np.float64)
     else:
-        fs, C = None, bk.asarray(xs.X).T @ Y
-        idx = np.full(vb, single_alpha_index, np.int64)
-    coef = bk.to_numpy(refit_block(xs, C, idx, bk)) if with_coef else None
-    my = np.zeros(vb) if mean_y is None else bk.to_numpy(mean_y).astype(np.float64)
-    return fs, idx, coef, my
+        out["mean_y"] = np.zeros(vb)
+    if fixed is None:
+        C, fys = _cross_products(xs, Y, bk)
+        fs = np.stack([_candidate_scores(xs, cand, fys, bk) for cand in xs.candidates])
+        out["fold_scores"] = fs
+        out["cv_scores"] = fs.mean(axis=1)
+        out["candidate"], out["alpha_index"], _ = select(out["cv_scores"])
+    else:
+        C = bk.asarray(xs.X).T @ Y
+        out["candidate"] = np.full(vb, fixed[0], np.int64)
+        out["alpha_index"] = np.full(vb, fixed[1], np.int64)
+    if with_coef:
+        out["coef"] = _refit(xs, C, out["candidate"], out["alpha_index"], bk)
+    return out
 
 
 # --------------------------------------------------------------------------------------
-def _dask_block(Yb, xs: XSide, backend: Backend, single_alpha_index, with_coef: bool):
-    """Dask map_blocks kernel: rows [coef (p) ; mean_y (1) ; best index (1) ; fold scores (K*A)]."""
-    fs, idx, coef, my = _solve_block(xs, Yb, backend, single_alpha_index=single_alpha_index, with_coef=with_coef)
-    vb = Yb.shape[1]
-    parts = ([coef.astype(np.float64)] if with_coef else []) + [my[None, :], idx[None, :].astype(np.float64)]
-    if fs is not None:
-        parts.append(fs.reshape(-1, vb).astype(np.float64))
-    return np.concatenate(parts, axis=0)
+# mapping a block function over voxels
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """Shape (without the voxel axis, which is last) and dtype of one named output."""
+
+    lead: tuple[int, ...]
+    dtype: str
 
 
+def map_voxel_blocks(block_fn: Callable[..., dict[str, np.ndarray]], Y, outputs: dict[str, Output], *,
+                     voxel_block: int | None, progress: bool | None = None, shared: dict[str, Any] | None = None,
+                     **kwargs) -> dict[str, np.ndarray]:
+    """Run ``block_fn(Y[:, block], **shared, **kwargs)`` over voxel blocks and gather the
+    named ``outputs`` (each a numpy array of shape ``lead + (v,)``).
+
+    ``Y`` in memory (numpy, CuPy, torch): blocks of ``voxel_block`` voxels, one after the
+    other. ``Y`` a dask array: one task per voxel chunk (rows rechunked to one chunk,
+    voxels to at most ``voxel_block``); each ``shared`` value (e.g. the X side, or a
+    ``dask.delayed`` that computes it) is one graph key, sent once to each worker, and
+    each output becomes its own dask array, all computed together.
+    """
+    shared = shared or {}
+    v = Y.shape[1]
+    if array_module_of(Y) == "dask":
+        return _map_dask(block_fn, Y, outputs, voxel_block, shared, kwargs)
+    block = v if not voxel_block else max(1, min(int(voxel_block), v))
+    res = {k: np.empty(o.lead + (v,), dtype=o.dtype) for k, o in outputs.items()}
+    for s in tqdm(range(0, v, block), desc="ridge voxel blocks", leave=False,
+                  disable=progress is False if progress is not None else None):
+        sl = slice(s, min(s + block, v))
+        part = block_fn(Y[:, sl], **shared, **kwargs)
+        for k in outputs:
+            res[k][..., sl] = part[k]
+    return res
+
+
+def _map_dask(block_fn, Y, outputs, voxel_block, shared, kwargs) -> dict[str, np.ndarray]:
+    import dask
+    import dask.array as da
+    from dask.delayed import Delayed
+
+    if len(Y.chunks[0]) > 1:
+        Y = Y.rechunk({0: -1})
+    if voxel_block and max(Y.chunks[1]) > voxel_block:
+        Y = Y.rechunk({1: int(voxel_block)})
+    token = uuid.uuid4().hex[:12]
+    shared_d = {k: val if isinstance(val, Delayed) else dask.delayed(val, name=f"ridge-{k}-{token}", traverse=False)
+                for k, val in shared.items()}
+    fn = dask.delayed(block_fn, pure=False)
+    parts = [fn(b, **shared_d, **kwargs, dask_key_name=f"ridge-block-{token}-{j}")
+             for j, b in enumerate(Y.to_delayed().ravel())]
+    arrays = {k: da.concatenate([da.from_delayed(dask.delayed(operator.getitem)(part, k), shape=o.lead + (w,),
+                                                 dtype=o.dtype) for part, w in zip(parts, Y.chunks[1])], axis=-1)
+              for k, o in outputs.items()}
+    return dict(zip(arrays, _compute_with_progress(*arrays.values())))
+
+
+def _compute_with_progress(*arrays):
+    """Compute dask collections with a progress bar: Dask's ``progress`` on a distributed
+    client (its dashboard shows the same), ``dask.diagnostics.ProgressBar`` otherwise
+    (both only on a terminal)."""
+    import sys
+
+    import dask
+
+    try:
+        from distributed import get_client, progress
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+    interactive = sys.stderr.isatty()
+    if client is not None:
+        futs = client.compute(list(arrays))
+        if interactive:
+            progress(*futs)
+        return client.gather(futs)
+    if interactive:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            return dask.compute(*arrays)
+    return dask.compute(*arrays)
+
+
+# --------------------------------------------------------------------------------------
 def solve_ridge_cv(X, Y, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]], *, fit_intercept: bool = True,
                    score: str = "r", single_alpha: bool = False, alpha_squared: bool = False,
                    voxel_block: int | None = 10_000, backend: str | Backend | None = None, device: str | None = None,
@@ -354,12 +573,14 @@ def solve_ridge_cv(X, Y, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]],
     voxel_block : int or None
         Voxels solved at once; bounds memory to O(n * voxel_block). Results do not depend on it.
     backend, device
-        ``"numpy"``, ``"cupy"`` or ``"torch"`` (``device="cuda"``); default: the enclosing
-        :func:`~scalenc.ridge.backend.use_backend`, else numpy.
+        ``"numpy"``, ``"cupy"``, ``"torch"`` (``device="cuda"``) or ``"torch_cuda"``;
+        default: the enclosing :func:`~scalenc.ridge.backend.use_backend`, else numpy.
     dtype : {"float32", "float64"}
         Precision of the big products; eigen-decompositions are float64.
     return_coef : bool
         Also return the refitted weights (p x v; skip for very large problems).
+    progress : bool, optional
+        Progress bar over voxel blocks (default: on a terminal).
 
     Returns
     -------
@@ -373,113 +594,31 @@ def solve_ridge_cv(X, Y, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]],
     if Y.ndim != 2 or Y.shape[0] != n:
         raise ValueError(f"Y must be 2-D with {n} rows like X, got shape {tuple(Y.shape)}")
     xs = prepare_x(X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype)
-    v = Y.shape[1]
-    K, A = len(xs.folds), alphas.size
-    p = xs.X.shape[1]
-    kind = array_module_of(Y)
-
-    if kind == "dask":
-        return _solve_dask(xs, Y, bk, single_alpha=single_alpha, return_coef=return_coef, voxel_block=voxel_block)
-
-    block = v if not voxel_block else max(1, min(int(voxel_block), v))
-    starts = list(range(0, v, block))
-    fold_scores = np.empty((K, A, v))
-    intercept_my = np.empty(v)
-    best = np.empty(v, np.int64)
-    coef = np.empty((p, v), dtype=dtype) if return_coef else None
-    # single alpha: scores of all voxels first, then the refit pass
-    for s in tqdm(starts, desc="ridge voxel blocks", disable=progress is False if progress is not None else None,
-                  leave=False):
-        sl = slice(s, min(s + block, v))
-        fs, idx, cb, my = _solve_block(xs, Y[:, sl], bk, single_alpha_index=None,
-                                       with_coef=return_coef and not single_alpha)
-        fold_scores[:, :, sl], best[sl], intercept_my[sl] = fs, idx, my
-        if cb is not None:
-            coef[:, sl] = cb
+    K, A, p = len(xs.folds), alphas.size, xs.X.shape[1]
+    coef_out = {"coef": Output((p,), xs.dtype)}
+    outputs = {"fold_scores": Output((1, K, A), "float64"), "alpha_index": Output((), "int64"),
+               "mean_y": Output((), "float64"), **(coef_out if return_coef and not single_alpha else {})}
+    run = dict(voxel_block=voxel_block, progress=progress, shared={"xs": xs}, bk=bk)
+    res = map_voxel_blocks(cv_block, Y, outputs, **run, with_coef=return_coef and not single_alpha)
+    fold_scores = res["fold_scores"][0]
     cv_scores = fold_scores.mean(axis=0)
+    best, coef = res["alpha_index"], res.get("coef")
     if single_alpha:
         a = int(np.argmax(np.nanmean(cv_scores, axis=1)))
         best[:] = a
         if return_coef:
-            for s in starts:
-                sl = slice(s, min(s + block, v))
-                _, _, cb, _ = _solve_block(xs, Y[:, sl], bk, single_alpha_index=a, with_coef=True)
-                coef[:, sl] = cb
-    return _finish(xs, coef, intercept_my, best, cv_scores, fold_scores)
+            coef = map_voxel_blocks(cv_block, Y, coef_out, **run, fixed=(0, a))["coef"]
+    return RidgeCVResult(coef=coef, intercept=intercept(xs, coef, res["mean_y"]), best_alphas=xs.alphas[best],
+                         best_alpha_index=best, cv_scores=cv_scores, fold_scores=fold_scores, alphas=xs.alphas)
 
 
-def _finish(xs: XSide, coef, mean_y, best, cv_scores, fold_scores) -> RidgeCVResult:
-    if xs.fit_intercept and coef is not None:
-        intercept = mean_y - xs.mean_x @ coef.astype(np.float64)
-    elif xs.fit_intercept:
-        intercept = mean_y  # weights not computed: intercept of the centred model only
-    else:
-        intercept = np.zeros(best.size)
-    return RidgeCVResult(coef=coef, intercept=intercept, best_alphas=xs.alphas[best], best_alpha_index=best,
-                         cv_scores=cv_scores, fold_scores=fold_scores, alphas=xs.alphas)
-
-
-def _solve_dask(xs: XSide, Y, bk: Backend, *, single_alpha: bool, return_coef: bool, voxel_block) -> RidgeCVResult:
-    import dask
-    import dask.array as da
-
-    if len(Y.chunks[0]) > 1:
-        Y = Y.rechunk({0: -1})
-    if voxel_block and max(Y.chunks[1]) > voxel_block:
-        Y = Y.rechunk({1: int(voxel_block)})
-    K, A = len(xs.folds), xs.alphas.size
-    p = xs.X.shape[1]
-    xs_d = dask.delayed(xs, pure=True, traverse=False)
-
-    def run(single_index, with_coef):
-        rows = (p if with_coef else 0) + 2 + (K * A if single_index is None else 0)
-        return da.map_blocks(_dask_block, Y, xs_d, bk, single_index, with_coef, dtype=np.float64,
-                             chunks=((rows,), Y.chunks[1]), meta=np.empty((0, 0)))
-
-    out = run(None, return_coef and not single_alpha)
-    (res,) = _compute_with_progress(out)
-    off = p if (return_coef and not single_alpha) else 0
-    coef = res[:p].astype(xs.dtype) if off else None
-    mean_y = res[off]
-    best = res[off + 1].astype(np.int64)
-    fold_scores = res[off + 2:].reshape(K, A, -1)
-    cv_scores = fold_scores.mean(axis=0)
-    if single_alpha:
-        a = int(np.argmax(np.nanmean(cv_scores, axis=1)))
-        best[:] = a
-        if return_coef:
-            (res2,) = _compute_with_progress(run(a, True))
-            coef = res2[:p].astype(xs.dtype)
-            mean_y = res2[p]
-    return _finish(xs, coef, mean_y, best, cv_scores, fold_scores)
-
-
-def _compute_with_progress(arr):
-    """Compute a dask array with a progress bar: Dask's ``progress`` on a distributed
-    client (its dashboard shows the same), ``dask.diagnostics.ProgressBar`` otherwise
-    (both only on a terminal)."""
-    import sys
-
-    import dask
-
-    try:
-        from distributed import get_client, progress
-
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
-    interactive = sys.stderr.isatty()
-    if client is not None:
-        fut = client.compute(arr)
-        if interactive:
-            progress(fut)
-        return (fut.result(),)
-    if interactive:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar():
-            return dask.compute(arr)
-    return dask.compute(arr)
+def intercept(xs: XSide, coef: np.ndarray | None, mean_y: np.ndarray) -> np.ndarray:
+    """Intercept of the uncentred model (without weights: of the centred one only)."""
+    if not xs.fit_intercept:
+        return np.zeros(mean_y.size)
+    if coef is None:
+        return mean_y
+    return mean_y - xs.mean_x @ coef.astype(np.float64)
 
 
 def ridge_closed_form(X, Y, alpha, *, fit_intercept: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -506,4 +645,3 @@ def ridge_closed_form(X, Y, alpha, *, fit_intercept: bool = True) -> tuple[np.nd
         sel = alpha == a
         W[:, sel] = np.linalg.solve(G + a * np.eye(G.shape[0]), C[:, sel])
     return W, my - mx @ W
-
