@@ -120,9 +120,9 @@ scalenc:
 
     ref = results.load(tmp_path / "out" / "inproc").layer()
     got = results.load(tmp_path / "out" / "slurm").layer()
-    np.testing.assert_allclose(got["correlation"].values, ref["correlation"].values, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(got["r"].values, ref["r"].values, rtol=0, atol=1e-10)
     np.testing.assert_array_equal(got["alpha"].values, ref["alpha"].values)
-    assert np.isfinite(ref["correlation"].values).all() and np.nanmedian(ref["correlation"].values) > 0.1
+    assert np.isfinite(ref["r"].values).all() and np.nanmedian(ref["r"].values) > 0.1
 
     # two worker jobs ran under SLURM (their logs), wrote the features, and were cancelled at exit
     outs = sorted(logs.glob(f"{job_name}-*.err")) + sorted(logs.glob(f"{job_name}-*.out"))
