@@ -82,7 +82,8 @@ class SweepResult:
     figure : Path or None
         ``scaling.png`` (None if it could not be drawn; the numbers are saved regardless).
     timings : dict
-        Seconds: ``stimulus`` (steps 1-3), ``responses`` (step 4), ``write``; counts of
+        Seconds: ``stimulus`` (steps 1-3), ``responses`` (step 4), ``write`` (run folders,
+        summary, figure); counts of
         tasks: ``n_extract``, ``n_design``, ``n_x_side``, ``n_fits``.
     """
 
@@ -378,6 +379,7 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
     # layers of each model, from its first story's features (computed first; the graph's task
     # for that story then finds them in the cache)
     layer_plan: dict[str, tuple[list, int | None]] = {}
+    t_stim0 = time.perf_counter()
     firsts = compute({m: extract[feat_of[(subjects[0], m, trainers[(subjects[0], m)].stories[0])]] for m in mods})
     for mname, first in firsts.items():
         s0 = trainers[(subjects[0], mname)].stories[0]
@@ -424,13 +426,12 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
                     test_of[(subj, mname, layer)] = tkey
 
     # the stimulus side: one graph, computed on the cluster (retried) or here
-    t0 = time.perf_counter()
     first_design: dict[tuple, tuple] = {}   # (model, layer) -> one design key (its column layout)
     for dkey in designs:
         first_design.setdefault((dkey[0], dkey[1]), dkey)
     graph = {"sides": sides, "tests": tests, "layout": {ml: designs[k] for ml, k in first_design.items()}}
     stim = compute(graph)
-    t_stim = time.perf_counter() - t0
+    t_stim = time.perf_counter() - t_stim0
     space_of = {ml: feature_space_slices(v) for ml, v in stim["layout"].items()}
     design_coords = stim["layout"]
     logger.info("sweep %s: stimulus side (%d extractions, %d designs, %d X sides) in %.1f s", name, len(extract),
@@ -441,6 +442,7 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
     runs: dict[tuple[str, str], Path] = {}
     rows = []
     n_fits = 0
+    t_write = 0.0
     for (subj, mname), tr in trainers.items():
         train_s, test_s = tr.split()
         lay_list, _ = layer_plan[mname]
@@ -484,7 +486,9 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
             res["noise_ceiling"] = ceiling
         res = res.assign_coords(voxel=("voxel", tr.assembly.voxels["voxel"].values))
         res.attrs["feature_spaces"] = json.dumps({k: list(v) for k, v in space_of[(mname, lay_list[0])].items()})
+        tw = time.perf_counter()
         run_dir = results_mod.save(tr.run_dir, res, config=tr.config(), overwrite=True)
+        t_write += time.perf_counter() - tw
         runs[(subj, mname)] = run_dir
         c = None if ceiling is None else np.asarray(ceiling.values, dtype=np.float64)
         for label in labels:
@@ -497,7 +501,7 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
                          "percent_significant": None if sig is None else float(100 * sig.mean()),
                          "median_noise_ceiling": float("nan") if c is None else float(np.nanmedian(c)),
                          "fraction_of_ceiling": frac, "n_ceiling_voxels": n_c, "results_dir": str(run_dir)})
-    t_resp = time.perf_counter() - t0
+    t_resp = time.perf_counter() - t0 - t_write
 
     # ---- summary table, figure, settings -----------------------------------------------------
     t0 = time.perf_counter()
@@ -511,7 +515,7 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
     except Exception as e:  # noqa: BLE001 - the numbers are saved; a plot must not lose them
         logger.warning("could not draw %s/scaling.png (%s); the summary is saved", root, e)
         figure = None
-    timings = {"stimulus": t_stim, "responses": t_resp, "write": time.perf_counter() - t0,
+    timings = {"stimulus": t_stim, "responses": t_resp, "write": t_write + time.perf_counter() - t0,
                "total": time.perf_counter() - t_start, "n_extract": len(extract), "n_design": len(designs),
                "n_x_side": len(sides), "n_fits": n_fits}
     meta = {"subjects": subjects, "assemblies": [str(Path(a.path).resolve()) for a in asms],

@@ -143,3 +143,29 @@ def test_shared_x_side_gives_the_same_fit():
             np.testing.assert_array_equal(a[var].values, b[var].values)
     with pytest.raises(ValueError, match="x_side is for fits with a test set"):
         model.fit_dataset(X, Y, groups=groups, x_side=side)
+
+
+@pytest.mark.slow
+def test_sweep_on_a_dask_cluster_equals_in_process(subjects, tmp_path):
+    """The distributed path (one graph through the client, retries, voxel blocks on the
+    workers) gives the in-process sweep's results."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    a, b = subjects
+    model = NestedCVModel(alphas=ALPHAS, n_inner_folds=3, seed=2, voxel_block=8)
+    models = {"wr+emb": _models(a, tmp_path / "c1")["wr+emb"]}
+    ref = sweep([a.assembly(), b.assembly()], models, model=model, results_dir=tmp_path / "local", name="s",
+                cache_dir=tmp_path / "c1")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client, get_task_stream(client) as ts:
+        got = sweep([a.assembly(), b.assembly()], {"wr+emb": _models(a, tmp_path / "c2")["wr+emb"]}, model=model,
+                    results_dir=tmp_path / "dist", name="s", cache_dir=tmp_path / "c2", client=client)
+    keys = [str(r["key"]) for r in ts.data]
+    assert sum("sweep-xside" in k for k in keys) == 1 and sum("ridge-block" in k for k in keys) >= 2 * 2
+    assert got.timings["n_extract"] == ref.timings["n_extract"] == len(a.assembly().stories)
+    for subj in ("SYN01", "SYN02"):
+        g = results.load(got.runs[(subj, "wr+emb")]).layer().load()
+        w = results.load(ref.runs[(subj, "wr+emb")]).layer().load()
+        for var in ("r", "alpha", "p"):
+            np.testing.assert_array_equal(g[var].values, w[var].values)
+    pd.testing.assert_frame_equal(got.summary.drop(columns="results_dir"), ref.summary.drop(columns="results_dir"))
