@@ -356,6 +356,7 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
     # ---- 1. features: one task per (model, story, stimulus) -----------------------------------
     extract: dict[tuple, Any] = {}
     feat_of: dict[tuple[str, str, str], tuple] = {}     # (subject, model, story) -> extract key
+
     def annotate():
         return dask.annotate(retries=int(retries)) if cl is not None else contextlib.nullcontext()
 
@@ -373,7 +374,7 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
                 if key not in extract:
                     extract[key] = dask.delayed(_extract_task, pure=True)(
                         exs, str(tr.assembly.path), story,
-                        dask_key_name=f"sweep-extract-{mname}-{story}-{abs(hash(stim)) % 10**8}")
+                        dask_key_name=f"sweep-extract-{mname}-{story}-{len(extract)}")
                 feat_of[(subj, mname, story)] = key
 
     # layers of each model, from its first story's features (computed first; the graph's task
