@@ -21,8 +21,9 @@ Layout of ``<results_dir>/<run_name>/``::
 
     results.zarr     the Dataset above
     metrics.json     summary numbers per layer (median/mean r, n significant, ...)
-    config.toml      the resolved configuration of the run (re-runnable)
-    report.png       r histogram; r vs noise ceiling; median r per layer
+    config.toml      the resolved configuration of the run
+    report.png       r histogram; r vs noise ceiling; median r per layer; brain maps
+    report.html      all figures (maps/*.png) and summary numbers (scalenc.plot.report)
 
 Everything is written to a temporary folder and renamed at the end, so a crash (a
 plotting error included) never loses or half-writes results: the report is drawn after
@@ -295,42 +296,8 @@ def load(run_dir: str | os.PathLike) -> Results:
 
 
 def report(run_dir: str | os.PathLike) -> Path:
-    """Draw ``report.png``: histogram of r, r vs noise ceiling, median r per layer."""
-    import matplotlib
+    """Draw the run's report (``report.png``: r histogram, r vs ceiling, median r per layer,
+    ROI medians and brain maps; ``maps/``, ``report.html``): see :mod:`scalenc.plot.report`."""
+    from .plot.report import report as draw_report
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    res = load(run_dir)
-    layers = res.layers
-    rs = {lay: res.layer(lay)["r"].values for lay in layers}
-    nc = res.noise_ceiling
-    n_panels = 1 + (nc is not None) + (len(layers) > 1)
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 3.6), squeeze=False)
-    axes = axes[0]
-    best = max(layers, key=lambda lay: np.nanmedian(rs[lay]))
-    ax = axes[0]
-    ax.hist(rs[best][np.isfinite(rs[best])], bins=50, color="C0")
-    ax.axvline(np.nanmedian(rs[best]), color="k", ls="--", label=f"median {np.nanmedian(rs[best]):.3f}")
-    ax.set(xlabel="test r", ylabel="voxels", title=f"layer {best}")
-    ax.legend()
-    i = 1
-    if nc is not None:
-        ax = axes[i]
-        ax.scatter(nc, rs[best], s=3, alpha=0.5)
-        lim = [min(0, np.nanmin(rs[best])), 1]
-        ax.plot(lim, lim, "k--", lw=1)
-        ax.set(xlabel="noise ceiling r", ylabel="test r", title="r vs ceiling")
-        i += 1
-    if len(layers) > 1:
-        ax = axes[i]
-        ax.plot(range(len(layers)), [np.nanmedian(rs[lay]) for lay in layers], "o-")
-        ax.set_xticks(range(len(layers)), layers)
-        ax.set(xlabel="layer", ylabel="median r", title="per layer")
-    fig.tight_layout()
-    out = Path(run_dir) / "report.png"
-    tmp = out.with_name(".report.png.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return draw_report(run_dir)

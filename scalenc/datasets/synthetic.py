@@ -172,8 +172,8 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
               embedding_dim: int = 16, n_test_repeats: int = 3, delays: Sequence[int] = (1, 2, 3, 4),
               noise_fraction: float = 0.2, snr_range: tuple[float, float] = (0.1, 3.0), ar_rho: float = 0.3,
               subject: str = "SYN01", tr: float = lebel.TR_SECONDS, audio: bool = True, sample_rate: int = 16000,
-              voxel_chunk: int = 8192, seed: int = 0, overwrite: bool = False, progress: bool = False
-              ) -> SyntheticDataset:
+              voxel_chunk: int = 8192, seed: int = 0, overwrite: bool = False, progress: bool = False,
+              layout: str | None = None) -> SyntheticDataset:
     """Generate the synthetic dataset (see the module docstring) and build its assembly.
 
     Parameters
@@ -197,6 +197,10 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
         AR(1) coefficient of the noise.
     seed : int
         Everything is reproducible from it.
+    layout : {None, "mni", "fsaverage5"}
+        Place the voxels on a template (:mod:`scalenc.datasets.layout`: ``mask_indices``,
+        ``roi`` and space attrs in the assembly's ``voxels``) so that maps can be drawn;
+        the responses are the same with or without a layout. Needs nilearn.
 
     Returns
     -------
@@ -274,6 +278,10 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
     weights = np.divide(weights, scale, out=np.zeros_like(weights), where=scale > 0)
     snr = np.where(driver == "noise", 0.0, np.exp(rng.uniform(*np.log(snr_range), n_voxels)))
     noise_sd = np.where(snr > 0, 1 / np.sqrt(np.where(snr > 0, snr, 1)), 1.0)
+    if layout is not None:  # before anything is written: a bad name or a missing nilearn fails here
+        from .layout import make_layout
+
+        voxel_layout = make_layout(layout, driver, snr, seed=seed)
 
     root = out / "lebel"
     audio_dir = root / "stimuli"
@@ -326,6 +334,10 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
     with atomic_directory(gt_path, overwrite=True) as tmp:
         gt.to_zarr(str(tmp), mode="w", consolidated=False)
     zarr.open_group(str(asm), mode="r+").attrs["ground_truth"] = str(gt_path.resolve())
+    if layout is not None:
+        from .layout import write_layout
+
+        write_layout(asm, voxel_layout)
     logger.info("synthetic dataset: %d stories, %d voxels, vocabulary %d, at %s", n_stories, n_voxels, len(vocab), out)
     return SyntheticDataset(out=out, root=root, assembly_path=Path(asm), embeddings_path=emb_txt,
                             embeddings_binary_path=emb_bin, ground_truth_path=gt_path, audio_dir=audio_dir,

@@ -1,0 +1,457 @@
+"""Per-voxel values drawn on the brain (nilearn; pycortex for flatmaps).
+
+Where a voxel sits is described by a :class:`BrainSpace`, read from an assembly's
+``voxels`` Dataset (:meth:`BrainSpace.from_voxels`):
+
+surface (``kind="surface"``)
+    ``space`` is ``"fsaverage5"``, ``"fsaverage6"`` or ``"fsaverage"`` (attr ``space``, or
+    inferred from a voxel count of 20,484 / 81,924 / 327,684 with no ``mask_indices``).
+    Vertex order: left hemisphere then right (LITcoder's layout). ``mask_indices``, when
+    present, is each voxel's vertex index; vertices without a voxel are drawn as
+    background. Drawn on nilearn's fsaverage5 meshes (shipped with nilearn, nothing is
+    downloaded). fsaverage6 / fsaverage data are drawn at fsaverage5 resolution: the
+    fsaverage meshes are nested icosahedra, so the first 10,242 vertices of each
+    hemisphere of fsaverage6 / fsaverage are the fsaverage5 vertices.
+volume (``kind="volume"``)
+    attrs ``volume_shape`` (3 ints) and ``affine`` (4 x 4, voxel -> mm) and
+    ``mask_indices`` (flat C-order indices into ``volume_shape``, the axes of the NIfTI
+    data array). In a standard space (``space`` containing ``"MNI"``; the default when no
+    ``space`` is given) glass-brain and slice maps over nilearn's MNI152 template; in
+    another space, slices without a template.
+mosaic (``kind="mosaic"``)
+    subject-space data without an affine (e.g. LeBel hf5 files): ``volume_shape`` and
+    ``mask_indices``, or a 3-D boolean mask (:func:`mask_from_nifti`), drawn as a mosaic
+    of slices along the first axis (for pycortex-ordered (z, y, x) masks: axial slices).
+
+:func:`flatmap` draws a pycortex flatmap when pycortex and a pycortex database with the
+subject are installed (ds003020 ships ``derivative/pycortex-db``).
+
+Surface and volume maps use a symmetric ``cold_hot`` scale (as LITcoder's), mosaics and
+flatmaps ``RdBu_r`` (as pycortex); ``vmax`` is the 99th percentile of ``|value|`` unless
+given; NaN values are drawn as background.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Vertices (left + right) of the fsaverage surfaces.
+SURFACE_VERTICES = {"fsaverage5": 20484, "fsaverage6": 81924, "fsaverage": 327684}
+FSAVERAGE5_HEMI = 10242
+DEFAULT_CMAP = "cold_hot"
+
+
+class MapError(ValueError):
+    """Values cannot be placed on the brain (lengths, indices or space don't match)."""
+
+
+def _nilearn():
+    try:
+        import nilearn  # noqa: F401
+        from nilearn import datasets, plotting
+    except ImportError as e:
+        raise ImportError("brain maps need nilearn: install scalenc[plot] (or scalenc[all])") from e
+    return datasets, plotting
+
+
+@dataclasses.dataclass(frozen=True)
+class BrainSpace:
+    """How voxels map onto a brain (module docstring).
+
+    Attributes
+    ----------
+    kind : {"surface", "volume", "mosaic"}
+    space : str
+        E.g. ``"fsaverage5"``, ``"MNI152NLin2009cAsym"``, ``"subject"``.
+    index : (n_voxels,) int64
+        Vertex index (surface) or flat C-order index into ``volume_shape`` (volumes).
+    volume_shape : tuple of 3 int, optional
+    affine : (4, 4) float array, optional
+    """
+
+    kind: str
+    space: str
+    index: np.ndarray
+    volume_shape: tuple[int, int, int] | None = None
+    affine: np.ndarray | None = None
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.index.shape[0])
+
+    @classmethod
+    def from_voxels(cls, voxels, n_voxels: int | None = None) -> BrainSpace | None:
+        """Read the layout from an assembly's ``voxels`` Dataset (or a mapping with
+        ``mask_indices`` and an ``attrs`` mapping); None when it says nothing about anatomy."""
+        attrs = dict(getattr(voxels, "attrs", {}) or {})
+        names = set(getattr(voxels, "variables", {}) or voxels)
+        mask = np.asarray(voxels["mask_indices"], dtype=np.int64) if "mask_indices" in names else None
+        if n_voxels is None:
+            n_voxels = int(mask.shape[0]) if mask is not None else int(np.asarray(voxels["voxel"]).shape[0])
+        space = str(attrs.get("space", "") or "")
+        shape = attrs.get("volume_shape")
+        affine = attrs.get("affine")
+        if space.startswith("fsaverage") or (not space and shape is None and mask is None
+                                            and n_voxels in SURFACE_VERTICES.values()):
+            if not space:
+                space = next(k for k, v in SURFACE_VERTICES.items() if v == n_voxels)
+            return cls("surface", space, mask if mask is not None else np.arange(n_voxels, dtype=np.int64))
+        if shape is not None and mask is not None:
+            shape = tuple(int(s) for s in shape)
+            if affine is not None:
+                return cls("volume", space or "MNI152", mask, shape, np.asarray(affine, float).reshape(4, 4))
+            return cls("mosaic", space or "subject", mask, shape)
+        return None
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, *, affine=None, space: str = "subject") -> BrainSpace:
+        """Layout of voxels taken from a 3-D boolean mask in C order (``np.flatnonzero``)."""
+        mask = np.asarray(mask, bool)
+        if mask.ndim != 3:
+            raise MapError(f"a voxel mask must be 3-D, got shape {mask.shape}")
+        idx = np.flatnonzero(mask).astype(np.int64)
+        if affine is None:
+            return cls("mosaic", space, idx, tuple(mask.shape))
+        return cls("volume", space, idx, tuple(mask.shape), np.asarray(affine, float).reshape(4, 4))
+
+    def check(self, values: np.ndarray, what: str = "values") -> np.ndarray:
+        values = np.asarray(values, float)
+        if values.shape != (self.n_voxels,):
+            raise MapError(f"{what} has shape {values.shape}, the brain layout has {self.n_voxels} voxels")
+        return values
+
+    def volume(self, values) -> np.ndarray:
+        """Values as a 3-D array (NaN outside the voxels)."""
+        if self.volume_shape is None:
+            raise MapError(f"a {self.kind} layout has no volume")
+        values = self.check(values)
+        size = int(np.prod(self.volume_shape))
+        if self.index.size and (self.index.min() < 0 or self.index.max() >= size):
+            raise MapError(f"mask_indices out of range for volume_shape {self.volume_shape}")
+        out = np.full(size, np.nan)
+        out[self.index] = values
+        return out.reshape(self.volume_shape)
+
+    def vertices(self, values) -> np.ndarray:
+        """Values on the fsaverage5 vertices (20,484; NaN where no voxel)."""
+        if self.kind != "surface":
+            raise MapError(f"a {self.kind} layout is not a surface")
+        values = self.check(values)
+        total = SURFACE_VERTICES.get(self.space)
+        if total is None:
+            raise MapError(f"unknown surface space {self.space!r}; known: {sorted(SURFACE_VERTICES)}")
+        if self.index.size and (self.index.min() < 0 or self.index.max() >= total):
+            raise MapError(f"vertex indices out of range for {self.space} ({total} vertices)")
+        full = np.full(total, np.nan)
+        full[self.index] = values
+        half = total // 2
+        return np.concatenate([full[:FSAVERAGE5_HEMI], full[half:half + FSAVERAGE5_HEMI]])
+
+
+def color_limit(values, vmax: float | None = None) -> float:
+    """Symmetric colour limit: ``vmax``, else the 99th percentile of ``|values|``."""
+    if vmax is not None:
+        return float(vmax)
+    v = np.abs(np.asarray(values, float))
+    v = v[np.isfinite(v)]
+    return float(max(np.percentile(v, 99), 1e-6)) if v.size else 1.0
+
+
+def _colorbar(fig, vmax: float, cmap: str, label: str | None, rect=(0.86, 0.15, 0.018, 0.7)):
+    import matplotlib as mpl
+
+    cax = fig.add_axes(list(rect))
+    sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(-vmax, vmax), cmap=_cmap(cmap))
+    fig.colorbar(sm, cax=cax, label=label)
+    return cax
+
+
+def _cmap(name):
+    import matplotlib as mpl
+
+    if not isinstance(name, str):
+        return name
+    try:
+        return mpl.colormaps[name]
+    except KeyError:
+        from nilearn.plotting import cm  # registers cold_hot & co.
+
+        return getattr(cm, name) if hasattr(cm, name) else mpl.colormaps[name]
+
+
+def surface_map(values, space: BrainSpace | None = None, *, title: str | None = None, vmax: float | None = None,
+                cmap: str = DEFAULT_CMAP, mesh: str = "inflated", views: Sequence[str] = ("lateral", "medial"),
+                label: str | None = None, figsize=(6.0, 4.6), colorbar: bool = True):
+    """Draw per-vertex values on fsaverage5: rows = views, columns = left, right.
+
+    Parameters
+    ----------
+    values : (n_voxels,) array
+        One value per voxel of ``space`` (default: the 20,484 fsaverage5 vertices in order).
+    space : BrainSpace, optional
+        A surface layout; default fsaverage5, vertex i = value i.
+    mesh : {"inflated", "pial", "white_matter", "sphere"}
+        nilearn's fsaverage5 mesh to draw on (sulcal depth as background).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Axes in order (view, hemisphere); each carries ``scalenc_panel = (hemi, view)``.
+    """
+    import matplotlib.pyplot as plt
+
+    datasets, plotting = _nilearn()
+    values = np.asarray(values, float)
+    if space is None:
+        if values.shape[0] not in SURFACE_VERTICES.values():
+            raise MapError(f"{values.shape[0]} values: not an fsaverage surface (known sizes "
+                           f"{sorted(SURFACE_VERTICES.values())}); pass a BrainSpace")
+        space = BrainSpace.from_voxels({"voxel": np.arange(values.shape[0])})
+    full = space.vertices(values)
+    fs = datasets.load_fsaverage("fsaverage5")
+    surf = fs[mesh]
+    sulc = datasets.load_fsaverage_data(mesh="fsaverage5", mesh_type=mesh, data_type="sulcal")
+    vm = color_limit(values, vmax)
+    fig = plt.figure(figsize=figsize)
+    n_rows = len(views)
+    for r, view in enumerate(views):
+        for c, hemi in enumerate(("left", "right")):
+            ax = fig.add_subplot(n_rows, 2, 2 * r + c + 1, projection="3d")
+            data = full[:FSAVERAGE5_HEMI] if hemi == "left" else full[FSAVERAGE5_HEMI:]
+            with warnings.catch_warnings():  # a hemisphere without any voxel is all background
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+                plotting.plot_surf_stat_map(surf, data, hemi=hemi, view=view, bg_map=sulc.data.parts[hemi],
+                                            axes=ax, figure=fig, colorbar=False, cmap=_cmap(cmap), vmin=-vm,
+                                            vmax=vm, symmetric_cbar=True)
+            ax.set_box_aspect(None, zoom=1.45)
+            ax.scalenc_panel = (hemi, view)
+    fig.subplots_adjust(left=0, right=0.84 if colorbar else 1, bottom=0, top=0.92 if title else 1,
+                        wspace=0, hspace=0)
+    if colorbar:
+        _colorbar(fig, vm, cmap, label)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _nifti(values, space: BrainSpace):
+    import nibabel as nib
+
+    vol = space.volume(values)
+    return nib.Nifti1Image(np.nan_to_num(vol, nan=0.0).astype(np.float32), space.affine)
+
+
+def volume_map(values, space: BrainSpace, *, kinds: Sequence[str] = ("glass", "slices"), title: str | None = None,
+               vmax: float | None = None, cmap: str = DEFAULT_CMAP, label: str | None = None, n_slices: int = 6,
+               glass_mode: str = "ortho", figsize=(7.0, 2.6)):
+    """Glass-brain (max projection, signed) and axial slice maps of volume data.
+
+    In an MNI space the slices lie over nilearn's MNI152 template; in another space over
+    nothing (and no glass brain). Voxels outside the layout (and values exactly 0) are not
+    coloured. ``glass_mode`` is nilearn's ``display_mode`` of the glass brain ("ortho",
+    "z", "lyrz", ...); ``n_slices`` axial slices.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes row per entry of ``kinds``; the axes carry ``scalenc_panel = kind``.
+    """
+    import matplotlib.pyplot as plt
+
+    _, plotting = _nilearn()
+    if space.kind != "volume":
+        raise MapError(f"a {space.kind} layout has no affine: use mosaic() for subject-space volumes")
+    values = space.check(values)
+    img = _nifti(values, space)
+    vm = color_limit(values, vmax)
+    standard = "mni" in space.space.lower()
+    fig = plt.figure(figsize=(figsize[0], figsize[1] * len(kinds)))
+    h = 1.0 / len(kinds)
+    top = 0.92 if title else 1.0
+    for i, kind in enumerate(kinds):
+        ax = fig.add_axes([0.0, top - (i + 1) * h * top, 0.84, h * top])
+        ax.scalenc_panel = kind
+        common = dict(axes=ax, figure=fig, cmap=_cmap(cmap), vmin=-vm, vmax=vm, colorbar=False,
+                      symmetric_cbar=True, threshold=1e-9, annotate=True)
+        if kind == "glass":
+            if not standard:
+                logger.info("glass-brain map skipped: space %r is not a standard space", space.space)
+                continue
+            plotting.plot_glass_brain(img, display_mode=glass_mode, plot_abs=False, black_bg=False, **common)
+        elif kind == "slices":
+            kw = {} if standard else {"bg_img": None}
+            plotting.plot_stat_map(img, display_mode="z", cut_coords=n_slices, draw_cross=False, **kw, **common)
+        else:
+            raise MapError(f"unknown volume map kind {kind!r}; use 'glass' or 'slices'")
+    _colorbar(fig, vm, cmap, label, rect=(0.86, 0.1, 0.018, 0.75 * top))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def mosaic(values, space: BrainSpace | None = None, *, mask=None, title: str | None = None, vmax: float | None = None,
+           cmap: str = "RdBu_r", label: str | None = None, n_cols: int | None = None, tile_size: float = 1.1):
+    """Mosaic of all slices (first volume axis) of subject-space data.
+
+    Parameters
+    ----------
+    values : (n_voxels,) array
+    space : BrainSpace, optional
+        A mosaic (or volume) layout; or give ``mask``.
+    mask : (nz, ny, nx) bool array, optional
+        Voxel ``i`` is the ``i``-th True element in C order (LeBel / pycortex order).
+    cmap : str
+        Default ``RdBu_r`` (white at 0, as pycortex) so that strong values stand out from
+        the grey out-of-mask background.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per slice holding non-empty voxels (attribute ``scalenc_panel = slice index``).
+    """
+    import matplotlib.pyplot as plt
+
+    if space is None:
+        if mask is None:
+            raise MapError("mosaic needs a layout or a mask")
+        space = BrainSpace.from_mask(mask)
+    values = space.check(values)
+    vol = space.volume(values)
+    keep = [k for k in range(vol.shape[0]) if np.isfinite(vol[k]).any()]
+    if not keep:
+        raise MapError("no voxel to draw")
+    n_cols = n_cols or int(np.ceil(np.sqrt(len(keep) * 1.5)))
+    n_rows = int(np.ceil(len(keep) / n_cols))
+    vm = color_limit(values, vmax)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(tile_size * n_cols + 0.8, tile_size * n_rows + 0.4),
+                             squeeze=False)
+    cm = _cmap(cmap).with_extremes(bad="0.85")
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, k in zip(axes.ravel(), keep):
+        ax.imshow(np.ma.masked_invalid(vol[k]), cmap=cm, vmin=-vm, vmax=vm, origin="lower", interpolation="nearest")
+        ax.scalenc_panel = k
+    fig.subplots_adjust(left=0.01, right=0.84, bottom=0.01, top=0.92 if title else 0.99, wspace=0.02, hspace=0.02)
+    _colorbar(fig, vm, cmap, label, rect=(0.86, 0.15, 0.02, 0.7))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def mask_from_nifti(path: str | os.PathLike, *, pycortex_order: bool = True) -> np.ndarray:
+    """Read a 3-D mask NIfTI (e.g. ``pycortex-db/UTS03/transforms/UTS03_auto/mask_thick.nii.gz``).
+
+    ``pycortex_order=True`` returns the array transposed to (z, y, x), the order in which
+    pycortex (and LeBel's hf5 files) enumerate voxels; else the file's own axes.
+    """
+    import nibabel as nib
+
+    try:
+        data = np.asarray(nib.load(str(path)).dataobj)
+    except Exception as e:  # noqa: BLE001 - nibabel raises several types
+        raise MapError(f"{path}: cannot read mask ({e})") from e
+    if data.ndim != 3:
+        raise MapError(f"{path}: mask has shape {data.shape}, expected 3-D")
+    mask = data > 0
+    return mask.T if pycortex_order else mask
+
+
+def flatmap(values, subject: str, xfmname: str, *, mask: str | np.ndarray = "thick", title: str | None = None,
+            vmax: float | None = None, cmap: str = "RdBu_r", with_curvature: bool = True):
+    """pycortex flatmap of subject-space voxel values.
+
+    Parameters
+    ----------
+    values : (n_voxels,) array
+        One value per voxel of the pycortex mask (e.g. LeBel's responses are in the order of
+        ``cortex.db.get_mask(subject, xfmname, "thick")``).
+    subject, xfmname : str
+        pycortex subject and transform (e.g. ``"UTS03"``, ``"UTS03_auto"``; the sample
+        subject ``"S1"`` with ``"fullhead"``).
+    mask : str or bool array
+        pycortex mask type or an explicit (z, y, x) mask.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    try:
+        import cortex
+    except ImportError as e:
+        raise ImportError("flatmaps need pycortex (pip install pycortex) and a pycortex database "
+                          "with the subject (ds003020 ships derivative/pycortex-db)") from e
+    if subject not in cortex.db.subjects:
+        raise MapError(f"pycortex subject {subject!r} not in the database at {cortex.database.default_filestore}")
+    m = cortex.db.get_mask(subject, xfmname, mask) if isinstance(mask, str) else np.asarray(mask, bool)
+    values = np.asarray(values, float)
+    if values.shape != (int(m.sum()),):
+        raise MapError(f"values has shape {values.shape}; the {subject}/{xfmname} mask has {int(m.sum())} voxels")
+    vm = color_limit(values, vmax)
+    vol = cortex.Volume(values, subject, xfmname, mask=m, vmin=-vm, vmax=vm, cmap=cmap)
+    fig = cortex.quickflat.make_figure(vol, with_rois=False, with_labels=False, with_sulci=False,
+                                       with_curvature=with_curvature, with_colorbar=True)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def brain_map(values, space: BrainSpace, **kwargs):
+    """Draw ``values`` the way ``space`` calls for (surface / volume / mosaic)."""
+    if space.kind == "surface":
+        return surface_map(values, space, **kwargs)
+    if space.kind == "volume":
+        return volume_map(values, space, **kwargs)
+    if space.kind == "mosaic":
+        return mosaic(values, space, **kwargs)
+    raise MapError(f"unknown layout kind {space.kind!r}")
+
+
+def significant_values(r, significant) -> np.ndarray:
+    """``r`` where ``significant``, NaN elsewhere (drawn as background)."""
+    r = np.asarray(r, float)
+    return np.where(np.asarray(significant, bool), r, np.nan)
+
+
+def split_maps(ds, variables: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Per-space split scores found in a results Dataset: ``{"<var> <space>": (voxel,) array}``.
+
+    A split variable has dims (<space dim>, voxel) with a space dim other than ``feature``
+    (e.g. ``r2_split`` with dims (feature_space, voxel)).
+    """
+    out: dict[str, np.ndarray] = {}
+    names = variables if variables is not None else [k for k in ds.data_vars if "split" in str(k)]
+    for name in names:
+        da = ds[name]
+        if da.ndim != 2 or "voxel" not in da.dims:
+            continue
+        other = next(d for d in da.dims if d != "voxel")
+        if other == "feature":
+            continue
+        labels = da[other].values if other in da.coords else np.arange(da.sizes[other])
+        for i, lab in enumerate(labels):
+            out[f"{name} {lab}"] = np.asarray(da.isel({other: i}).values, float)
+    return out
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> str:
+    """Save a figure atomically (temporary file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(path) or ".", "." + os.path.basename(path) + ".tmp")
+    try:
+        fig.savefig(tmp, dpi=dpi, format=os.path.splitext(path)[1].lstrip(".") or "png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
