@@ -9,6 +9,18 @@
     client("cuda")                   # dask-cuda LocalCUDACluster: one worker per GPU
     client("scheduler.json")         # a scheduler started with --scheduler-file (deploy/slurm)
 
+A jobqueue YAML holds dask's ``jobqueue: {slurm: {...}}`` settings and, optionally, a
+``scalenc:`` section saying how many worker jobs to start (:data:`SCALE_KEYS`)::
+
+    scalenc:
+      jobs: 4               # worker jobs submitted at start (cluster.scale(jobs=4))
+      adapt: [0, 20]        # or: adaptive between 0 and 20 jobs (instead of jobs)
+      wait-for-workers: 1   # block until this many workers joined (0: don't wait)
+      wait-timeout: 600     # seconds; then an error naming the queue state
+
+Without it, ``jobs=`` passed to :func:`client` decides; with neither, nothing would run,
+so one job is submitted.
+
 Workers of GPU clusters declare a ``GPU`` resource (``resources={"GPU": 1}``), which
 the feature-extraction tasks of neural models request.
 """
@@ -22,6 +34,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 JOBQUEUE_KINDS = ("slurm", "pbs")
+#: keys of the optional ``scalenc:`` section of a jobqueue YAML
+SCALE_KEYS = ("jobs", "adapt", "wait-for-workers", "wait-timeout")
 
 
 def _machine() -> tuple[int, int]:
@@ -48,7 +62,8 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
                         memory_limit=memory_limit or int(0.9 * mem / n_workers), **kwargs)
 
 
-def jobqueue_cluster(kind: str, *, config: str | os.PathLike | None = None, jobs: int = 0, **kwargs):
+def jobqueue_cluster(kind: str, *, config: str | os.PathLike | None = None, jobs: int = 0,
+                     adapt: tuple[int, int] | None = None, **kwargs):
     """A dask-jobqueue cluster (``kind`` "slurm" or "pbs").
 
     Parameters
@@ -58,6 +73,8 @@ def jobqueue_cluster(kind: str, *, config: str | os.PathLike | None = None, jobs
         ``deploy/slurm/jobqueue.yaml``; its values are defaults that ``kwargs`` override.
     jobs : int
         Jobs to submit right away (``cluster.scale(jobs=...)``); 0 submits nothing.
+    adapt : (int, int), optional
+        Adaptive scaling between (minimum, maximum) jobs instead of a fixed number.
     """
     try:
         import dask_jobqueue
@@ -82,9 +99,58 @@ def jobqueue_cluster(kind: str, *, config: str | os.PathLike | None = None, jobs
     args = {k.replace("-", "_"): v for k, v in settings.items() if v is not None}
     args.update(kwargs)
     cluster = cls(**args)
-    if jobs:
+    if adapt is not None:
+        lo, hi = (int(a) for a in adapt)
+        cluster.adapt(minimum_jobs=lo, maximum_jobs=hi)
+    elif jobs:
         cluster.scale(jobs=jobs)
     return cluster
+
+
+def scale_settings(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``scalenc:`` section of a jobqueue YAML, validated (keys with underscores).
+
+    Raises
+    ------
+    ValueError
+        For an unknown key or a value of the wrong type; the message names the file and key.
+    """
+    import yaml
+
+    p = Path(path)
+    data = yaml.safe_load(p.read_text()) or {}
+    sec = data.get("scalenc") or {}
+    if not isinstance(sec, dict):
+        raise ValueError(f"{p}: 'scalenc' must be a mapping with keys {SCALE_KEYS}")
+    unknown = sorted(set(sec) - set(SCALE_KEYS))
+    if unknown:
+        raise ValueError(f"{p}: unknown key(s) {unknown} in 'scalenc'; accepted: {list(SCALE_KEYS)}")
+    out: dict[str, Any] = {}
+    for key in ("jobs", "wait-for-workers", "wait-timeout"):
+        if key in sec:
+            v = sec[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"{p}: scalenc.{key} must be a number >= 0, got {v!r}")
+            out[key.replace("-", "_")] = v
+    if "adapt" in sec:
+        a = sec["adapt"]
+        if not (isinstance(a, list) and len(a) == 2 and all(isinstance(x, int) and x >= 0 for x in a) and a[0] <= a[1]):
+            raise ValueError(f"{p}: scalenc.adapt must be [minimum_jobs, maximum_jobs], got {a!r}")
+        out["adapt"] = tuple(a)
+    return out
+
+
+def _wait_for_workers(c, n: int, timeout: float, where: str) -> None:
+    try:
+        c.wait_for_workers(n, timeout=timeout)
+    except TimeoutError as e:
+        have = len(c.scheduler_info().get("workers", {}))
+        cluster = c.cluster
+        c.close()
+        if cluster is not None:  # cancel the submitted jobs
+            cluster.close()
+        raise TimeoutError(f"{where}: {have} of {n} Dask worker(s) joined within {timeout:g} s; the worker jobs "
+                           "may be pending or failing (check squeue/qstat and the jobqueue log-directory)") from e
 
 
 def cuda_cluster(**kwargs):
@@ -118,6 +184,8 @@ def client(cluster: Any = None, **kwargs):
     if cluster is None or cluster == "local":
         c = Client(local_cluster(**kwargs))
     elif isinstance(cluster, str) and cluster in JOBQUEUE_KINDS:
+        if "jobs" not in kwargs and "adapt" not in kwargs:
+            kwargs["jobs"] = 1  # without jobs nothing would ever run
         c = Client(jobqueue_cluster(cluster, **kwargs))
     elif cluster == "cuda":
         c = Client(cuda_cluster(**kwargs))
@@ -130,7 +198,17 @@ def client(cluster: Any = None, **kwargs):
         kinds = [k for k in ((yaml.safe_load(p.read_text()) or {}).get("jobqueue") or {}) if k in JOBQUEUE_KINDS]
         if len(kinds) != 1:
             raise ValueError(f"{p}: expected exactly one of {JOBQUEUE_KINDS} under 'jobqueue', found {kinds}")
+        sc = scale_settings(p)
+        wait_n = int(kwargs.pop("wait_for_workers", sc.get("wait_for_workers", 0)))
+        timeout = float(kwargs.pop("wait_timeout", sc.get("wait_timeout", 600)))
+        if "jobs" not in kwargs and "adapt" not in kwargs:
+            if "adapt" in sc:
+                kwargs["adapt"] = sc["adapt"]
+            else:
+                kwargs["jobs"] = int(sc.get("jobs", 1))
         c = Client(jobqueue_cluster(kinds[0], config=p, **kwargs))
+        if wait_n:
+            _wait_for_workers(c, wait_n, timeout, str(p))
     elif isinstance(cluster, (str, os.PathLike)) and str(cluster).endswith(".json"):
         if not Path(cluster).exists():
             raise FileNotFoundError(f"scheduler file {cluster} not found")

@@ -26,7 +26,7 @@ from scipy.stats import chi2
 from ..results import to_metrics, voxel_dataset
 from ..ridge.cv import ChunkKFold, StoryKFold, contiguous_chunks
 from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, r2_score
-from ..ridge.solver import solve_ridge_cv
+from ..ridge.solver import prepare_x, solve_ridge_cv
 
 logger = logging.getLogger(__name__)
 
@@ -118,12 +118,22 @@ class NestedCVModel:
             return StoryKFold(n_splits=n_splits, shuffle=False)
         return ChunkKFold(chunk_length=self.chunk_length, n_splits=n_splits, seed=self.seed)
 
-    def _fit(self, X, Y, groups):
+    def _fit(self, X, Y, groups, x_side=None):
         folds = list(self._splitter(self.n_inner_folds, groups).split(len(X), groups))
         return solve_ridge_cv(X, Y, self.alphas, folds, score="r" if self.use_corr else "r2",
                               single_alpha=self.single_alpha, alpha_squared=self.alpha_squared,
                               voxel_block=self.voxel_block, backend=self.backend, device=self.device,
-                              dtype=self.dtype)
+                              dtype=self.dtype, x_side=x_side)
+
+    def x_side(self, features, groups=None):
+        """The ridge's X-side quantities of a test-set fit on ``features`` (its inner folds'
+        Grams and eigendecompositions), to share between fits with the same training design
+        (``fit_dataset(..., x_side=...)``; :func:`scalenc.sweep`)."""
+        X = np.asarray(features)
+        groups = None if groups is None else np.asarray(groups)
+        folds = list(self._splitter(self.n_inner_folds, groups).split(len(X), groups))
+        alphas = self.alphas ** 2 if self.alpha_squared else self.alphas
+        return prepare_x(X, folds, alphas, score="r" if self.use_corr else "r2", dtype=self.dtype)
 
     def _pvalues(self, y, pred, r, groups=None) -> tuple[np.ndarray, str]:
         """(p-values, the method used). The permutation test needs two blocks of equal
@@ -184,10 +194,11 @@ class NestedCVModel:
         return metrics, coef, best
 
     def fit_dataset(self, features, targets, X_test=None, y_test=None, groups=None, test_repeats=None,
-                    groups_test=None) -> xr.Dataset:
+                    groups_test=None, x_side=None) -> xr.Dataset:
         """Fit and evaluate; return the per-voxel results as a Dataset.
 
-        Same parameters as :meth:`fit_predict`.
+        Same parameters as :meth:`fit_predict`, and ``x_side`` (with a test set): the
+        :meth:`x_side` of ``features`` and ``groups``, computed once for several fits.
 
         Returns
         -------
@@ -207,8 +218,10 @@ class NestedCVModel:
         attrs = {"pvalue_method": self.pvalue_method}
         if self.pvalue_method == "permutation":
             attrs.update(n_permutations=int(self.n_permutations), permutation_block=int(self.permutation_block))
+        if x_side is not None and X_test is None:
+            raise ValueError("x_side is for fits with a test set (X_test, y_test); the outer-CV mode refits per fold")
         if X_test is not None:
-            res = self._fit(X, targets, groups)
+            res = self._fit(X, targets, groups, x_side)
             Xt, yt = np.asarray(X_test), np.asarray(y_test)
             if Xt.shape[0] != yt.shape[0]:
                 raise ValueError(f"X_test has {Xt.shape[0]} rows but y_test has {yt.shape[0]}")

@@ -571,7 +571,8 @@ def _compute_with_progress(*arrays):
 def solve_ridge_cv(X, Y, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]], *, fit_intercept: bool = True,
                    score: str = "r", single_alpha: bool = False, alpha_squared: bool = False,
                    voxel_block: int | None = 10_000, backend: str | Backend | None = None, device: str | None = None,
-                   dtype: str = "float32", return_coef: bool = True, progress: bool | None = None) -> RidgeCVResult:
+                   dtype: str = "float32", return_coef: bool = True, progress: bool | None = None,
+                   x_side: XSide | None = None) -> RidgeCVResult:
     """Cross-validated ridge with a per-voxel (or shared) alpha, in p-space.
 
     Parameters
@@ -605,6 +606,10 @@ def solve_ridge_cv(X, Y, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]],
         Also return the refitted weights (p x v; skip for very large problems).
     progress : bool, optional
         Progress bar over voxel blocks (default: on a terminal).
+    x_side : XSide, optional
+        :func:`prepare_x` of this ``X``, ``folds``, (squared) ``alphas``, ``score`` and
+        ``dtype``, computed once and shared by several fits (e.g. subjects with the same
+        stimuli, :func:`scalenc.sweep`); default: computed here.
 
     Returns
     -------
@@ -617,7 +622,10 @@ def solve_ridge_cv(X, Y, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]],
     n = np.shape(X)[0]
     if Y.ndim != 2 or Y.shape[0] != n:
         raise ValueError(f"Y must be 2-D with {n} rows like X, got shape {tuple(Y.shape)}")
-    xs, xs_run = xside_for(Y, X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype)
+    if x_side is not None:
+        xs = xs_run = x_side
+    else:
+        xs, xs_run = xside_for(Y, X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype)
     K, A, p = len(xs.folds), alphas.size, xs.X.shape[1]
     coef_out = {"coef": Output((p,), xs.dtype)}
     outputs = {"fold_scores": Output((1, K, A), "float64"), "alpha_index": Output((), "int64"),
