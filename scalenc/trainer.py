@@ -329,6 +329,8 @@ class AbstractTrainer:
         first = tr[0][0]
         del tr  # the per-story matrices: X and the lazy Y hold the same rows
         align_s = time.perf_counter() - tick
+        if getattr(self.model, "model_name", None) == "banded_ridge":  # the bands: the recorded feature spaces
+            kw["feature_groups"] = first["feature_space"].values
         ds = self._fit(X, Y, groups=groups, **kw)
         if test_rows is not None and len(test_s) == 1:
             gt = ground_truth_ceiling(self.assembly, test_s[0], test_rows, target_slice(self.trimming, "test"))

@@ -26,11 +26,13 @@ from scipy.stats import chi2
 from ..results import to_metrics, voxel_dataset
 from ..ridge.cv import ChunkKFold, StoryKFold, contiguous_chunks
 from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, r2_score
+from ..ridge.banded import predict_split, solve_banded_ridge_cv
 from ..ridge.solver import prepare_x, solve_ridge_cv
+from ..ridge.split import correlation_score_split, r2_score_split
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("ridge_regression",)
+MODELS = ("ridge_regression", "banded_ridge")
 FOLDINGS = ("chunked", "story", "group")
 PVALUE_METHODS = ("analytic", "permutation")
 
@@ -40,8 +42,14 @@ class NestedCVModel:
 
     Parameters
     ----------
-    model_name : str
-        Only ``"ridge_regression"``.
+    model_name : {"ridge_regression", "banded_ridge"}
+        ``"banded_ridge"``: one penalty per feature space and voxel (himalaya's banded ridge:
+        space b scaled by ``sqrt(gamma_b)``, gamma on the simplex, times the alpha grid),
+        chosen by CV among ``candidates`` (or a Dirichlet random search of ``n_iter`` draws
+        plus the one-space corners). The feature spaces are given to :meth:`fit_dataset` as
+        ``feature_groups`` (the trainer passes the spaces of its extractors). Results add
+        ``gamma`` (space, voxel), ``r2_split`` and ``r_split`` (space, voxel): the product-measure
+        R² split (parts sum to the joint R²) and the correlation split on the test rows.
     alphas : array, optional
         Penalty grid, ``alpha ||w||^2`` convention; default ``logspace(-1, 8, 10)`` (LITcoder's
         default values, here read in himalaya units unless ``alpha_squared``).
@@ -83,7 +91,7 @@ class NestedCVModel:
                  alpha_fdr: float = 0.05, alpha_squared: bool = False, folding: str = "chunked", seed: int = 0,
                  pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int = 10,
                  backend: str | None = None, device: str | None = None, dtype: str = "float32",
-                 voxel_block: int | None = 2_000):
+                 voxel_block: int | None = 2_000, n_iter: int = 20, concentration=(0.1, 1.0), candidates=None):
         if model_name not in MODELS:
             raise ValueError(f"unknown model_name {model_name!r}; accepted: {MODELS}")
         if folding not in FOLDINGS:
@@ -105,6 +113,10 @@ class NestedCVModel:
         self.n_permutations = n_permutations
         self.permutation_block = permutation_block
         self.backend, self.device, self.dtype, self.voxel_block = backend, device, dtype, voxel_block
+        self.n_iter, self.concentration = int(n_iter), concentration
+        self.candidates = None if candidates is None else np.asarray(candidates, dtype=np.float64)
+        if model_name == "banded_ridge" and single_alpha:
+            raise ValueError("single_alpha is not available with model_name='banded_ridge'")
 
     def __repr__(self) -> str:
         return (f"NestedCVModel({self.model_name!r}, alphas={len(self.alphas)} values, n_outer_folds="
@@ -118,8 +130,19 @@ class NestedCVModel:
             return StoryKFold(n_splits=n_splits, shuffle=False)
         return ChunkKFold(chunk_length=self.chunk_length, n_splits=n_splits, seed=self.seed)
 
-    def _fit(self, X, Y, groups, x_side=None):
+    def _fit(self, X, Y, groups, x_side=None, feature_groups=None):
         folds = list(self._splitter(self.n_inner_folds, groups).split(len(X), groups))
+        if self.model_name == "banded_ridge":
+            if feature_groups is None:
+                raise ValueError("model_name='banded_ridge' needs feature_groups (the feature space of each column)")
+            if x_side is not None:
+                raise ValueError("x_side is for model_name='ridge_regression'")
+            alphas = self.alphas ** 2 if self.alpha_squared else self.alphas
+            return solve_banded_ridge_cv(X, Y, feature_groups, alphas, folds, candidates=self.candidates,
+                                         n_iter=self.n_iter, concentration=self.concentration,
+                                         random_state=self.seed, score="r" if self.use_corr else "r2",
+                                         voxel_block=self.voxel_block, backend=self.backend, device=self.device,
+                                         dtype=self.dtype)
         return solve_ridge_cv(X, Y, self.alphas, folds, score="r" if self.use_corr else "r2",
                               single_alpha=self.single_alpha, alpha_squared=self.alpha_squared,
                               voxel_block=self.voxel_block, backend=self.backend, device=self.device,
@@ -194,11 +217,13 @@ class NestedCVModel:
         return metrics, coef, best
 
     def fit_dataset(self, features, targets, X_test=None, y_test=None, groups=None, test_repeats=None,
-                    groups_test=None, x_side=None) -> xr.Dataset:
+                    groups_test=None, x_side=None, feature_groups=None) -> xr.Dataset:
         """Fit and evaluate; return the per-voxel results as a Dataset.
 
         Same parameters as :meth:`fit_predict`, and ``x_side`` (with a test set): the
-        :meth:`x_side` of ``features`` and ``groups``, computed once for several fits.
+        :meth:`x_side` of ``features`` and ``groups``, computed once for several fits;
+        ``feature_groups`` (n_features,): the feature space of each column (banded ridge;
+        taken from a DataArray's ``feature_space`` coordinate when ``features`` is one).
 
         Returns
         -------
@@ -208,6 +233,8 @@ class NestedCVModel:
             ``pvalue_method, alpha_fdr, mode`` ("test set" or "outer cv"), ``n_test``
             (rows scored per fit). See :mod:`scalenc.results`.
         """
+        if feature_groups is None and isinstance(features, xr.DataArray) and "feature_space" in features.coords:
+            feature_groups = features["feature_space"].values
         X = np.asarray(features)
         n = X.shape[0]
         if targets.shape[0] != n:
@@ -221,7 +248,7 @@ class NestedCVModel:
         if x_side is not None and X_test is None:
             raise ValueError("x_side is for fits with a test set (X_test, y_test); the outer-CV mode refits per fold")
         if X_test is not None:
-            res = self._fit(X, targets, groups, x_side)
+            res = self._fit(X, targets, groups, x_side, feature_groups)
             Xt, yt = np.asarray(X_test), np.asarray(y_test)
             if Xt.shape[0] != yt.shape[0]:
                 raise ValueError(f"X_test has {Xt.shape[0]} rows but y_test has {yt.shape[0]}")
@@ -232,11 +259,13 @@ class NestedCVModel:
                                alpha_fdr=self.alpha_fdr, weights=res.coef, intercept=res.intercept,
                                attrs={**attrs, "pvalue_method": used, "mode": "test set",
                                       "n_test": int(yt.shape[0])})
+            self._add_split(ds, res, [(Xt, yt)])
         else:
             outer = list(self._splitter(self.n_outer_folds, groups).split(n, groups))
-            rs, ps, r2s, coefs, alphas, used, icepts = [], [], [], [], [], set(), []
+            rs, ps, r2s, coefs, alphas, used, icepts, fits = [], [], [], [], [], set(), [], []
             for k, (tr, te) in enumerate(outer):
-                res = self._fit(X[tr], _rows(targets, tr), None if groups is None else groups[tr])
+                res = self._fit(X[tr], _rows(targets, tr), None if groups is None else groups[tr],
+                                feature_groups=feature_groups)
                 yt = np.asarray(_rows(targets, te))
                 pred = X[te] @ res.coef.astype(np.float64) + res.intercept
                 r = pearson_r(yt, pred)
@@ -248,6 +277,7 @@ class NestedCVModel:
                 coefs.append(res.coef)
                 icepts.append(np.broadcast_to(np.asarray(res.intercept, dtype=np.float64), r.shape))
                 alphas.append(res.best_alphas)
+                fits.append((res, X[te], yt))
                 logger.info("outer fold %d/%d: median r %.3f", k + 1, len(outer), float(np.nanmedian(r)))
             # alphas live on a log grid: their geometric mean over outer folds
             ds = voxel_dataset(np.mean(rs, axis=0), _fisher(np.asarray(ps)),
@@ -256,10 +286,40 @@ class NestedCVModel:
                                intercept=np.mean(icepts, axis=0),
                                attrs={**attrs, "pvalue_method": "+".join(sorted(used)), "mode": "outer cv",
                                       "n_test": int(min(len(te) for _, te in outer))})
+            if self.model_name == "banded_ridge":
+                self._add_split_folds(ds, fits)
         if test_repeats is not None:
             ds["noise_ceiling"] = ("voxel", noise_ceiling(np.asarray(test_repeats))["cc_max"])
             ds.attrs["noise_ceiling_source"] = "test repeats (cc_max)"
         return ds
+
+
+    def _split_parts(self, res, Xt, yt):
+        parts = predict_split(Xt, np.asarray(res.coef, dtype=np.float64), res.space_of_feature, len(res.spaces))
+        return r2_score_split(yt, parts, center=True), correlation_score_split(yt, parts)
+
+    def _add_split(self, ds: xr.Dataset, res, tests) -> None:
+        """Banded ridge: per-space gammas and test split scores, dims (space, voxel)."""
+        if self.model_name != "banded_ridge":
+            return
+        (Xt, yt), = tests
+        r2s, rs = self._split_parts(res, Xt, yt)
+        labels = [str(s) for s in res.spaces]
+        ds["gamma"] = (("space", "voxel"), np.asarray(res.gammas, dtype=np.float64))
+        ds["r2_split"] = (("space", "voxel"), np.asarray(r2s, dtype=np.float64))
+        ds["r_split"] = (("space", "voxel"), np.asarray(rs, dtype=np.float64))
+        ds.coords["space"] = ("space", labels)
+        ds.attrs["model_name"] = "banded_ridge"
+
+    def _add_split_folds(self, ds: xr.Dataset, fits) -> None:
+        """Outer-CV banded ridge: split scores and gammas averaged over the outer folds."""
+        parts = [self._split_parts(res, Xt, yt) for res, Xt, yt in fits]
+        labels = [str(s) for s in fits[0][0].spaces]
+        ds["gamma"] = (("space", "voxel"), np.mean([np.asarray(res.gammas, float) for res, _, _ in fits], axis=0))
+        ds["r2_split"] = (("space", "voxel"), np.mean([p[0] for p in parts], axis=0))
+        ds["r_split"] = (("space", "voxel"), np.mean([p[1] for p in parts], axis=0))
+        ds.coords["space"] = ("space", labels)
+        ds.attrs["model_name"] = "banded_ridge"
 
 
 def _rows(a, idx):
