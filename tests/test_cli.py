@@ -27,6 +27,14 @@ def test_demo_recovers_the_known_signal(tmp_path, capsys):
     wr = [float(x) for x in rows["wordrate"]]
     assert wr[0] > wr[1] + 0.2                 # word rate explains word-rate voxels, not embedding voxels
     assert "the full model recovers" in out
+    banded = [float(x) for x in rows_b["banded: wordrate, emb."]] if (rows_b := {
+        line[:26].strip(): line[26:].split() for line in out.splitlines() if line.startswith("banded:")}) else None
+    assert banded is not None and banded[4] > 0.6 * ceiling[4]   # banded fit recovers the signal too
+    split = {line.split()[1]: [float(x) for x in line.split()[2:]] for line in out.splitlines()
+             if line.startswith("  split ")}
+    assert split["wordrate"][0] > split["embeddings"][0]          # word-rate voxels: word-rate share larger
+    assert split["embeddings"][1] > split["wordrate"][1]          # embedding voxels: embedding share larger
+    assert list((tmp_path / "d" / "results").glob("*/maps/*.png"))  # brain maps drawn (MNI layout)
     a = Assembly(tmp_path / "d" / "data" / "SYN01.zarr")
     assert a.n_voxels == 80 and a.n_repeats("wheretheressmoke") == 3
     assert list((tmp_path / "d" / "results").glob("*/report.png"))

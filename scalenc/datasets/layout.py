@@ -204,7 +204,7 @@ def write_layout(assembly_path, layout: VoxelLayout) -> None:
     """Store a layout in an assembly's ``voxels`` group (``mask_indices``, ``roi``, attrs)."""
     import zarr
 
-    from ..assembly.core import _write_array
+    from ..assembly.writer import _write_array
 
     root = zarr.open_group(str(assembly_path), mode="r+")
     vox = root["voxels"]
