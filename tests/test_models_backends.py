@@ -44,7 +44,7 @@ def test_train_test_mode_equals_brute_force(bk, use_corr):
     X, Y = _data(300, seed=1)
     Xt, Yt = _data(80, seed=2)
     model = NestedCVModel(alphas=ALPHAS, n_inner_folds=4, chunk_length=15, seed=4, use_corr=use_corr,
-                          backend=bk[0], device=bk[1], dtype="float64")
+                          backend=bk[0], device=bk[1], dtype="float64", pvalue_method="analytic")
     metrics, weights, best = model.fit_predict(X, Y, X_test=Xt, y_test=Yt)
     folds = list(ChunkKFold(chunk_length=15, n_splits=4, seed=4).split(len(X)))
     np.testing.assert_array_equal(best, _brute(X, Y, folds, use_corr))

@@ -240,6 +240,26 @@ def test_fsaverage5_layout_and_synthetic_hook(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- report
+def _save(run_dir, layers, *, config=None, noise_ceiling=None, voxel_coords=None, extra=None):
+    """Save a run from per-layer {correlations, significant_mask, ...} through the results API."""
+    parts = []
+    for lay, m in layers.items():
+        r = np.asarray(m["correlations"], float)
+        ds = results_mod.voxel_dataset(r, np.full(r.shape, 0.5), alpha=np.ones(r.shape))
+        ds["significant"] = ("voxel", np.asarray(m["significant_mask"], bool))
+        if m.get("noise_ceiling_source"):
+            ds.attrs["noise_ceiling_source"] = m["noise_ceiling_source"]
+        parts.append(ds.expand_dims(layer=[str(lay)]))
+    res = xr.concat(parts, dim="layer", combine_attrs="override")
+    if noise_ceiling is not None:
+        res["noise_ceiling"] = ("voxel", np.asarray(noise_ceiling, float))
+    for k, v in (voxel_coords or {}).items():
+        res = res.assign_coords({k: ("voxel", np.asarray(v))})
+    if extra is not None:
+        res = res.merge(extra.expand_dims(layer=res["layer"].values))
+    return results_mod.save(run_dir, res, config=config)
+
+
 def _metrics(r, sig, ceiling=None, source=None):
     m = {"correlations": r, "significant_mask": sig, "median_score": float(np.median(r)),
          "n_significant": int(sig.sum())}
@@ -255,7 +275,7 @@ def test_report_axes_titles_and_ceiling_source(tmp_path):
     spread = np.linspace(-0.01, 0.01, n)
     layers = {"3": _metrics(0.1098 + spread, np.ones(n, bool), ceiling, "ground truth"),
               "6": _metrics(0.1104 + spread, np.ones(n, bool), ceiling, "ground truth")}
-    run = results_mod.save(tmp_path / "gpt-run", layers, config={"run_name": "gpt-run"}, noise_ceiling=ceiling)
+    run = _save(tmp_path / "gpt-run", layers, config={"run_name": "gpt-run"}, noise_ceiling=ceiling)
     assert (run / "report.png").exists() and (run / "report.html").exists()
     s = plot.RunSummary(run)
     fig = plt.figure(figsize=(8, 3))
@@ -269,7 +289,7 @@ def test_report_axes_titles_and_ceiling_source(tmp_path):
     assert head.startswith("gpt-run:") and "ground truth" in head and "layer 6" in head
     assert "ground truth" in (run / "report.html").read_text()
 
-    one = results_mod.save(tmp_path / "single", {"0": _metrics(layers["3"]["correlations"], np.ones(n, bool))},
+    one = _save(tmp_path / "single", {"0": _metrics(layers["3"]["correlations"], np.ones(n, bool))},
                            config={"run_name": "single"})
     s1 = plot.RunSummary(one)
     fig = plt.figure(figsize=(4, 3))
@@ -287,13 +307,12 @@ def test_report_draws_r_and_split_maps_from_the_results(tmp_path):
     strong = np.arange(n) % 25 == 0                        # the colour scale's top (99th percentile) is 2x
     r = np.where(left, np.where(strong, 1.0, 0.5), 0.05)
     sig = left.copy()
-    run = results_mod.save(tmp_path / "surf", {"0": _metrics(r, sig)}, config={"run_name": "surf"},
-                           voxel_coords={"voxel": np.arange(n)})
     half = np.where(strong, 0.3, 0.15)
-    split = xr.Dataset({"r2_split": (("feature_space", "voxel"), np.stack([np.where(left, half, 0.0),
-                                                                           np.where(left, 0.0, half)]))},
-                       coords={"feature_space": ["wordrate", "embeddings"]})
-    split.to_zarr(str(run / "results.zarr"), group="layer_0", mode="a", consolidated=False)
+    split = xr.Dataset({"r2_split": (("space", "voxel"), np.stack([np.where(left, half, 0.0),
+                                                                   np.where(left, 0.0, half)]))},
+                       coords={"space": ["wordrate", "embeddings"]})
+    run = _save(tmp_path / "surf", {"0": _metrics(r, sig)}, config={"run_name": "surf"},
+                voxel_coords={"voxel": np.arange(n)}, extra=split)
     plot.report(run, dpi=40)
     files = sorted(p.name for p in (run / "maps").iterdir())
     assert files == ["r.png", "r2_split_embeddings.png", "r2_split_wordrate.png", "significant.png"]
@@ -360,7 +379,7 @@ def test_flatmap_with_pycortex_sample_subject(tmp_path):
     # each sign colours one flattened hemisphere; flipping the values swaps the colours
     assert (centres[1][0] < 0.5 < centres[1][1]) != (centres[1][1] < 0.5 < centres[1][0])
     assert (centres[1][0] < 0.5) == (centres[-1][1] < 0.5) and (centres[1][1] < 0.5) == (centres[-1][0] < 0.5)
-    run = results_mod.save(tmp_path / "s1", {"0": _metrics(side, side > 0)}, config={"run_name": "s1"})
+    run = _save(tmp_path / "s1", {"0": _metrics(side, side > 0)}, config={"run_name": "s1"})
     plot.report(run, pycortex=("S1", "fullhead"), dpi=30)
     assert {"flat_r.png", "flat_significant.png"} <= {p.name for p in (run / "maps").iterdir()}
 
@@ -370,7 +389,7 @@ def test_report_draws_a_mosaic_from_a_mask_for_subject_space_runs(tmp_path):
     mask[:, 2:6, 2:6] = True
     k = np.nonzero(mask)[0]
     r = np.array([-0.4, 0.1, 0.6])[k]
-    run = results_mod.save(tmp_path / "subj", {"0": _metrics(r, r > 0.3)}, config={"run_name": "subj"})
+    run = _save(tmp_path / "subj", {"0": _metrics(r, r > 0.3)}, config={"run_name": "subj"})
     assert not (run / "maps").exists()                          # no layout known: no maps
     plot.report(run, mask=mask, dpi=40)
     assert sorted(p.name for p in (run / "maps").iterdir()) == ["r.png", "significant.png"]
@@ -379,6 +398,6 @@ def test_report_draws_a_mosaic_from_a_mask_for_subject_space_runs(tmp_path):
     sig = mpimg.imread(run / "maps" / "significant.png")[..., :3]
     w = int(0.84 * sig.shape[1])                                # left of the colour bar
     assert _hot(sig[:, :w]).sum() > 0 and _cold(sig[:, :w]).sum() == 0   # only the r = 0.6 slice is significant
-    other = results_mod.save(tmp_path / "subj2", {"0": _metrics(r[:-1], r[:-1] > 0.3)}, config={"run_name": "x"})
+    other = _save(tmp_path / "subj2", {"0": _metrics(r[:-1], r[:-1] > 0.3)}, config={"run_name": "x"})
     plot.report(other, mask=mask, dpi=40)                       # wrong voxel count: logged, no maps
     assert not (other / "maps").exists()

@@ -95,12 +95,15 @@ class RunSummary:
         for ds in self.data.values():
             if ds.attrs.get("noise_ceiling_source"):
                 return str(ds.attrs["noise_ceiling_source"])
-        tree = _attr(self.res, "tree", None)
+        tree = _attr(self.res, "dataset", None) or _attr(self.res, "tree", None)
         if tree is not None and tree.attrs.get("noise_ceiling_source"):
             return str(tree.attrs["noise_ceiling_source"])
         return None
 
     def _root(self):
+        ds = _attr(self.res, "dataset", None)
+        if ds is not None:                                 # one Dataset over (layer, voxel)
+            return ds
         tree = _attr(self.res, "tree", None)
         try:
             return tree.to_dataset() if tree is not None else None
