@@ -90,6 +90,7 @@ class RunConfig:
     stories: list[str | int] | int | None = None
     save_weights: bool = False
     zscore_targets: bool = True
+    banded_by: str | None = None
     overwrite: bool = False
     downsampler: dict = dataclasses.field(default_factory=dict)
     downsample_config: dict = dataclasses.field(default_factory=dict)

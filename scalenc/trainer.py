@@ -97,6 +97,12 @@ class AbstractTrainer:
     layer_idx : int or list, optional
         Layers of multi-layer extractors to fit; a list fits every layer from one
         extraction. Default: the extractor's own ``layer_idx``/``layer`` config, else all.
+        For a speech extractor the numbers count as LITcoder's (``3`` is the fourth hidden
+        state; see :func:`scalenc.features.speech.litcoder_layer_labels`).
+    banded_by : {None, "layer"}
+        With ``model=NestedCVModel(model_name="banded_ridge")`` the bands are the extractors'
+        feature spaces; ``"layer"`` instead makes each selected layer of the multi-layer
+        extractor its own band, in one fit (its results' layer is labelled ``"L1+L2+..."``).
     lookback : int, optional
         ``lookback`` of the language-model extractors (set on the trainer's copies).
     story_selection : list of str or int, optional
@@ -123,7 +129,8 @@ class AbstractTrainer:
                  lookback: int | None = DEFAULTS.lookback, story_selection=DEFAULTS.stories,
                  run_name: str | None = DEFAULTS.run_name, client=DEFAULTS.cluster,
                  save_weights: bool = DEFAULTS.save_weights, zscore_targets: bool = DEFAULTS.zscore_targets,
-                 cache_dir: str | os.PathLike | None = DEFAULTS.cache_dir, overwrite: bool = DEFAULTS.overwrite):
+                 cache_dir: str | os.PathLike | None = DEFAULTS.cache_dir, overwrite: bool = DEFAULTS.overwrite,
+                 banded_by: str | None = DEFAULTS.banded_by):
         self.assembly = assembly if isinstance(assembly, Assembly) else load_assembly(assembly)
         exs = list(feature_extractors) if isinstance(feature_extractors, (list, tuple)) else [feature_extractors]
         if not exs:
@@ -146,6 +153,11 @@ class AbstractTrainer:
         self.save_weights = save_weights
         self.zscore_targets = zscore_targets
         self.overwrite = overwrite
+        if banded_by not in (None, "layer"):
+            raise ValueError(f"banded_by must be None or 'layer', got {banded_by!r}")
+        if banded_by == "layer" and getattr(self.model, "model_name", None) != "banded_ridge":
+            raise ValueError("banded_by='layer' needs model=NestedCVModel(model_name='banded_ridge')")
+        self.banded_by = banded_by
         self.cluster = client if isinstance(client, (str, os.PathLike)) else None
         self.client = client
         self.stories = self._select(story_selection)
@@ -196,7 +208,7 @@ class AbstractTrainer:
             downsample_config=rc.downsample_config, layer_idx=rc.layer_idx, lookback=rc.lookback,
             story_selection=rc.stories, run_name=rc.run_name, client=cluster if cluster is not None else rc.cluster,
             save_weights=rc.save_weights, zscore_targets=rc.zscore_targets, cache_dir=rc.cache_dir,
-            overwrite=rc.overwrite if overwrite is None else overwrite))
+            overwrite=rc.overwrite if overwrite is None else overwrite, banded_by=rc.banded_by))
 
     # ------------------------------------------------------------------------------------
     def split(self) -> tuple[list[str], list[str]]:
@@ -276,8 +288,12 @@ class AbstractTrainer:
         for i, ex in enumerate(self.feature_extractors):
             fs = feats[(story, i)]
             F = fs["features"]
-            F = F.sel(layer=layer) if (i == multi and layer is not None) else F.isel(layer=0)
             name = str(fs.attrs.get("feature_space") or ex.modality)
+            if i == multi and isinstance(layer, tuple):  # banded_by="layer": each layer its own space
+                for lay in layer:
+                    spaces[f"{name} layer {lay}"] = F.sel(layer=lay)
+                continue
+            F = F.sel(layer=layer) if (i == multi and layer is not None) else F.isel(layer=0)
             while name in spaces:
                 name += "_"
             spaces[name] = F
@@ -387,6 +403,11 @@ class AbstractTrainer:
         feats = self.extract()
         timings["extract"] = time.perf_counter() - tick
         layers, multi = self._layers(feats)
+        if self.banded_by == "layer":
+            if multi is None or len(layers) < 2:
+                raise ValueError("banded_by='layer' needs a multi-layer extractor and at least two layers "
+                                 "(layer_idx=[...])")
+            layers = [tuple(layers)]  # one banded fit, one band per layer
         self._client()
         per_layer, spaces = [], {}
         for layer in tqdm(layers, desc="layers", unit="layer", disable=len(layers) == 1 or None):
@@ -397,7 +418,8 @@ class AbstractTrainer:
             per_layer.append(ds)
             logger.info("layer %s: median r %.4f", "0" if layer is None else layer, float(np.nanmedian(ds["r"])))
         tick = time.perf_counter()
-        labels = ["0" if lay is None else str(lay) for lay in layers]
+        labels = ["0" if lay is None else "+".join(map(str, lay)) if isinstance(lay, tuple) else str(lay)
+                  for lay in layers]
         res = self._stack(per_layer, labels)
         res.attrs["feature_spaces"] = _json_spaces(spaces)
         config = self.config()
@@ -458,7 +480,7 @@ class AbstractTrainer:
             use_train_test_split=self.use_train_test_split, logger_backend=self.logger_backend,
             wandb_project_name=self.wandb_project_name, dataset_type=self.dataset_type, layer_idx=self.layer_idx,
             lookback=self.lookback, stories=self.stories, save_weights=self.save_weights,
-            zscore_targets=self.zscore_targets,
+            zscore_targets=self.zscore_targets, banded_by=self.banded_by,
             downsampler={"method": self.downsampler.method, **dict(self.downsampler.config)},
             downsample_config=self.downsample_config,
             trimming=None if self.trimming is None else {k: v for k, v in self.trimming.to_dict().items()

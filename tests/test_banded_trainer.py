@@ -58,3 +58,24 @@ def test_banded_needs_feature_groups():
     X = np.random.default_rng(1).standard_normal((100, 4))
     with pytest.raises(ValueError, match="feature_groups"):
         NestedCVModel(model_name="banded_ridge").fit_dataset(X, X[:, :2], X_test=X[:20], y_test=X[:20, :2])
+
+
+def test_banded_by_layer_gives_each_layer_a_band(synthetic_small, tmp_path):
+    from scalenc.datasets.tiny_lm import build_tiny_lm
+
+    asm = synthetic_small.assembly()
+    words = [str(w) for s in asm.stories for w in asm.words(s).word.values]
+    lm = build_tiny_lm(tmp_path / "lm", words, seed=0)
+    ex = FeatureExtractorFactory.create_extractor("language_model", str(lm), {"lookback": 16}, str(tmp_path / "c"))
+    model = NestedCVModel(model_name="banded_ridge", n_iter=4, pvalue_method="analytic")
+    tr = AbstractTrainer(assembly=asm, feature_extractors=[ex], model=model, layer_idx=[1, 2], banded_by="layer",
+                         results_dir=tmp_path / "res", run_name="bl", logger_backend="none")
+    m = tr.train()
+    res = results_mod.load(tmp_path / "res" / "bl").dataset
+    assert list(res["layer"].values) == ["1+2"] and m["layer"] == "1+2"
+    spaces = [str(s) for s in res["space"].values]
+    assert len(spaces) == 2 and spaces[0].endswith("layer 1") and spaces[1].endswith("layer 2")
+    np.testing.assert_allclose(res["gamma"].values.sum(1), 1.0, atol=1e-9)
+    with pytest.raises(ValueError, match="banded_ridge"):
+        AbstractTrainer(assembly=asm, feature_extractors=[ex], model=NestedCVModel(), banded_by="layer",
+                        results_dir=tmp_path / "res", run_name="x", logger_backend="none")
