@@ -29,7 +29,7 @@ from . import __version__, results
 from ._io import atomic_directory
 from .assembly import Assembly, lebel, load_assembly
 from .assembly.legacy import import_pickle
-from .config import build_trainer, load_config
+from .config import build_trainer, is_sweep, load_config, run_sweep
 from .datasets import synthetic
 from .datasets.tiny_lm import build_tiny_lm
 from .features import FeatureExtractorFactory
@@ -224,6 +224,11 @@ def _cmd_demo(args) -> int:
 
 def _cmd_run(args) -> int:
     cfg = load_config(args.config)
+    if is_sweep(cfg):
+        res = run_sweep(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
+        print(res.summary.to_string(index=False) if hasattr(res.summary, "to_string") else res.summary)
+        print(f"sweep results (summary.csv, scaling.png, one run folder per subject and model): {res.path}")
+        return 0
     trainer = build_trainer(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
     m = trainer.train()
     print(f"run {trainer.run_name}: median r {m['median_score']:.4f}, {m['n_significant']} significant voxels "

@@ -74,8 +74,9 @@ class RunConfig:
     ``<results_dir>/feature_cache``) is used by extractors that have none.
     """
 
-    assembly: str | None = None
+    assembly: str | list[str] | None = None
     extractors: list[dict] = dataclasses.field(default_factory=list)
+    models: list[dict] | None = None
     run_name: str | None = None
     results_dir: str = "results"
     cache_dir: str | None = None
@@ -180,10 +181,16 @@ def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", sourc
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; accepted: {sorted(TOP_KEYS)}")
     for key in ("assembly", "extractors"):
-        if key not in cfg:
+        if key not in cfg and not (key == "extractors" and "models" in cfg):
             raise ConfigError(f"{source}: missing required key {key!r}")
+    if "models" in cfg and "extractors" in cfg:
+        raise ConfigError(f"{source}: give either 'extractors' (one model) or [[models]] (a sweep), not both")
     for key, value in cfg.items():
         hint = TOP_KEYS[key]
+        if key == "models":
+            if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+                raise ConfigError(f"{source}: 'models' must be a non-empty array of tables ([[models]])")
+            continue
         if key == "extractors":
             if not isinstance(value, list) or not value:
                 raise ConfigError(f"{source}: 'extractors' must be a non-empty array of tables ([[extractors]])")
@@ -196,13 +203,37 @@ def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", sourc
     out = dict(cfg)
     for key in PATH_KEYS:
         if key in out:
-            out[key] = _resolve(base, out[key])
+            out[key] = [_resolve(base, v) for v in out[key]] if isinstance(out[key], list) else _resolve(base, out[key])
     cl = out.get("cluster")
     if isinstance(cl, str) and cl.endswith((".yaml", ".yml", ".json")):
         out["cluster"] = _resolve(base, cl)
+    if "models" in out:
+        models, names = [], set()
+        for i, m in enumerate(out["models"]):
+            where = f"[[models]] #{i + 1}"
+            if not isinstance(m.get("name"), str) or not m["name"]:
+                raise ConfigError(f"{source}: {where} needs a 'name' (a string)")
+            if m["name"] in names:
+                raise ConfigError(f"{source}: {where}: model name {m['name']!r} given twice")
+            names.add(m["name"])
+            extra = sorted(set(m) - {"name", "extractors"})
+            if extra:
+                raise ConfigError(f"{source}: {where}: unknown key(s) {extra}; accepted: ['extractors', 'name']")
+            if not isinstance(m.get("extractors"), list) or not m["extractors"]:
+                raise ConfigError(f"{source}: {where} needs a non-empty [[models.extractors]] array")
+            models.append({"name": m["name"], "extractors": _extractors(m["extractors"], base, source,
+                                                                        f"[[models]] {m['name']!r} extractor")})
+        out["models"] = models
+        return out
+    out["extractors"] = _extractors(out["extractors"], base, source, "[[extractors]]")
+    return out
+
+
+def _extractors(items: list, base: Path, source: str, prefix: str) -> list[dict[str, Any]]:
+    """Validated extractor tables (config keys gathered, local paths resolved against ``base``)."""
     fixed = []
-    for i, ex in enumerate(out["extractors"]):
-        where = f"[[extractors]] #{i + 1}"
+    for i, ex in enumerate(items):
+        where = f"{prefix} #{i + 1}"
         if not isinstance(ex, dict) or "modality" not in ex:
             raise ConfigError(f"{source}: {where} needs a 'modality'")
         for k in ("modality", "model_name", "cache_dir"):
@@ -219,8 +250,7 @@ def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", sourc
             if isinstance(v, str) and (k == "cache_dir" or v.startswith((".", "~", "/")) or (base / v).exists()):
                 e[k] = _resolve(base, v)
         fixed.append(e)
-    out["extractors"] = fixed
-    return out
+    return fixed
 
 
 def model_kwargs(table: dict[str, Any], model_cls, *, source: str = "config") -> dict[str, Any]:
@@ -255,3 +285,44 @@ def build_trainer(cfg: dict[str, Any] | RunConfig, *, cluster: Any = None, sourc
 
     rc = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg, source=source)
     return AbstractTrainer.from_config(rc, cluster=cluster, source=source, overwrite=overwrite)
+
+
+def is_sweep(cfg: dict[str, Any]) -> bool:
+    """Whether a validated configuration describes a sweep (several assemblies or [[models]])."""
+    return isinstance(cfg.get("assembly"), list) or bool(cfg.get("models"))
+
+
+def run_sweep(cfg: dict[str, Any], *, cluster: Any = None, source: str = "config", overwrite: bool | None = None):
+    """Run a sweep configuration with :func:`scalenc.sweep.sweep`: ``assembly`` a list of
+    subjects' assemblies, ``[[models]]`` (``name`` and ``[[models.extractors]]``) or one
+    model's ``extractors``, ``layer_idx`` the layers; the other keys as for one run."""
+    from .align import Downsampler, TrimmingConfig  # noqa: PLC0415 - keep config import-light
+    from .features import FeatureExtractorFactory  # noqa: PLC0415
+    from .models import NestedCVModel  # noqa: PLC0415
+    from .sweep import sweep  # noqa: PLC0415 - sweep imports the trainer, which imports this module
+
+    rc = RunConfig.from_dict(cfg, source=source)
+    if rc.banded_by is not None:
+        raise ConfigError(f"{source}: banded_by is not available in a sweep")
+    assemblies = rc.assembly if isinstance(rc.assembly, list) else [rc.assembly]
+
+    def make(exs):
+        return [FeatureExtractorFactory.create_extractor(e["modality"], e.get("model_name"), e.get("config") or {},
+                                                         e.get("cache_dir")) for e in exs]
+
+    models = ({m["name"]: make(m["extractors"]) for m in rc.models} if rc.models
+              else {rc.run_name or "model": make(rc.extractors)})
+    ds_cfg = dict(rc.downsampler)
+    try:
+        return sweep(assemblies, models, rc.layer_idx,
+                     model=NestedCVModel(**model_kwargs(rc.model, NestedCVModel, source=source)),
+                     downsampler=Downsampler(ds_cfg.pop("method", "lanczos"), **ds_cfg),
+                     downsample_config=rc.downsample_config, fir_delays=rc.fir_delays,
+                     trimming=None if rc.trimming is None else TrimmingConfig.from_dict(rc.trimming),
+                     use_train_test_split=rc.use_train_test_split, zscore_targets=rc.zscore_targets,
+                     stories=rc.stories, results_dir=rc.results_dir, name=rc.run_name or "sweep",
+                     cache_dir=rc.cache_dir, client=cluster if cluster is not None else rc.cluster,
+                     save_weights=rc.save_weights, lookback=rc.lookback,
+                     overwrite=rc.overwrite if overwrite is None else overwrite)
+    except (TypeError, KeyError) as e:
+        raise ConfigError(f"{source}: {e}") from e

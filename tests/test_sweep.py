@@ -169,3 +169,47 @@ def test_sweep_on_a_dask_cluster_equals_in_process(subjects, tmp_path):
         for var in ("r", "alpha", "p"):
             np.testing.assert_array_equal(g[var].values, w[var].values)
     pd.testing.assert_frame_equal(got.summary.drop(columns="results_dir"), ref.summary.drop(columns="results_dir"))
+
+
+def test_scalenc_run_with_a_list_of_assemblies_is_a_sweep(subjects, tmp_path, capsys):
+    """`scalenc run CONFIG.toml` with several assemblies and [[models]] runs the sweep; its
+    per-subject results equal the Python API's."""
+    from scalenc.cli import main
+
+    a, b = subjects
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(f"""
+run_name = "toml-sweep"
+results_dir = "out"
+cache_dir = "cache"
+assembly = ["{a.assembly_path}", "{b.assembly_path}"]
+logger_backend = "none"
+
+[model]
+alphas = {json.dumps([float(x) for x in ALPHAS])}
+n_inner_folds = 3
+seed = 2
+
+[[models]]
+name = "wr+emb"
+[[models.extractors]]
+modality = "wordrate"
+[[models.extractors]]
+modality = "embeddings"
+model_name = "{a.embeddings_path}"
+""")
+    assert main(["run", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "summary.csv" in out and "SYN01" in out and "SYN02" in out
+    model = NestedCVModel(alphas=ALPHAS, n_inner_folds=3, seed=2)
+    ref = sweep([a.assembly(), b.assembly()], {"wr+emb": _models(a, tmp_path / "c2")["wr+emb"]}, model=model,
+                results_dir=tmp_path / "ref", name="ref", cache_dir=tmp_path / "c2")
+    for subj in ("SYN01", "SYN02"):
+        got = results.load(tmp_path / "out" / "toml-sweep" / subj / "wr+emb").layer("0").load()
+        want = results.load(ref.runs[(subj, "wr+emb")]).layer("0").load()
+        np.testing.assert_array_equal(got["r"].values, want["r"].values)
+        np.testing.assert_array_equal(got["alpha"].values, want["alpha"].values)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace('name = "wr+emb"\n', ""))
+    assert main(["run", str(bad)]) == 2
+    assert "[[models]] #1 needs a 'name'" in capsys.readouterr().err
