@@ -116,7 +116,7 @@ def test_docstring_example_runs_on_lebel_layout_data(data, tmp_path, train_keys_
 @pytest.mark.parametrize("text, match", [
     ('assembly = "x.zarr"\nuse_train_test_split = "false"\n[[extractors]]\nmodality = "wordrate"\n',
      r"c\.toml: use_train_test_split must be true/false, got str 'false'"),
-    ('assembly = 42\n[[extractors]]\nmodality = "wordrate"\n', r"c\.toml: assembly must be a string, got int 42"),
+    ('assembly = 42\n[[extractors]]\nmodality = "wordrate"\n', r"c\.toml: assembly must be a string or a list of strings, got int 42"),
     ('assembly = "x.zarr"\nstories = ["a", 2.5]\n[[extractors]]\nmodality = "wordrate"\n', "stories must be"),
     ('assembly = "x.zarr"\nsave_weights = 1\n[[extractors]]\nmodality = "wordrate"\n', "save_weights must be"),
     ('assembly = "x.zarr"\ntrimming = 3\n[[extractors]]\nmodality = "wordrate"\n', r"\[trimming\] must be a table"),
