@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import emit, machine, peak_rss_bytes  # noqa: E402
+from _common import emit, machine, peak_rss_bytes, run_child  # noqa: E402
 
 
 def make_tree(root: Path, n_stories: int, n_voxels: int, rows: int, test_repeats: int = 10, seed: int = 0) -> int:
@@ -54,14 +52,6 @@ def make_tree(root: Path, n_stories: int, n_voxels: int, rows: int, test_repeats
         del bold
     return total
 
-
-def _drop_caches() -> bool:
-    try:
-        os.sync()
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def stage_floor(root: Path, out: Path) -> None:
@@ -85,16 +75,6 @@ def stage_scalenc(root: Path, out: Path) -> None:
 
     lebel.build(root, "UTS03", out, test_stories=("wheretheressmoke",), progress=False)
 
-
-def run_child(stage: str, root: Path, out: Path) -> dict:
-    dropped = _drop_caches()
-    cmd = [sys.executable, __file__, "--child", stage, "--root", str(root), "--out", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"stage {stage} failed:\n{res.stderr}")
-    r = json.loads(res.stdout.strip().splitlines()[-1])
-    r["cache_dropped"] = dropped
-    return r
 
 
 def main() -> None:
@@ -131,7 +111,7 @@ def main() -> None:
         for stage in ("floor", "scalenc"):
             out = work / f"{stage}.zarr"
             shutil.rmtree(out, ignore_errors=True)
-            r = run_child(stage, root, out)
+            r = run_child(__file__, stage, root, out)
             r["stage"] = stage
             r["mb_s"] = nbytes / 1e6 / r["seconds"]
             rows.append(r)

@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,8 +33,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import emit, machine, peak_rss_bytes  # noqa: E402
-from assembly_build import _drop_caches  # noqa: E402
+from _common import emit, machine, peak_rss_bytes, run_child  # noqa: E402
 
 TR = 1.5
 ONSET = 21.0  # 21styear's story onset
@@ -110,16 +108,6 @@ def stage_scalenc(root: Path, out: Path) -> None:
     narratives.build(root, "001", ["21styear"], out, progress=False)
 
 
-def run_child(stage: str, root: Path, out: Path) -> dict:
-    dropped = _drop_caches()
-    cmd = [sys.executable, __file__, "--child", stage, "--root", str(root), "--out", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"stage {stage} failed:\n{res.stderr}")
-    r = json.loads(res.stdout.strip().splitlines()[-1])
-    r["cache_dropped"] = dropped
-    return r
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,7 +139,7 @@ def main() -> None:
         for stage in ("floor", "scalenc"):
             out = work / f"{stage}.zarr"
             shutil.rmtree(out, ignore_errors=True)
-            r = run_child(stage, root, out)
+            r = run_child(__file__, stage, root, out)
             r.update(stage=stage, mb_s=info["nbytes"] / 1e6 / r["seconds"])
             rows.append(r)
             shutil.rmtree(out, ignore_errors=True)
