@@ -10,12 +10,27 @@ Each configuration runs in a fresh child process so that peak memory is its own.
 
     python benchmarks/pipeline.py --record
     python benchmarks/pipeline.py --sizes 10x2000
+
+Against LITcoder (``--litcoder PATH``, a checkout of LITcoder whose ``encoding`` package is
+imported from that path; ``--litcoder-python`` an interpreter whose environment has
+LITcoder's dependencies, e.g. transformer-lens < 3): both libraries run the same tutorial
+code (the LeBel word-rate / embeddings tutorials with both extractors: FIR delays 1-4, the
+tutorials' LeBel trimming, the last story held out, ``NestedCVModel("ridge_regression")``
+with its defaults, ``logger_backend="wandb"`` with ``WANDB_MODE=disabled``), the module
+prefix being the only difference. LITcoder reads the LITcoder pickle of the synthetic
+assembly, scalenc its zarr store. Each run is a fresh process started with the page cache
+dropped (when root) and empty feature caches; the wall time is the process's, from spawn to
+exit (interpreter start and imports included). Runs alternate between the two libraries.
+
+    python benchmarks/pipeline.py --sizes 30x20484 --words-per-story 1400 --modes \\
+        --litcoder /path/to/litcoder_core --litcoder-python /path/to/litenv/bin/python --repeats 3
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -72,22 +87,173 @@ def child(args) -> None:
     print(json.dumps(out))
 
 
+LEBEL_TRIM = {"train_features_start": 10, "train_features_end": -5, "train_targets_start": 0,
+              "train_targets_end": None, "test_features_start": 50, "test_features_end": -5,
+              "test_targets_start": 40, "test_targets_end": None}
+
+
+def tutorial_child(args) -> None:
+    """The tutorials' workflow (word rate + embeddings) with the package ``args.package``
+    (``scalenc`` or LITcoder's ``encoding``): the same code for both. Prints one JSON line."""
+    import importlib
+
+    t0 = time.perf_counter()
+    import numpy as np
+
+    pkg = args.package
+
+    def mod(name):
+        return importlib.import_module(f"{pkg}.{name}")
+
+    load_assembly = mod("assembly.assembly_loader").load_assembly
+    factory = mod("features.factory").FeatureExtractorFactory
+    downsampler_cls = mod("downsample.downsampling").Downsampler
+    model_cls = mod("models.nested_cv").NestedCVModel
+    trainer_cls = mod("trainer").AbstractTrainer
+    t_import = time.perf_counter() - t0
+
+    work = Path(args.work)
+    cache = work / f"cache-{pkg}"
+    shutil.rmtree(cache, ignore_errors=True)
+    tick = time.perf_counter()
+    assembly = load_assembly(args.assembly)
+    t_load = time.perf_counter() - tick
+    wordrate = factory.create_extractor(modality="wordrate", model_name="wordrate", config={}, cache_dir=str(cache))
+    embeddings = factory.create_extractor(
+        modality="embeddings", model_name="word2vec",
+        config={"vector_path": str(work / "data" / "embeddings.w2v.txt"), "binary": False, "lowercase": False,
+                "oov_handling": "copy_prev", "use_tqdm": False},
+        cache_dir=str(cache))
+    trainer = trainer_cls(assembly=assembly, feature_extractors=[wordrate, embeddings], downsampler=downsampler_cls(),
+                          model=model_cls(model_name="ridge_regression"), fir_delays=[1, 2, 3, 4],
+                          trimming_config=dict(LEBEL_TRIM), use_train_test_split=True, logger_backend="wandb",
+                          wandb_project_name="bench", dataset_type="lebel", results_dir=str(work / f"results-{pkg}"),
+                          downsample_config={})
+    stages = {"extract": 0.0, "align": 0.0, "fit": 0.0, "write": 0.0}
+    if pkg != "scalenc":  # LITcoder reports no stage times: time its trainer's steps from outside
+        def timed(obj, name, stage):
+            fn = getattr(obj, name)
+
+            def wrapper(*a, **k):
+                tick = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    stages[stage] += time.perf_counter() - tick
+            setattr(obj, name, wrapper)
+        for name, stage in (("extract_and_downsample_features", "extract"), ("apply_fir_delays", "align"),
+                            ("structure_data", "align"), ("log_metrics", "write"), ("save_model", "write")):
+            timed(trainer, name, stage)
+        timed(trainer.model, "fit_predict", "fit")
+    tick = time.perf_counter()
+    metrics = trainer.train()
+    t_train = time.perf_counter() - tick
+    if pkg == "scalenc":
+        stages = dict(trainer.timings)
+    r = np.asarray(metrics["correlations"], dtype=np.float64)
+    np.save(work / f"r-{pkg}.npy", r)
+    print(json.dumps(dict(imports=t_import, load=t_load, train=t_train, in_process=time.perf_counter() - t0,
+                          **stages, peak=peak_rss_bytes(), median_r=float(np.nanmedian(r)))))
+
+
+def compare_litcoder(args, size: str) -> list[tuple[str, dict]]:
+    """Run the tutorial workflow with LITcoder and with scalenc on one synthetic set."""
+    import numpy as np
+    from _common import drop_caches
+
+    from scalenc.assembly import Assembly
+    from scalenc.datasets import synthetic
+    from scalenc.datasets.litcoder_pickle import write_litcoder_pickle
+
+    n_st, n_vox = (int(x) for x in size.split("x"))
+    work = Path(tempfile.mkdtemp(prefix="scalenc-vs-litcoder-"))
+    rows = []
+    try:
+        if n_vox != 20484:  # LITcoder's trainer draws its maps on fsaverage5 and accepts nothing else
+            raise SystemExit("the LITcoder comparison needs 20484 voxels (fsaverage5 vertices), e.g. --sizes 30x20484")
+        synthetic(work / "data", n_stories=n_st, words_per_story=args.words_per_story, n_voxels=n_vox, audio=False,
+                  layout="fsaverage5")
+        zarr_path = work / "data" / "SYN01.zarr"
+        pkl = write_litcoder_pickle(Assembly(zarr_path), work / "assembly_lebel_syn01.pkl")
+        sides = {"scalenc": (sys.executable, "scalenc", str(zarr_path), {}),
+                 "LITcoder": (args.litcoder_python or sys.executable, "encoding", str(pkl),
+                              {"PYTHONPATH": str(Path(args.litcoder).resolve())})}
+        for rep in range(args.repeats):
+            for name, (python, pkg, asm, extra_env) in sides.items():
+                env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", **extra_env}
+                dropped = drop_caches()
+                tick = time.perf_counter()
+                r = subprocess.run([python, __file__, "--child", "--tutorial", "--package", pkg, "--assembly", asm,
+                                    "--work", str(work)], capture_output=True, text=True, env=env, cwd=work)
+                wall = time.perf_counter() - tick
+                if r.returncode != 0:
+                    raise RuntimeError(f"{name} run failed:\n{r.stderr[-3000:]}")
+                res = json.loads(r.stdout.strip().splitlines()[-1])
+                res.update(wall=wall, cache_dropped=dropped, repeat=rep)
+                print(f"  {size} {name} run {rep + 1}: {wall:.1f} s", file=sys.stderr)
+                rows.append((name, res))
+        r_s, r_l = np.load(work / "r-scalenc.npy"), np.load(work / "r-encoding.npy")
+        ok = np.isfinite(r_s) & np.isfinite(r_l)
+        agree = dict(r_corr=float(np.corrcoef(r_s[ok], r_l[ok])[0, 1]), max_abs=float(np.max(np.abs(r_s - r_l)[ok])),
+                     bold_mib=Assembly(zarr_path).info()["bold_bytes"] / 2**20,
+                     pkl_mib=pkl.stat().st_size / 2**20)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows, agree
+
+
+def litcoder_table(size: str, rows, agree, args) -> str:
+    import statistics
+
+    lines = [f"### scalenc vs LITcoder, the tutorials' workflow (word rate + embeddings), synthetic LeBel-layout set "
+             f"{size} ({args.words_per_story} words/story), {datetime.date.today().isoformat()}", "",
+             f"machine: {machine()}; page cache dropped before each run: {all(r['cache_dropped'] for _, r in rows)}; "
+             f"responses {agree['bold_mib']:.0f} MiB float32 (LITcoder pickle {agree['pkl_mib']:.0f} MiB)", "",
+             "| library | run | wall s (process) | imports s | load s | extract s | align s | fit s | write s | "
+             "peak RSS MiB | median r (test story) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows:
+        lines.append(f"| {name} | {r['repeat'] + 1} | {r['wall']:.1f} | {r['imports']:.1f} | {r['load']:.1f} | "
+                     f"{r['extract']:.1f} | {r['align']:.1f} | {r['fit']:.1f} | {r['write']:.1f} | "
+                     f"{r['peak'] / 2**20:.0f} | {r['median_r']:.3f} |")
+    med = {n: statistics.median(r["wall"] for m, r in rows if m == n) for n in ("scalenc", "LITcoder")}
+    lines += ["", f"Median wall: LITcoder {med['LITcoder']:.1f} s, scalenc {med['scalenc']:.1f} s: "
+              f"**{med['LITcoder'] / med['scalenc']:.2f}x**. Per-voxel test r, scalenc vs LITcoder: correlation "
+              f"{agree['r_corr']:.4f}, largest difference {agree['max_abs']:.3f}.", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["10x2000", "30x20000"])
     ap.add_argument("--block", type=int, default=2000, help="voxels per block / chunk in the fit")
     ap.add_argument("--extractors", nargs="+", default=["wordrate", "embeddings", "lm"],
                     choices=["wordrate", "embeddings", "lm"], help="feature spaces (lm: a tiny random GPT-2)")
-    ap.add_argument("--modes", nargs="+", default=["inprocess", "cluster"], choices=["inprocess", "cluster"])
+    ap.add_argument("--modes", nargs="*", default=["inprocess", "cluster"], choices=["inprocess", "cluster"])
+    ap.add_argument("--litcoder", default=None, metavar="PATH",
+                    help="a LITcoder checkout (the folder holding its `encoding` package): compare the tutorials' "
+                         "workflow against it")
+    ap.add_argument("--litcoder-python", default=None, metavar="PYTHON",
+                    help="interpreter with LITcoder's dependencies (default: this one)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per library in the LITcoder comparison")
     ap.add_argument("--words-per-story", type=int, default=300,
                     help="story length (1400 gives ~320 TRs/story, LeBel-like)")
     ap.add_argument("--record", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="inprocess", help=argparse.SUPPRESS)
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--tutorial", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--package", default="scalenc", help=argparse.SUPPRESS)
+    ap.add_argument("--assembly", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args)
+        (tutorial_child if args.tutorial else child)(args)
+        return
+    if args.litcoder:
+        for size in args.sizes:
+            rows, agree = compare_litcoder(args, size)
+            emit(litcoder_table(size, rows, agree, args), args.record)
+    if not args.modes:
         return
     from scalenc.datasets import synthetic
 
