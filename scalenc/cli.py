@@ -29,6 +29,7 @@ from . import __version__, results
 from ._io import atomic_directory
 from .assembly import Assembly, lebel, load_assembly
 from .assembly.legacy import import_pickle
+from .assembly.writer import DEFAULT_VOXEL_CHUNK
 from .config import build_trainer, is_sweep, load_config, run_sweep
 from .datasets import synthetic
 from .datasets.tiny_lm import build_tiny_lm
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--stories", nargs="+", default=None, help="stories to read (default: all with responses)")
     bl.add_argument("--test-stories", nargs="*", default=["wheretheressmoke"])
     bl.add_argument("--tr", type=float, default=2.0, help="repetition time, s (default 2.0)")
-    bl.add_argument("--voxel-chunk", type=int, default=8192)
+    bl.add_argument("--voxel-chunk", type=int, default=DEFAULT_VOXEL_CHUNK)
     bl.add_argument("--audio-dir", default=None, help="folder of <story>.wav (default ROOT/stimuli)")
     bl.add_argument("--overwrite", action="store_true")
     bl.set_defaults(func=_cmd_build_lebel)
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--surface", default=None, help="project volumes onto this mesh, e.g. fsaverage5")
         q.add_argument("--volume-time", default="centre", choices=["centre", "start"],
                        help="time of a volume within its TR (default centre)")
-        q.add_argument("--voxel-chunk", type=int, default=8192)
+        q.add_argument("--voxel-chunk", type=int, default=DEFAULT_VOXEL_CHUNK)
         q.add_argument("--overwrite", action="store_true")
 
     bb = bsub.add_parser("bids", help="BIDS runs listed in a TSV (story, bold | bold_left + bold_right, words, "

@@ -281,9 +281,11 @@ class AbstractTrainer:
                                  f"layers: {labels}")
         return sel, i
 
-    def design(self, feats, story: str, split: str, layer=None, multi: int | None = None):
+    def design(self, feats, story: str, split: str, layer=None, multi: int | None = None, *,
+               zscore_targets: bool | None = None):
         """(X, Y) of one story (:func:`scalenc.align.align_story`): X a (tr, feature) DataArray
-        with ``feature_space`` and ``delay`` coordinates, Y the trimmed, z-scored responses."""
+        with ``feature_space`` and ``delay`` coordinates, Y the trimmed, z-scored responses
+        (lazy; ``zscore_targets=False``: not z-scored, for callers that only need X)."""
         spaces = {}
         for i, ex in enumerate(self.feature_extractors):
             fs = feats[(story, i)]
@@ -300,7 +302,8 @@ class AbstractTrainer:
         return align_story(spaces, self.assembly.tr_times(story).values, self.assembly.bold(story).data,
                            downsampler=self.downsampler, downsample_config=self.downsample_config,
                            delays=self.fir_delays, trimming=self.trimming, grid_offset=self.assembly.grid_offset(story),
-                           split=split, story=story, zscore_targets=self.zscore_targets)
+                           split=split, story=story,
+                           zscore_targets=self.zscore_targets if zscore_targets is None else zscore_targets)
 
     def _repeats_ceiling(self, story: str, n_rows: int, block: int = 2000) -> np.ndarray | None:
         """``cc_max`` of the test story's repeats (trimmed as the test targets), read and
@@ -328,9 +331,18 @@ class AbstractTrainer:
                   **model_kwargs) -> tuple[xr.Dataset, dict[str, tuple[int, int]], float]:
         """Per-voxel results of one layer: (Dataset over voxel, feature spaces, alignment seconds)."""
         tick = time.perf_counter()
-        tr = [self.design(feats, s, "train", layer, multi) for s in train_s]
+        stacked = hasattr(self.assembly, "stacked_bold") and hasattr(self.model, "fit_dataset")
+        tr = [self.design(feats, s, "train", layer, multi, zscore_targets=False if stacked else None)
+              for s in train_s]
         X = np.concatenate([x.values for x, _ in tr])
-        Y = da.concatenate([da.asarray(y) for _, y in tr], axis=0)
+        if stacked:
+            # read a voxel block at a time by the solver (the same rows and z-scoring as the designs' Y)
+            Y = self.assembly.stacked_bold(train_s, [target_slice(self.trimming, "train")] * len(train_s),
+                                           zscore=self.zscore_targets)
+            if Y.shape[0] != X.shape[0]:
+                raise ValueError(f"training responses have {Y.shape[0]} rows, the design {X.shape[0]}")
+        else:
+            Y = da.concatenate([da.asarray(y) for _, y in tr], axis=0)
         groups = np.concatenate([[s] * x.shape[0] for s, (x, _) in zip(train_s, tr)])
         kw = dict(model_kwargs)
         test_rows = None

@@ -41,6 +41,7 @@ import zarr
 
 from .chunks import CheckedChunks, check_store
 from .legacy import import_pickle, pickle_provenance
+from .stacked import StackedResponses
 from .writer import (DEFAULT_VOXEL_CHUNK, SCHEMA_VERSION, AssemblyChunkError,  # noqa: F401 (re-exported)
                      AssemblyError, AssemblyWriter, _codecs)
 
@@ -239,6 +240,19 @@ class Assembly:
         return self.tree[f"stories/{story}"].to_dataset(inherit=False)
 
     # data -----------------------------------------------------------------------------
+    def stacked_bold(self, stories: Sequence[str], rows: Sequence[slice] | None = None, *,
+                     zscore: bool = True) -> StackedResponses:
+        """The responses of ``stories`` stacked along rows, each story's ``rows`` kept (default
+        all) and z-scored per voxel: a :class:`~scalenc.assembly.stacked.StackedResponses` read a
+        voxel block at a time (the training targets of a run)."""
+        stories = list(stories)
+        for s in stories:
+            self._story_group(s)  # unknown story: one line naming it
+        rows = [slice(None)] * len(stories) if rows is None else list(rows)
+        sources = [CheckedChunks(self.path, s, "bold") for s in stories]
+        index = None if self._voxel_index is None else np.arange(sources[0].shape[1])[self._voxel_index]
+        return StackedResponses(sources, rows, zscore=zscore, voxel_index=index, names=stories)
+
     def bold(self, story: str) -> xr.DataArray:
         """Responses of ``story`` as a lazy (tr, voxel) float32 DataArray (repeat mean for
         repeated stories), with ``tr_time`` and voxel coordinates."""

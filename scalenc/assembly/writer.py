@@ -23,7 +23,7 @@ from .._io import atomic_directory
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-DEFAULT_VOXEL_CHUNK = 8192
+DEFAULT_VOXEL_CHUNK = 2048
 
 
 #: Every chunk is written, even one equal to the fill value, so that a missing chunk file

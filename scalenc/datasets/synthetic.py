@@ -53,6 +53,7 @@ from .._io import atomic_directory
 from ..align.downsample import lanczos_matrix
 from ..align.fir import fir
 from ..assembly import Assembly, lebel
+from ..assembly.writer import DEFAULT_VOXEL_CHUNK
 from .writers import write_story_files
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
               embedding_dim: int = 16, n_test_repeats: int = 3, delays: Sequence[int] = (1, 2, 3, 4),
               noise_fraction: float = 0.2, snr_range: tuple[float, float] = (0.1, 3.0), ar_rho: float = 0.3,
               subject: str = "SYN01", tr: float = lebel.TR_SECONDS, audio: bool = True, sample_rate: int = 16000,
-              voxel_chunk: int = 8192, seed: int = 0, overwrite: bool = False, progress: bool = False,
+              voxel_chunk: int = DEFAULT_VOXEL_CHUNK, seed: int = 0, overwrite: bool = False, progress: bool = False,
               layout: str | None = None) -> SyntheticDataset:
     """Generate the synthetic dataset (see the module docstring) and build its assembly.
 

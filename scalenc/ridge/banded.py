@@ -28,7 +28,7 @@ import numpy as np
 from .backend import Backend, get_backend
 from .cv import check_cv
 from .scoring import pearson_r, r2_score
-from .solver import Output, cv_block, intercept, map_voxel_blocks, xside_for
+from .solver import Output, cv_block, intercept, map_voxel_blocks, solver_targets, xside_for
 from .split import correlation_score_split, r2_score_split
 
 __all__ = ["BandedRidgeCV", "BandedRidgeCVResult", "banded_candidates", "feature_spaces", "solve_banded_ridge_cv"]
@@ -183,6 +183,7 @@ def solve_banded_ridge_cv(X, Y, groups, alphas, folds: Sequence[tuple[np.ndarray
     n, p = np.shape(X)
     if Y.ndim != 2 or Y.shape[0] != n:
         raise ValueError(f"Y must be 2-D with {n} rows like X, got shape {tuple(Y.shape)}")
+    Y = solver_targets(Y)
     spaces, space_of = feature_spaces(groups, p)
     if candidates is None:
         candidates = banded_candidates(len(spaces), n_iter, concentration, random_state=random_state)

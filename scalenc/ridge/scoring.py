@@ -239,21 +239,25 @@ def _null_by_blocks(zt: np.ndarray, zp: np.ndarray, perms: np.ndarray, starts: n
     """Null r (n_perm, v) from block cross-products: O(n * B * v + n_perm * B * v).
 
     For the blocks of one length class, ``M[v, j, k] = sum_l zt[block j, l] zp[block k, l]``
-    (a batched matrix product); a permutation's r is ``sum_j M[v, j, perm[j]]``.
+    (a batched matrix product); a permutation's r is ``sum_j M[v, j, perm[j]]``: for all
+    permutations at once, one matrix product of ``M`` (v, B_c^2) with the permutations'
+    (B_c^2, n_perm) 0/1 selection matrix.
     """
     v = zt.shape[1]
-    null = np.zeros((perms.shape[0], v), dtype=np.float64)
+    n_perm = perms.shape[0]
+    null = np.zeros((v, n_perm), dtype=np.float64)
     for members in classes:
-        L = int(lengths[members[0]])
+        B, L = members.size, int(lengths[members[0]])
         rows = (starts[members][:, None] + np.arange(L)[None, :]).ravel()
-        bt = zt[rows].reshape(members.size, L, v).transpose(2, 0, 1)  # (v, B_c, L)
-        bp = zp[rows].reshape(members.size, L, v).transpose(2, 1, 0)  # (v, L, B_c)
-        M = np.matmul(bt, bp)  # (v, B_c, B_c)
+        bt = zt[rows].reshape(B, L, v).transpose(2, 0, 1)  # (v, B_c, L)
+        bp = zp[rows].reshape(B, L, v).transpose(2, 1, 0)  # (v, L, B_c)
+        M = np.matmul(bt, bp).reshape(v, B * B)  # (v, B_c^2): entry j * B_c + k
         # position of each member block within its class
         local = np.searchsorted(members, perms[:, members])  # (n_perm, B_c)
-        slot = np.arange(members.size)
-        null += M[:, slot[None, :], local].sum(axis=2).T
-    return null
+        pick = np.zeros((B * B, n_perm))
+        pick[np.arange(B)[None, :] * B + local, np.arange(n_perm)[:, None]] = 1.0
+        null += M @ pick
+    return null.T
 
 
 def block_permutation_pvalues(

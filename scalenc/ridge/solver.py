@@ -505,17 +505,42 @@ def map_voxel_blocks(block_fn: Callable[..., dict[str, np.ndarray]], Y, outputs:
     """
     shared = shared or {}
     v = Y.shape[1]
+    Y = solver_targets(Y)
     if array_module_of(Y) == "dask":
         return _map_dask(block_fn, Y, outputs, voxel_block, shared, kwargs)
-    block = v if not voxel_block else max(1, min(int(voxel_block), v))
     res = {k: np.empty(o.lead + (v,), dtype=o.dtype) for k, o in outputs.items()}
-    for s in tqdm(range(0, v, block), desc="ridge voxel blocks", leave=False,
-                  disable=progress is False if progress is not None else None):
-        sl = slice(s, min(s + block, v))
-        part = block_fn(Y[:, sl], **shared, **kwargs)
+    if hasattr(Y, "iter_blocks"):  # stacked story responses: read block by block, the next one meanwhile
+        width = Y.block_width(voxel_block)
+        blocks = Y.iter_blocks(width)
+    else:
+        width = v if not voxel_block else max(1, min(int(voxel_block), v))
+        blocks = ((slice(s, min(s + width, v)), None) for s in range(0, v, width))
+    for sl, block in tqdm(blocks, total=-(-v // width), desc="ridge voxel blocks", leave=False,
+                          disable=progress is False if progress is not None else None):
+        part = block_fn(Y[:, sl] if block is None else block, **shared, **kwargs)
+        del block
         for k in outputs:
             res[k][..., sl] = part[k]
     return res
+
+
+def solver_targets(Y):
+    """``Y`` as the solvers take it: stacked story responses
+    (:class:`~scalenc.assembly.stacked.StackedResponses`) stay as they are in-process (read
+    a voxel block at a time) and become a dask array when a distributed client is active (its
+    workers read the chunks)."""
+    if hasattr(Y, "iter_blocks") and hasattr(Y, "to_dask") and _distributed_client() is not None:
+        return Y.to_dask()
+    return Y
+
+
+def _distributed_client():
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
 
 
 def _map_dask(block_fn, Y, outputs, voxel_block, shared, kwargs) -> dict[str, np.ndarray]:
@@ -547,16 +572,13 @@ def _compute_with_progress(*arrays):
 
     import dask
 
-    try:
-        from distributed import get_client, progress
-
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
+    client = _distributed_client()
     interactive = sys.stderr.isatty()
     if client is not None:
         futs = client.compute(list(arrays))
         if interactive:
+            from distributed import progress
+
             progress(*futs)
         return client.gather(futs)
     if interactive:
@@ -622,6 +644,7 @@ def solve_ridge_cv(X, Y, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]],
     n = np.shape(X)[0]
     if Y.ndim != 2 or Y.shape[0] != n:
         raise ValueError(f"Y must be 2-D with {n} rows like X, got shape {tuple(Y.shape)}")
+    Y = solver_targets(Y)
     if x_side is not None:
         xs = xs_run = x_side
     else:
