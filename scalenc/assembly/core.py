@@ -247,7 +247,7 @@ class Assembly:
         voxel block at a time (the training targets of a run)."""
         stories = list(stories)
         for s in stories:
-            self._story_group(s)  # unknown story: one line naming it
+            self._check_story(s)  # unknown story: one line naming it
         rows = [slice(None)] * len(stories) if rows is None else list(rows)
         sources = [CheckedChunks(self.path, s, "bold") for s in stories]
         index = None if self._voxel_index is None else np.arange(sources[0].shape[1])[self._voxel_index]
