@@ -67,9 +67,8 @@ class FeatureCache:
         except (OSError, ValueError):  # no entry, or an unreadable one: a miss
             return None
         attrs = meta.get("attributes") if isinstance(meta, dict) and meta.get("node_type") == "group" else None
-        if not isinstance(attrs, dict) or attrs.get("scalenc_cache") != CACHE_FORMAT or attrs.get("complete") is not True:
-            return None
-        return attrs
+        ok = isinstance(attrs, dict) and attrs.get("scalenc_cache") == CACHE_FORMAT and attrs.get("complete") is True
+        return attrs if ok else None
 
     def keys(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.zarr") if self._complete(p))
