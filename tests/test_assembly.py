@@ -54,10 +54,13 @@ def test_round_trip_values_and_metadata(tmp_path):
 
 
 def test_word_tables_read_once_and_equal_to_the_tree(tmp_path):
-    """``words`` / ``word_table`` read every story's words in one go, once, and give what
-    the xarray tree holds; callers get copies (the kept tables are read-only)."""
+    """``words`` / ``word_table`` read a story's words once (the first story, then all the
+    others in one go) and give what the xarray tree holds; callers get copies (the kept
+    tables are read-only)."""
     _write(tmp_path / "a.zarr", np.random.default_rng(2))
     a = Assembly(tmp_path / "a.zarr")
+    a.word_table("b")
+    assert list(a._word_tables) == ["b"]  # one story asked: one story read
     for s in a.stories:
         node = a.tree[f"stories/{s}"].to_dataset()
         w = a.words(s)

@@ -280,12 +280,13 @@ class Assembly:
         """``(word, start, end)`` of ``story`` as read-only numpy arrays (object str,
         float64 seconds, float64 seconds): :meth:`words` without the Dataset.
 
-        The first call reads the word tables of every story of this view in one
-        concurrent zarr read and keeps them (the feature extractors ask for the words of
-        each story several times)."""
+        Tables are read once and kept (the feature extractors ask for the words of each
+        story several times): the first call reads its story's (a worker's assembly is
+        often asked for one story only), the next call for another story reads all the
+        remaining stories of this view in one concurrent zarr read."""
         self._check_story(story)
         if story not in self._word_tables:
-            todo = [s for s in self._stories if s not in self._word_tables]
+            todo = [s for s in self._stories if s not in self._word_tables] if self._word_tables else [story]
             self._word_tables.update(_read_word_tables(self.path, todo))
         return self._word_tables[story]
 
