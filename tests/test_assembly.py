@@ -53,6 +53,33 @@ def test_round_trip_values_and_metadata(tmp_path):
     np.testing.assert_array_equal(a.voxels["mask_indices"].values, np.arange(10) * 7)
 
 
+def test_word_tables_read_once_and_equal_to_the_tree(tmp_path):
+    """``words`` / ``word_table`` read a story's words once (the first story, then all the
+    others in one go) and give what the xarray tree holds; callers get copies (the kept
+    tables are read-only)."""
+    _write(tmp_path / "a.zarr", np.random.default_rng(2))
+    a = Assembly(tmp_path / "a.zarr")
+    a.word_table("b")
+    assert list(a._word_tables) == ["b"]  # one story asked: one story read
+    for s in a.stories:
+        node = a.tree[f"stories/{s}"].to_dataset()
+        w = a.words(s)
+        assert w["word"].dtype == object and w["start"].dtype == np.float64
+        assert list(w["word"].values) == [str(x) for x in node["word"].values]
+        np.testing.assert_array_equal(w["start"].values, node["word_start"].values)
+        np.testing.assert_array_equal(w["end"].values, node["word_end"].values)
+    assert set(a._word_tables) == set(a.stories)
+    word, start, _ = a.word_table("a")
+    assert not word.flags.writeable and not start.flags.writeable
+    w = a.words("a")
+    w["start"].values[0] = -1.0  # a caller's copy
+    assert a.word_table("a")[1][0] == 1.0 and a.word_times("a")[0] == pytest.approx(1.2)
+    sub = a.subset(["b"])
+    assert sub.word_table("b") is a.word_table("b")  # a subset keeps the tables already read
+    with pytest.raises(KeyError, match="not in assembly"):
+        sub.word_table("a")
+
+
 def test_reads_are_lazy_and_voxel_chunked(tmp_path):
     _write(tmp_path / "a.zarr", np.random.default_rng(1), n_vox=10, chunk=4)
     b = Assembly(tmp_path / "a.zarr").bold("a")

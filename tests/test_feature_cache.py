@@ -1,6 +1,7 @@
 """Feature cache behaviour through the extractors: hits, misses, rebuilds, interrupted writes."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import xarray as xr
 import zarr
 
 from scalenc.features import CustomExtractor, FeatureCache, StaticEmbeddingExtractor, WordRateExtractor, cache_key
+from scalenc.features import base as base_mod
+from scalenc.features import cache as cache_mod
 
 
 class CountingWordRate(WordRateExtractor):
@@ -171,23 +174,23 @@ def test_interrupted_write_leaves_nothing(asm, tmp_path, monkeypatch):
     story = asm.stories[0]
     ex = CountingCustom(config={"function": three_layers}, cache_dir=tmp_path)
     key = key_of(ex, asm, story)
-    original = zarr.Group.create_group
+    original = cache_mod._write_group
     made = []
 
-    def failing_create_group(self, name, *args, **kwargs):
-        made.append(name)
-        if name == "1":  # the second layer's group: layer 0 is already written
+    def failing_write_group(path, attributes):
+        made.append(path.name)
+        if path.name == "1":  # the second layer's group: layer 0 is already written
             raise OSError("disk full (simulated)")
-        return original(self, name, *args, **kwargs)
+        return original(path, attributes)
 
-    monkeypatch.setattr(zarr.Group, "create_group", failing_create_group)
+    monkeypatch.setattr(cache_mod, "_write_group", failing_write_group)
     with pytest.raises(OSError, match="simulated"):
         ex.extract(asm, story)
     assert made == ["layers", "0", "1"]  # it failed in the middle of the layer loop
     cache = FeatureCache(tmp_path)
     assert key not in cache and cache.load(key) is None and cache.keys() == []
     assert [n for n in entries(tmp_path) if not n.startswith(".")] == []
-    monkeypatch.setattr(zarr.Group, "create_group", original)
+    monkeypatch.setattr(cache_mod, "_write_group", original)
     fs = ex.extract(asm, story)
     assert CountingCustom.calls == 2 and key in cache
     assert fs["features"].shape[0] == 3
@@ -223,3 +226,85 @@ def test_entry_without_complete_attr_is_a_miss(asm, tmp_path):
     fs = ex.extract(asm, story)
     assert CountingWordRate.calls == 2 and key in cache
     assert fs["features"].values[0, :, 0].sum() == 200
+
+
+def _embeddings_file(asm, path):
+    vocab = sorted({str(w) for s in asm.stories for w in asm.words(s)["word"].values})
+    _write_vectors(path, vocab[5:], np.random.default_rng(1))  # a few OOV words
+    return str(path)
+
+
+@pytest.mark.parametrize("which", ["wordrate", "custom", "embeddings"])
+def test_miss_returns_what_a_hit_reads(asm, tmp_path, which):
+    """A miss returns the computed FeatureSet in memory; a later hit reads the same
+    arrays, coordinates and attrs (lazily) from the entry."""
+    story = asm.stories[2]
+    vectors = _embeddings_file(asm, tmp_path / "v.txt") if which == "embeddings" else None
+    make = {"wordrate": lambda: CountingWordRate(config={"include_phonemes": True}, cache_dir=tmp_path / "c"),
+            "custom": lambda: CountingCustom(config={"function": three_layers}, cache_dir=tmp_path / "c"),
+            "embeddings": lambda: CountingEmbeddings(vectors, cache_dir=tmp_path / "c")}[which]
+    miss = make().extract(asm, story)
+    assert not isinstance(miss["features"].data, da.Array)  # as computed, not read back
+    hit = make().extract(asm, story)
+    assert isinstance(hit["features"].data, da.Array)
+    assert CountingWordRate.calls + CountingCustom.calls + CountingEmbeddings.calls == 1
+    xr.testing.assert_identical(miss, hit.compute())
+    assert miss.attrs == hit.attrs and miss.attrs["cache_key"] == key_of(make(), asm, story)
+    for name in miss.variables:
+        assert miss[name].dtype == hit[name].dtype, name
+
+
+def test_big_miss_is_read_back_lazily(asm, tmp_path, monkeypatch):
+    monkeypatch.setattr(base_mod, "IN_MEMORY_MAX_BYTES", 0)
+    story = asm.stories[0]
+    fs = CountingCustom(config={"function": three_layers}, cache_dir=tmp_path).extract(asm, story)
+    assert isinstance(fs["features"].data, da.Array)
+    ref = CustomExtractor(config={"function": three_layers}).compute(asm, story)
+    np.testing.assert_array_equal(fs["features"].values, ref["features"].values)
+
+
+def test_entry_is_a_zarr_v3_group(asm, tmp_path):
+    """Entries are written without zarr but are plain zarr v3 groups (any reader reads them)."""
+    story = asm.stories[0]
+    ex = CountingCustom(config={"function": three_layers}, cache_dir=tmp_path)
+    fs = ex.extract(asm, story)
+    g = zarr.open_group(str(FeatureCache(tmp_path).path(key_of(ex, asm, story))), mode="r")
+    assert g.attrs["complete"] is True and g.attrs["scalenc_cache"] == 1 and g.attrs["layers"] == [0, 1, 2]
+    for i in range(3):
+        a = g[f"layers/{i}/features"]
+        assert a.dtype == np.float32 and a.metadata.dimension_names == ("time", "feature")
+        np.testing.assert_array_equal(a[...], fs["features"].values[i])
+    np.testing.assert_array_equal(g["time"][...], fs["time"].values)
+    tree = xr.open_datatree(str(FeatureCache(tmp_path).path(key_of(ex, asm, story))), engine="zarr",
+                            consolidated=False)
+    np.testing.assert_array_equal(tree["layers/1"]["features"].values, fs["features"].values[1])
+
+
+def _store_with_zarr(cache, key, fs, meta):
+    """An entry as scalenc wrote them before (zarr's own writer, compressed chunks)."""
+    F = fs["features"]
+    p = cache.path(key)
+    g = zarr.open_group(str(p), mode="w", zarr_format=3)
+    g.create_array("time", shape=(fs.sizes["time"],), dtype="f8", dimension_names=["time"])[...] = fs["time"].values
+    lg = g.create_group("layers")
+    for i in range(F.sizes["layer"]):
+        a = np.asarray(F.isel(layer=i).values, dtype=np.float32)
+        lg.create_group(str(i)).create_array("features", shape=a.shape, dtype="f4",
+                                             dimension_names=["time", "feature"])[...] = a
+    g.attrs.update(dict(scalenc_cache=1, layers=[int(v) for v in fs["layer"].values],
+                        feature_names=[str(x) for x in fs["feature"].values] if "feature" in fs.coords else None,
+                        meta=meta, fs_attrs=json.loads(json.dumps(dict(fs.attrs), default=str))))
+    g.attrs["complete"] = True
+
+
+def test_entries_of_the_zarr_writer_still_hit(asm, tmp_path):
+    """Entries written by zarr itself (earlier scalenc versions) are hits with the same arrays."""
+    story = asm.stories[1]
+    ex = CountingWordRate(cache_dir=tmp_path)
+    ref = WordRateExtractor().compute(asm, story)
+    key = key_of(ex, asm, story)
+    _store_with_zarr(FeatureCache(tmp_path), key, ref, {"story": story})
+    fs = ex.extract(asm, story)
+    assert CountingWordRate.calls == 0
+    xr.testing.assert_equal(fs.drop_attrs(), ref.drop_attrs())
+    assert FeatureCache(tmp_path).meta(key) == {"story": story}

@@ -118,6 +118,31 @@ def test_several_layers_from_one_extraction(data, tmp_path):
     assert res.layer(2)["r"].shape == (60,)
 
 
+def test_extract_reads_each_story_words_once(data, tmp_path, monkeypatch):
+    """A trainer's extract reads the word table of each story once (the first story, then
+    all the others in one read), not once per extractor and use; a second extract (cache
+    hits) reads none."""
+    from scalenc.assembly import core
+
+    reads, original = [], core._read_word_tables
+
+    def counting(path, stories):
+        reads.append(list(stories))
+        return original(path, stories)
+
+    monkeypatch.setattr(core, "_read_word_tables", counting)
+    monkeypatch.setattr(core.Assembly, "_story_group", lambda *a: pytest.fail("extract went through the tree"))
+    asm = data.assembly()
+    tr = AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), results_dir=tmp_path, logger_backend="none")
+    feats = tr.extract()
+    assert reads == [asm.stories[:1], asm.stories[1:]] and len(feats) == 2 * len(asm.stories)
+    again = AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), results_dir=tmp_path,
+                            logger_backend="none").extract()
+    assert reads == [asm.stories[:1], asm.stories[1:]]
+    for k, fs in feats.items():
+        np.testing.assert_array_equal(again[k]["features"].values, fs["features"].values)
+
+
 def test_trainer_does_not_modify_the_extractors(data, tmp_path):
     ex = FeatureExtractorFactory.create_extractor("wordrate", None, {"include_phonemes": False})
     tr = AbstractTrainer(data.assembly(), [ex], results_dir=tmp_path)

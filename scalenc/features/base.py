@@ -12,7 +12,8 @@ A **FeatureSet** is an :class:`xarray.Dataset` for one story::
 An extractor computes *all* its layers in one pass (:meth:`FeatureExtractor.compute`);
 :meth:`FeatureExtractor.extract` goes through the zarr cache (``cache_dir``) keyed by the
 extractor's config, the model's identity and a digest of the stimulus, and returns the
-requested layers, read lazily from the cache.
+requested layers: read lazily from the cache on a hit; on a miss, as just computed and
+stored (in memory up to :data:`IN_MEMORY_MAX_BYTES`, else read back lazily).
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ import numpy as np
 import xarray as xr
 
 logger = logging.getLogger(__name__)
+
+#: a FeatureSet computed on a cache miss is returned in memory up to this size (bytes of
+#: ``features``); a bigger one is read back lazily from the entry just written
+IN_MEMORY_MAX_BYTES = 16 << 20
 
 
 class FeatureError(ValueError):
@@ -87,6 +92,18 @@ def make_feature_set(features, times, *, layers: Sequence | None = None, story: 
     return ds
 
 
+def word_table(assembly, story: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(word, start, end)`` arrays of ``story``: :meth:`Assembly.word_table
+    <scalenc.assembly.Assembly.word_table>` (words read once per assembly) where the
+    assembly has it, else from its ``words(story)`` Dataset (any object with ``words``)."""
+    fn = getattr(assembly, "word_table", None)
+    if fn is not None:
+        return fn(story)
+    w = assembly.words(story)
+    return (np.asarray([str(x) for x in w["word"].values], dtype=object), np.asarray(w["start"].values),
+            np.asarray(w["end"].values))
+
+
 def stimulus_digest(assembly, story: str, *, audio: bool = False) -> str:
     """sha256 of what an extractor sees of a story: the words and their times, or the
     bytes of the audio file."""
@@ -102,10 +119,10 @@ def stimulus_digest(assembly, story: str, *, audio: bool = False) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         return "audio:" + h.hexdigest()
-    w = assembly.words(story)
-    h.update("\x1f".join(str(x) for x in w["word"].values).encode("utf-8"))
-    h.update(np.ascontiguousarray(w["start"].values, dtype="<f8").tobytes())
-    h.update(np.ascontiguousarray(w["end"].values, dtype="<f8").tobytes())
+    word, start, end = word_table(assembly, story)
+    h.update("\x1f".join(str(x) for x in word).encode("utf-8"))
+    h.update(np.ascontiguousarray(start, dtype="<f8").tobytes())
+    h.update(np.ascontiguousarray(end, dtype="<f8").tobytes())
     return "words:" + h.hexdigest()
 
 
@@ -244,12 +261,15 @@ class FeatureExtractor(abc.ABC):
             from .cache import FeatureCache
 
             cache = FeatureCache(self.cache_dir)
-            key = cache_key(self.identity(), self.stimulus(assembly, story))
+            identity = self.identity()
+            key = cache_key(identity, self.stimulus(assembly, story))
             fs = None if rebuild else cache.load(key)
             if fs is None:
                 fs = self.compute(assembly, story)
-                cache.store(key, fs, meta={"identity": self.identity(), "story": story})
-                fs = cache.load(key)
+                cache.store(key, fs, meta={"identity": identity, "story": story})
+                # a small result is returned as computed (what a load would give, in memory);
+                # a big one (many layers) is read back lazily so that memory stays bounded
+                fs = cache.stored(key, fs) if fs["features"].nbytes <= IN_MEMORY_MAX_BYTES else cache.load(key)
             else:
                 logger.info("%s: story %s read from cache %s", self.modality, story, key)
         return select_layers(fs, layers)

@@ -9,7 +9,9 @@ One entry per (extractor identity, stimulus digest) (:func:`~scalenc.features.ba
       layers/<i>/features (time, feature) float32     one group per layer
 
 Layers are separate arrays and read lazily: asking for one layer of a 48-layer model
-reads one group. An entry is written to a temporary directory and renamed into place
+reads one group. Entries are written with plain file writes (each array one uncompressed
+chunk, :func:`_write_array`), read back through zarr; hit or miss is a JSON read of the
+root ``zarr.json``. An entry is written to a temporary directory and renamed into place
 when complete, so an interrupted write never leaves an entry a later run would read;
 a temporary leftover from a killed process is ignored (and removed by :meth:`clean`).
 """
@@ -53,69 +55,85 @@ class FeatureCache:
         return self._complete(self.path(key))
 
     def _complete(self, p: Path) -> bool:
-        if not p.is_dir():
-            return False
+        return self._root_attrs(p) is not None
+
+    @staticmethod
+    def _root_attrs(p: Path) -> dict[str, Any] | None:
+        """The attributes of a complete entry at ``p``, else None (a plain JSON read of the
+        root ``zarr.json``: no zarr round trip to tell a hit from a miss)."""
         try:
-            attrs = zarr.open_group(str(p), mode="r").attrs
-        except Exception:  # noqa: BLE001 - unreadable entry: treat as a miss
-            return False
-        return attrs.get("scalenc_cache") == CACHE_FORMAT and attrs.get("complete") is True
+            with open(p / "zarr.json", "rb") as f:
+                meta = json.loads(f.read())
+        except (OSError, ValueError):  # no entry, or an unreadable one: a miss
+            return None
+        attrs = meta.get("attributes") if isinstance(meta, dict) and meta.get("node_type") == "group" else None
+        ok = isinstance(attrs, dict) and attrs.get("scalenc_cache") == CACHE_FORMAT and attrs.get("complete") is True
+        return attrs if ok else None
 
     def keys(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.zarr") if self._complete(p))
 
     def store(self, key: str, fs: xr.Dataset, *, meta: Mapping[str, Any] | None = None) -> Path:
-        """Write ``fs`` under ``key`` atomically (replacing an existing entry)."""
+        """Write ``fs`` under ``key`` atomically (replacing an existing entry).
+
+        The entry is a zarr v3 group written with plain file writes (one uncompressed
+        chunk per array, see :func:`_write_array`): a few small files, no zarr round
+        trips. Any zarr v3 reader reads it; :meth:`load` reads it through zarr."""
         self.root.mkdir(parents=True, exist_ok=True)
         F = fs["features"]
         with atomic_directory(self.path(key), overwrite=True) as tmp:
-            g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            t = g.create_array("time", shape=(fs.sizes["time"],), dtype="f8", dimension_names=["time"],
-                               chunks=(max(1, fs.sizes["time"]),))
-            t[...] = fs["time"].values
+            _write_array(tmp / "time", np.asarray(fs["time"].values, dtype="<f8"), ["time"])
             if "time_start" in fs.coords:
-                ts = g.create_array("time_start", shape=(fs.sizes["time"],), dtype="f8",
-                                    dimension_names=["time"], chunks=(max(1, fs.sizes["time"]),))
-                ts[...] = fs["time_start"].values
-            lg = g.create_group("layers")
+                _write_array(tmp / "time_start", np.asarray(fs["time_start"].values, dtype="<f8"), ["time"])
+            _write_group(tmp / "layers", {})
+            values = F.values
             for i in range(F.sizes["layer"]):
-                a = np.asarray(F.isel(layer=i).values, dtype=np.float32)
-                arr = lg.create_group(str(i)).create_array(
-                    "features", shape=a.shape, dtype="f4", dimension_names=["time", "feature"],
-                    chunks=tuple(max(1, n) for n in a.shape))
-                arr[...] = a
+                _write_group(tmp / "layers" / str(i), {})
+                _write_array(tmp / "layers" / str(i) / "features", np.asarray(values[i], dtype="<f4"),
+                             ["time", "feature"])
             labels = [v.item() if hasattr(v, "item") else v for v in fs["layer"].values]
             names = [str(x) for x in fs["feature"].values] if "feature" in fs.coords else None
-            g.attrs.update(dict(scalenc_cache=CACHE_FORMAT, layers=labels, feature_names=names,
-                                meta=json.loads(json.dumps(dict(meta or {}), default=str)),
-                                fs_attrs=json.loads(json.dumps(dict(fs.attrs), default=str))))
-            g.attrs["complete"] = True  # last: an entry without it is never read
+            # the root's attributes last, with complete=True: an entry without it is never read
+            _write_group(tmp, dict(scalenc_cache=CACHE_FORMAT, layers=labels, feature_names=names,
+                                   meta=json.loads(json.dumps(dict(meta or {}), default=str)),
+                                   fs_attrs=json.loads(json.dumps(dict(fs.attrs), default=str)), complete=True))
         logger.debug("cached %s", self.path(key))
         return self.path(key)
+
+    def stored(self, key: str, fs: xr.Dataset) -> xr.Dataset:
+        """``fs`` as :meth:`load` returns it once stored under ``key`` (same coordinates,
+        labels and attrs, after the JSON round trip of the attrs), but with the in-memory
+        numpy arrays: what :meth:`FeatureExtractor.extract` returns after computing."""
+        labels = json.loads(json.dumps([v.item() if hasattr(v, "item") else v for v in fs["layer"].values],
+                                       default=str))
+        names = [str(x) for x in fs["feature"].values] if "feature" in fs.coords else None
+        return _feature_set(np.asarray(fs["features"].values, dtype=np.float32),
+                            np.asarray(fs["time"].values, dtype=np.float64),
+                            None if "time_start" not in fs.coords else np.asarray(fs["time_start"].values,
+                                                                                    dtype=np.float64),
+                            labels, names, json.loads(json.dumps(dict(fs.attrs), default=str)), key)
 
     def load(self, key: str, layers: list | None = None) -> xr.Dataset | None:
         """The cached FeatureSet (lazy dask arrays), or None on a miss."""
         p = self.path(key)
-        if not self._complete(p):
+        attrs = self._root_attrs(p)
+        if attrs is None:
             return None
         import dask.array as da
 
         g = zarr.open_group(str(p), mode="r")
-        labels = list(g.attrs["layers"])
+        labels = list(attrs["layers"])
         pick = range(len(labels)) if layers is None else [labels.index(lay) for lay in layers]
         stack = da.stack([da.from_zarr(g[f"layers/{i}/features"]) for i in pick])
-        coords: dict[str, Any] = {"time": ("time", g["time"][...]), "layer": ("layer", [labels[i] for i in pick])}
-        if "time_start" in g:
-            coords["time_start"] = ("time", g["time_start"][...])
-        if g.attrs.get("feature_names") is not None:
-            coords["feature"] = ("feature", list(g.attrs["feature_names"]))
-        ds = xr.Dataset({"features": (("layer", "time", "feature"), stack)}, coords=coords)
-        ds.attrs.update(g.attrs.get("fs_attrs", {}))
-        ds.attrs["cache_key"] = key
-        return ds
+        time_start = g["time_start"][...] if "time_start" in g else None
+        return _feature_set(stack, g["time"][...], time_start, [labels[i] for i in pick],
+                            attrs.get("feature_names"), attrs.get("fs_attrs", {}), key)
 
     def meta(self, key: str) -> dict[str, Any]:
-        return dict(zarr.open_group(str(self.path(key)), mode="r").attrs.get("meta", {}))
+        attrs = self._root_attrs(self.path(key))
+        if attrs is None:
+            return dict(zarr.open_group(str(self.path(key)), mode="r").attrs.get("meta", {}))
+        return dict(attrs.get("meta", {}))
 
     def clean(self) -> int:
         """Remove leftovers of interrupted writes and incomplete entries; return how many."""
@@ -124,3 +142,48 @@ class FeatureCache:
             shutil.rmtree(p, ignore_errors=True)
             n += 1
         return n
+
+
+def _feature_set(features, time, time_start, labels: list, feature_names, fs_attrs: Mapping[str, Any],
+                 key: str) -> xr.Dataset:
+    """The FeatureSet of a cache entry (from the entry's arrays, or from memory)."""
+    coords: dict[str, Any] = {"time": ("time", time), "layer": ("layer", labels)}
+    if time_start is not None:
+        coords["time_start"] = ("time", time_start)
+    if feature_names is not None:
+        coords["feature"] = ("feature", list(feature_names))
+    ds = xr.Dataset({"features": (("layer", "time", "feature"), features)}, coords=coords)
+    ds.attrs.update(fs_attrs)
+    ds.attrs["cache_key"] = key
+    return ds
+
+
+def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(obj, indent=2))
+
+
+def _write_group(path: Path, attributes: Mapping[str, Any]) -> None:
+    """A zarr v3 group node at ``path`` (its ``zarr.json``)."""
+    path.mkdir(exist_ok=True)
+    _write_json(path / "zarr.json", {"attributes": dict(attributes), "zarr_format": 3, "node_type": "group"})
+
+
+def _write_array(path: Path, a: np.ndarray, dims: list[str]) -> None:
+    """A zarr v3 array node at ``path``: one chunk holding the whole array, little-endian,
+    uncompressed (the ``bytes`` codec alone), chunk key ``c/0[/0...]``; an empty array
+    has no chunk."""
+    dtype = {np.dtype("<f4"): "float32", np.dtype("<f8"): "float64"}[a.dtype]
+    path.mkdir()
+    _write_json(path / "zarr.json", {
+        "shape": list(a.shape), "data_type": dtype,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [max(1, n) for n in a.shape]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": {}, "dimension_names": list(dims), "zarr_format": 3, "node_type": "array",
+        "storage_transformers": []})
+    if a.size:
+        chunk = path.joinpath("c", *["0"] * (a.ndim - 1))
+        chunk.mkdir(parents=True)
+        with open(chunk / "0", "wb") as f:
+            np.ascontiguousarray(a).tofile(f)

@@ -66,7 +66,7 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
-from .base import FeatureError, FeatureExtractor, make_feature_set, path_identity
+from .base import FeatureError, FeatureExtractor, make_feature_set, path_identity, word_table
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,24 @@ class _Vectors:
         if self._mean is None:
             self._mean = np.asarray(self.kv.vectors, dtype=np.float64).mean(axis=0).astype(np.float32)
         return self._mean
+
+    def lookup(self, words: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+        """Vectors of many words at once: ``(rows, found, n_subword)`` with ``rows``
+        (n_words, dim) float32 (zero where not found), ``found`` (n_words,) bool and the
+        number of rows built from subwords; row i is ``get(words[i])``."""
+        index = self.kv.key_to_index
+        idx = np.fromiter((index.get(w, -1) for w in words), dtype=np.int64, count=len(words))
+        found = idx >= 0
+        rows = np.zeros((len(words), self.dim), np.float32)
+        rows[found] = self.kv.vectors[idx[found]]
+        n_sub = 0
+        if self.subwords:
+            for i in np.flatnonzero(~found):
+                v, sub = self.get(words[i])
+                if v is not None:
+                    rows[i], found[i] = v, True
+                    n_sub += sub
+        return rows, found, n_sub
 
     def get(self, word: str) -> tuple[np.ndarray | None, bool]:
         """(vector or None when OOV, whether it was built from subwords)."""
@@ -315,30 +333,23 @@ class StaticEmbeddingExtractor(FeatureExtractor):
     def compute(self, assembly, story: str) -> xr.Dataset:
         c = self.config
         vec = self.vectors()
-        words = [str(w) for w in assembly.words(story)["word"].values]
+        words = [str(w) for w in word_table(assembly, story)[0]]
         times = np.asarray(assembly.word_times(story), dtype=np.float64)
         mode = c["oov_handling"]
-        rows = np.zeros((len(words), vec.dim), np.float32)
+        rows, found, n_sub = vec.lookup([w.lower() for w in words] if c["lowercase"] else words)
+        oov = ~found
+        oov_idx = np.flatnonzero(oov).tolist()
         keep = np.ones(len(words), bool)
-        oov_idx: list[int] = []
-        n_sub = 0
-        prev = np.zeros(vec.dim, np.float32)
-        for i, w in enumerate(words):
-            v, sub = vec.get(w.lower() if c["lowercase"] else w)
-            n_sub += sub
-            if v is None:
-                oov_idx.append(i)
-                if mode == "copy_prev":
-                    v = prev
-                elif mode == "mean":
-                    v = vec.mean
-                elif mode == "skip":
-                    keep[i] = False
-                    continue
-                else:  # zero (and error, raised below with every OOV word)
-                    continue
-            rows[i] = v
-            prev = rows[i]
+        if oov_idx:
+            if mode == "copy_prev":  # the last known row before each OOV word (zero before the first)
+                src = np.maximum.accumulate(np.where(found, np.arange(len(words)), -1))
+                fill = oov & (src >= 0)
+                rows[fill] = rows[src[fill]]
+            elif mode == "mean":
+                rows[oov] = vec.mean
+            elif mode == "skip":
+                keep = found
+            # zero (and error, raised below with every OOV word): the rows stay zero
         n_oov = len(oov_idx)
         examples = list(dict.fromkeys(words[i] for i in oov_idx))[:MAX_OOV_EXAMPLES]
         rate = n_oov / len(words) if words else 0.0
