@@ -257,3 +257,19 @@ def test_all_nan_chunk_is_written_and_reads_back(tmp_path):
     a = Assembly(tmp_path / "n.zarr")
     np.testing.assert_array_equal(a.bold("a").values, bold)
     assert a.check()[1] == []
+
+
+def test_grids_read_once_for_all_stories_and_equal_to_the_tree(tmp_path):
+    _write(tmp_path / "a.zarr", np.random.default_rng(11))
+    a = Assembly(tmp_path / "a.zarr")
+    assert a.grid_offset("b") == 10 and list(a._grids) == ["b"]  # one story asked: one story read
+    np.testing.assert_allclose(a.tr_times("a").values, _grid(30))
+    assert set(a._grids) == set(a.stories)  # the next story: all the others at once
+    for s in a.stories:
+        ds = a.tree[f"stories/{s}"].to_dataset(inherit=False)
+        np.testing.assert_array_equal(a.tr_times(s).values, ds["grid_time"].values)
+        assert a.grid_offset(s) == int(a.tree[f"stories/{s}"].attrs["grid_offset"])
+    t = a.tr_times("a")
+    t.values[0] = 99.0  # callers get copies
+    assert a.tr_times("a").values[0] == _grid(30)[0]
+    assert set(a.subset(stories=["a"])._grids) == {"a"}

@@ -167,6 +167,7 @@ class Assembly:
         # (word, start, end) per story, read once (all stories in one go): the store's
         # story data are never rewritten in place, so this view never goes stale
         self._word_tables: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._grids: dict[str, tuple[np.ndarray, int]] = {}
 
     # metadata -------------------------------------------------------------------------
     @property
@@ -332,13 +333,21 @@ class Assembly:
             Its own dim ``tr_grid``, not ``bold``'s ``tr``: for LeBel this grid is longer
             than the responses (``tr_time == grid_time[grid_offset : grid_offset + n_tr]``,
             see :meth:`grid_offset`). The name is the tutorials'."""
-        ds = self._story_group(story)
-        return xr.DataArray(ds["grid_time"].values, dims="tr_grid", name="grid_time", attrs={"units": "s"})
+        grid, _ = self._grid(story)
+        return xr.DataArray(grid.copy(), dims="tr_grid", name="grid_time", attrs={"units": "s"})
 
     def grid_offset(self, story: str) -> int:
         """Index in ``tr_times(story)`` of the first response row."""
+        return self._grid(story)[1]
+
+    def _grid(self, story: str) -> tuple[np.ndarray, int]:
+        """``(grid_time, grid_offset)`` of ``story``, read once for all stories of this view
+        (as :meth:`word_table`: the alignment asks for every story's grid)."""
         self._check_story(story)
-        return int(self.tree[f"stories/{story}"].attrs.get("grid_offset", 0))
+        if story not in self._grids:
+            todo = [s for s in self._stories if s not in self._grids] if self._grids else [story]
+            self._grids.update(_read_grids(self.path, todo))
+        return self._grids[story]
 
     def audio_path(self, story: str) -> str | None:
         self._check_story(story)
@@ -376,6 +385,7 @@ class Assembly:
                        _voxels=None if voxels is None and self._voxel_index is None else base[idx])
         sub._pending_audio = {k: v for k, v in self._pending_audio.items() if k in sub._stories}
         sub._word_tables = {k: v for k, v in self._word_tables.items() if k in sub._stories}
+        sub._grids = {k: v for k, v in self._grids.items() if k in sub._stories}
         return sub
 
     def save(self, path: str | os.PathLike | None = None, *, overwrite: bool = False,
@@ -514,6 +524,31 @@ def _read_word_tables(path: Path, stories: Sequence[str]) -> dict[str, tuple[np.
         for a in (word, start, end):
             a.flags.writeable = False
         out[s] = (word, start, end)
+    return out
+
+
+def _read_grids(path: Path, stories: Sequence[str]) -> dict[str, tuple[np.ndarray, int]]:
+    """``{story: (grid_time, grid_offset)}`` read with one concurrent zarr call."""
+    import asyncio
+
+    import zarr.api.asynchronous as zasync
+    from zarr.core.sync import sync
+
+    async def read_all():
+        root = await zasync.open_group(store=str(path), mode="r")
+
+        async def one(story):
+            group = await root.getitem(f"stories/{story}")
+            arr = await group.getitem("grid_time")
+            return await arr.getitem(slice(None)), int(group.attrs.get("grid_offset", 0))
+
+        return await asyncio.gather(*(one(s) for s in stories))
+
+    out = {}
+    for s, (grid, offset) in zip(stories, sync(read_all()) if stories else []):
+        grid = np.asarray(grid, dtype=np.float64)
+        grid.flags.writeable = False
+        out[s] = (grid, offset)
     return out
 
 
