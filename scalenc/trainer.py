@@ -299,7 +299,8 @@ class AbstractTrainer:
             while name in spaces:
                 name += "_"
             spaces[name] = F
-        return align_story(spaces, self.assembly.tr_times(story).values, self.assembly.bold(story).data,
+        bold = self.assembly.bold_data(story) if hasattr(self.assembly, "bold_data") else self.assembly.bold(story).data
+        return align_story(spaces, self.assembly.tr_times(story).values, bold,
                            downsampler=self.downsampler, downsample_config=self.downsample_config,
                            delays=self.fir_delays, trimming=self.trimming, grid_offset=self.assembly.grid_offset(story),
                            split=split, story=story,

@@ -117,3 +117,11 @@ def test_bad_arguments():
         StackedResponses([np.zeros((3, 2))], [])
     with pytest.raises(ValueError, match="different voxel counts"):
         StackedResponses([np.zeros((3, 2)), np.zeros((3, 4))], [slice(None)] * 2)
+
+
+def test_bold_data_is_bold_without_coordinates(tmp_path):
+    _store(tmp_path / "a.zarr")
+    a = Assembly(tmp_path / "a.zarr").subset(voxels=[1, 7, 8])
+    d = a.bold_data("s1")
+    assert isinstance(d, da.Array)
+    np.testing.assert_array_equal(d.compute(), a.bold("s1").values)

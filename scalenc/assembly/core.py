@@ -268,15 +268,24 @@ class Assembly:
                if k not in ("voxel_has_nan", "voxel_constant")}
         return da.assign_coords(tr_time=("tr", ds["tr_time"].values), **vox).rename(story)
 
-    def _checked(self, story: str, name: str, like: xr.DataArray) -> xr.DataArray:
-        """``like`` (an array of the story group) re-backed by a dask array whose every read
-        refuses a missing or corrupt chunk (:class:`~scalenc.assembly.chunks.CheckedChunks`)."""
+    def bold_data(self, story: str) -> dask.array.Array:
+        """``bold(story).data`` without building the DataArray: the lazy (tr, voxel) dask array."""
+        self._check_story(story)
+        data = self._checked_data(story, "bold")
+        return data if self._voxel_index is None else data[:, self._voxel_index]
+
+    def _checked_data(self, story: str, name: str) -> dask.array.Array:
+        """A dask array over ``stories/<story>/<name>`` whose every read refuses a missing or
+        corrupt chunk (:class:`~scalenc.assembly.chunks.CheckedChunks`)."""
         src = CheckedChunks(self.path, story, name)
         stamp = (self.path / "stories" / story / name / "zarr.json").stat().st_mtime_ns
-        data = dask.array.from_array(src, chunks=src.chunks, asarray=False, lock=False,
+        return dask.array.from_array(src, chunks=src.chunks, asarray=False, lock=False,
                                      name=f"{name}-{dask.base.tokenize(str(self.path.resolve()), story, name, stamp)}",
                                      meta=np.empty((0,) * src.ndim, src.dtype))
-        return xr.DataArray(data, dims=like.dims, attrs=dict(like.attrs), name=like.name)
+
+    def _checked(self, story: str, name: str, like: xr.DataArray) -> xr.DataArray:
+        """``like`` (an array of the story group) re-backed by :meth:`_checked_data`."""
+        return xr.DataArray(self._checked_data(story, name), dims=like.dims, attrs=dict(like.attrs), name=like.name)
 
     def bold_repeats(self, story: str) -> xr.DataArray | None:
         """(repeat, tr, voxel) responses of a repeated story, else None."""
