@@ -296,3 +296,41 @@ def test_fit_survives_a_killed_worker():
     np.testing.assert_array_equal(r.best_alpha_index, ref.best_alpha_index)
     np.testing.assert_allclose(r.coef, ref.coef, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(r.cv_scores, ref.cv_scores, atol=1e-12)
+
+
+def test_run_blocks_threads_store_every_span_in_order_with_single_threaded_blas():
+    from threadpoolctl import threadpool_info
+
+    from scalenc.ridge.solver import local_workers, run_blocks
+
+    spans = [slice(a, a + 3) for a in range(0, 30, 3)]
+    seen, blas_threads = [], []
+
+    def fn(sl):
+        blas_threads.append(max([i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] or [1]))
+        return np.arange(sl.start, sl.stop) ** 2
+
+    out = np.empty(30, dtype=np.int64)
+
+    def store(sl, val):
+        seen.append(sl.start)
+        out[sl] = val
+
+    run_blocks(fn, spans, store, workers=3)
+    assert seen == list(range(0, 30, 3))  # stored in order
+    np.testing.assert_array_equal(out, np.arange(30) ** 2)
+    assert set(blas_threads) == {1}
+    assert local_workers(1) == 1 and local_workers(50) >= 1
+
+
+def test_threaded_voxel_blocks_equal_one_block():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((120, 6))
+    Y = X @ rng.standard_normal((6, 57)) + rng.standard_normal((120, 57))
+    folds = [(np.setdiff1d(np.arange(120), te), te) for te in np.array_split(np.arange(120), 4)]
+    alphas = np.logspace(-2, 3, 6)
+    one = solve_ridge_cv(X, Y, alphas, folds, voxel_block=None, dtype="float64")
+    many = solve_ridge_cv(X, Y, alphas, folds, voxel_block=5, dtype="float64")
+    np.testing.assert_array_equal(many.best_alpha_index, one.best_alpha_index)
+    np.testing.assert_allclose(many.coef, one.coef, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(many.cv_scores, one.cv_scores, rtol=1e-10, atol=1e-12)

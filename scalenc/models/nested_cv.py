@@ -27,7 +27,7 @@ from ..results import to_metrics, voxel_dataset
 from ..ridge.cv import ChunkKFold, StoryKFold, contiguous_chunks
 from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, r2_score
 from ..ridge.banded import predict_split, solve_banded_ridge_cv
-from ..ridge.solver import prepare_x, solve_ridge_cv
+from ..ridge.solver import local_workers, prepare_x, run_blocks, solve_ridge_cv
 from ..ridge.split import correlation_score_split, r2_score_split
 
 logger = logging.getLogger(__name__)
@@ -169,11 +169,15 @@ class NestedCVModel:
                 # permutations (same seed), so the p-values do not depend on the block size
                 v = y.shape[1]
                 step = max(1, min(v, self.voxel_block or v, 2000))
+                spans = [slice(a, min(a + step, v)) for a in range(0, v, step)]
                 p = np.empty(v)
-                for a in range(0, v, step):
-                    p[a:a + step] = block_permutation_pvalues(
-                        y[:, a:a + step], pred[:, a:a + step], block_length=self.permutation_block,
-                        n_permutations=self.n_permutations, seed=self.seed, groups=groups)
+
+                def one(sl):
+                    return block_permutation_pvalues(y[:, sl], pred[:, sl], block_length=self.permutation_block,
+                                                     n_permutations=self.n_permutations, seed=self.seed,
+                                                     groups=groups)
+
+                run_blocks(one, spans, p.__setitem__, workers=local_workers(len(spans)))
                 return p, "permutation"
             logger.warning("only %d scored rows: too few for blocks of %d TRs to permute; analytic p-values "
                            "(which ignore autocorrelation) are used instead", y.shape[0], self.permutation_block)

@@ -31,9 +31,12 @@ products run in ``dtype`` (float32 by default); the p x p algebra is float64.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import logging
 import operator
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -497,31 +500,92 @@ def map_voxel_blocks(block_fn: Callable[..., dict[str, np.ndarray]], Y, outputs:
     """Run ``block_fn(Y[:, block], **shared, **kwargs)`` over voxel blocks and gather the
     named ``outputs`` (each a numpy array of shape ``lead + (v,)``).
 
-    ``Y`` in memory (numpy, CuPy, torch): blocks of ``voxel_block`` voxels, one after the
-    other. ``Y`` a dask array: one task per voxel chunk (rows rechunked to one chunk,
+    ``Y`` in memory (numpy, CuPy, torch) or stacked story responses
+    (:class:`~scalenc.assembly.stacked.StackedResponses`, read block by block, blocks aligned
+    to its chunks): blocks of ``voxel_block`` voxels; with the numpy backend one block per
+    core at a time, each with single-threaded BLAS (``bk`` in ``kwargs`` names the backend),
+    else one after the other. ``Y`` a dask array: one task per voxel chunk (rows rechunked to one chunk,
     voxels to at most ``voxel_block``); each ``shared`` value (e.g. the X side, or a
     ``dask.delayed`` that computes it) is one graph key, sent once to each worker, and
     each output becomes its own dask array, all computed together.
     """
     shared = shared or {}
-    v = Y.shape[1]
     Y = solver_targets(Y)
     if array_module_of(Y) == "dask":
         return _map_dask(block_fn, Y, outputs, voxel_block, shared, kwargs)
-    res = {k: np.empty(o.lead + (v,), dtype=o.dtype) for k, o in outputs.items()}
-    if hasattr(Y, "iter_blocks"):  # stacked story responses: read block by block, the next one meanwhile
+    return _map_local(block_fn, Y, outputs, voxel_block, progress, shared, kwargs)
+
+
+def local_workers(n_blocks: int, bk=None) -> int:
+    """Voxel blocks solved at once in this process: one per core for the numpy backend (its
+    products are small, so threads over blocks, each with single-threaded BLAS, beat a
+    multi-threaded BLAS on one block); one at a time on other backends (a GPU)."""
+    if getattr(bk, "name", "numpy") != "numpy" or n_blocks < 2:
+        return 1
+    return max(1, min(n_blocks, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else (os.cpu_count() or 1)))
+
+
+def _map_local(block_fn, Y, outputs, voxel_block, progress, shared, kwargs) -> dict[str, np.ndarray]:
+    """Blocks of an in-memory ``Y`` or of stacked story responses (read block by block: a
+    worker reads its block, then solves it). With several workers BLAS is limited to one
+    thread per worker for the duration; at most ``workers`` blocks are in memory at once."""
+    v = Y.shape[1]
+    stacked = hasattr(Y, "iter_blocks")
+    if stacked:
         width = Y.block_width(voxel_block)
-        blocks = Y.iter_blocks(width)
     else:
         width = v if not voxel_block else max(1, min(int(voxel_block), v))
-        blocks = ((slice(s, min(s + width, v)), None) for s in range(0, v, width))
-    for sl, block in tqdm(blocks, total=-(-v // width), desc="ridge voxel blocks", leave=False,
-                          disable=progress is False if progress is not None else None):
-        part = block_fn(Y[:, sl] if block is None else block, **shared, **kwargs)
-        del block
+    spans = [slice(a, min(a + width, v)) for a in range(0, v, width)]
+    res = {k: np.empty(o.lead + (v,), dtype=o.dtype) for k, o in outputs.items()}
+    bar = tqdm(total=len(spans), desc="ridge voxel blocks", leave=False,
+               disable=progress is False if progress is not None else None)
+
+    def store(sl, part):
         for k in outputs:
             res[k][..., sl] = part[k]
-    return res
+        bar.update(1)
+
+    workers = local_workers(len(spans), kwargs.get("bk"))
+    try:
+        if workers == 1 and stacked:  # one at a time: the next block is read meanwhile
+            for sl, block in Y.iter_blocks(width):
+                part = block_fn(block, **shared, **kwargs)
+                del block
+                store(sl, part)
+            return res
+
+        def run(sl):
+            return block_fn(Y.read(sl.start, sl.stop) if stacked else Y[:, sl], **shared, **kwargs)
+
+        run_blocks(run, spans, store, workers=workers)
+        return res
+    finally:
+        bar.close()
+
+
+def run_blocks(fn: Callable[[slice], Any], spans: Sequence[slice], store: Callable[[slice, Any], None], *,
+               workers: int) -> None:
+    """``store(span, fn(span))`` for every span, in order; with ``workers > 1`` the calls run
+    in that many threads with BLAS limited to one thread each (numpy releases the GIL in its
+    products and ufuncs), at most ``workers`` results pending at once (memory bounded)."""
+    if workers <= 1:
+        for sl in spans:
+            store(sl, fn(sl))
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"), \
+            concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="scalenc-block") as pool:
+        pending: collections.deque = collections.deque()
+        for sl in spans:
+            if len(pending) >= workers:
+                done, fut = pending.popleft()
+                store(done, fut.result())
+            pending.append((sl, pool.submit(fn, sl)))
+        while pending:
+            done, fut = pending.popleft()
+            store(done, fut.result())
 
 
 def solver_targets(Y):
