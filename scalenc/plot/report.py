@@ -30,6 +30,7 @@ whatever the root holds (e.g. only ``roi``, or 20,484 voxels read as fsaverage5)
 """
 from __future__ import annotations
 
+import gc
 import html
 import logging
 import os
@@ -282,6 +283,19 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
         installed. Default: the configuration's ``[plot] pycortex_subject`` and
         ``pycortex_xfm``; ``pycortex_mask`` is the pycortex mask type.
     """
+    # The report allocates many small matplotlib objects; in a process holding a large heap (a
+    # trainer's, after a fit) the cyclic collector's full passes would cost more than the drawing.
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _report(run_dir, maps=maps, html_page=html_page, dpi=dpi, mask=mask, pycortex=pycortex,
+                       pycortex_mask=pycortex_mask)
+    finally:
+        if gc_enabled:
+            gc.enable()
+
+
+def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
