@@ -1,4 +1,5 @@
-"""Per-voxel values drawn on the brain (nilearn; pycortex for flatmaps).
+"""Per-voxel values drawn on the brain (own surface renderer on nilearn's meshes; nilearn for
+volumes; pycortex for flatmaps).
 
 Where a voxel sits is described by a :class:`BrainSpace`, read from an assembly's
 ``voxels`` Dataset (:meth:`BrainSpace.from_voxels`):
@@ -12,6 +13,14 @@ surface (``kind="surface"``)
     downloaded). fsaverage6 / fsaverage data are drawn at fsaverage5 resolution: the
     fsaverage meshes are nested icosahedra, so the first 10,242 vertices of each
     hemisphere of fsaverage6 / fsaverage are the fsaverage5 vertices.
+
+    The panels are rendered here, not through mplot3d: each view is an orthographic
+    projection of the mesh (:func:`surface_projection`, nilearn's (elev, azim) for the
+    named views), rasterised by a numpy z-buffer into the index of the face seen at each
+    pixel; a map is then a colour lookup per face (nilearn's face colouring: the mean of
+    the face's vertex values, the sulcal depth in grey where a vertex is NaN) shown with
+    ``imshow``. Meshes (read from nilearn's GIFTI files without importing nilearn),
+    projections and face-index images are cached per process (``functools.lru_cache``).
 volume (``kind="volume"``)
     attrs ``volume_shape`` (3 ints) and ``affine`` (4 x 4, voxel -> mm) and
     ``mask_indices`` (flat C-order indices into ``volume_shape``, the axes of the NIfTI
@@ -481,7 +490,7 @@ def surface_map(values, space: BrainSpace | None = None, *, title: str | None = 
             box = (round(xc - w / 2, 6), round(xc - w / 2, 6) + w, round(yc - h / 2, 6), round(yc - h / 2, 6) + h)
             idx = _raster(mesh, hemi, view, ppmm, box)
             if hemi not in colours:
-                coords, faces, sulc = surf[hemi]
+                _, faces, sulc = surf[hemi]
                 data = full[:FSAVERAGE5_HEMI] if hemi == "left" else full[FSAVERAGE5_HEMI:]
                 colours[hemi] = _face_colours(data, faces, sulc, cm, vm)
             ax.imshow(colours[hemi][idx], extent=box, origin="upper", interpolation="antialiased",
