@@ -432,7 +432,9 @@ def surface_map(values, space: BrainSpace | None = None, *, title: str | None = 
     faces; :func:`surface_projection`) and shown with ``imshow``, coloured as nilearn's
     ``plot_surf_stat_map`` colours faces: the mean of a face's vertex values, NaN (no voxel)
     as the sulcal depth in grey. The meshes, projections and face images are cached per
-    process, so further maps cost a colour lookup.
+    process, so further maps cost a colour lookup. Panels are rasterised at the figure's dpi
+    (``rcParams["figure.dpi"]`` when the figure is made): for a sharper file at a higher
+    ``savefig`` dpi, draw under ``matplotlib.rc_context({"figure.dpi": dpi})``.
 
     Parameters
     ----------

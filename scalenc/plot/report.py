@@ -332,7 +332,11 @@ def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask) -> 
     map_files: list[tuple[str, Path]] = []
     if maps and space is not None:
         try:
-            map_files = _draw_maps(s, lambda v, **kw: brain_map(v, space, **kw), s.path / "maps", dpi)
+            def draw_brain(v, **kw):
+                with matplotlib.rc_context({"figure.dpi": dpi}):  # surface panels: rasterised at this dpi
+                    return brain_map(v, space, **kw)
+
+            map_files = _draw_maps(s, draw_brain, s.path / "maps", dpi)
         except ImportError as e:
             logger.warning("report: no brain maps (%s)", e)
     if maps and pycortex is not None:
