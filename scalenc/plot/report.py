@@ -283,13 +283,18 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
         installed. Default: the configuration's ``[plot] pycortex_subject`` and
         ``pycortex_xfm``; ``pycortex_mask`` is the pycortex mask type.
     """
+    import dask
+
     # The report allocates many small matplotlib objects; in a process holding a large heap (a
     # trainer's, after a fit) the cyclic collector's full passes would cost more than the drawing.
+    # Its reads are a few small per-voxel arrays: read in this thread, not through a thread pool
+    # or a distributed client that the run may hold.
     gc_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _report(run_dir, maps=maps, html_page=html_page, dpi=dpi, mask=mask, pycortex=pycortex,
-                       pycortex_mask=pycortex_mask)
+        with dask.config.set(scheduler="synchronous"):
+            return _report(run_dir, maps=maps, html_page=html_page, dpi=dpi, mask=mask, pycortex=pycortex,
+                           pycortex_mask=pycortex_mask)
     finally:
         if gc_enabled:
             gc.enable()
