@@ -5,6 +5,7 @@ the standard library's :mod:`logging` for readers and tools.)
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -82,7 +83,8 @@ class TensorBoardLogger(ExperimentLogger):
 
 
 class WandbLogger(ExperimentLogger):
-    """Weights & Biases; works offline with ``WANDB_MODE=offline`` (files under ``dir``)."""
+    """Weights & Biases; works offline with ``WANDB_MODE=offline`` (files under ``dir``); with
+    ``WANDB_MODE=disabled`` :func:`make_logger` does not start (or import) wandb at all."""
 
     def __init__(self, project: str, run_name: str, run_dir: str | os.PathLike, config: dict | None = None):
         try:
@@ -104,6 +106,12 @@ class WandbLogger(ExperimentLogger):
         self.run.finish()
 
 
+def _wandb_disabled() -> bool:
+    """Whether the environment turns wandb off (``WANDB_MODE=disabled``, or the older ``WANDB_DISABLED``)."""
+    return (os.environ.get("WANDB_MODE", "").strip().lower() == "disabled"
+            or os.environ.get("WANDB_DISABLED", "").strip().lower() in ("true", "1", "yes"))
+
+
 def make_logger(backend: str, *, run_dir: str | os.PathLike, run_name: str, project: str = "scalenc",
                 config: dict | None = None) -> ExperimentLogger:
     """The logger for ``backend`` (one of ``local``, ``tensorboard``, ``wandb``, ``none``)."""
@@ -112,6 +120,12 @@ def make_logger(backend: str, *, run_dir: str | os.PathLike, run_name: str, proj
     if backend == "tensorboard":
         return TensorBoardLogger(Path(run_dir) / "tensorboard")
     if backend == "wandb":
+        if _wandb_disabled():
+            # wandb's disabled mode makes every call a no-op; importing wandb alone takes a second
+            if importlib.util.find_spec("wandb") is None:
+                raise ImportError("logger_backend='wandb' needs wandb: install scalenc[log] (or scalenc[all])")
+            logger.debug("WANDB_MODE=disabled: wandb not started, nothing logged")
+            return NullLogger()
         return WandbLogger(project, run_name, run_dir, config)
     if backend in ("none", None):
         return NullLogger()

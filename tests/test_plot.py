@@ -87,6 +87,65 @@ def test_surface_map_of_sparse_vertices_colours_only_their_region():
     assert max(hot[("right", "lateral")], hot[("right", "medial")]) < 0.2 * hot[("left", "lateral")], hot
 
 
+def test_surface_renderer_draws_a_patch_where_the_projection_puts_it():
+    """A value on a lateral patch of the left hemisphere is drawn in its colour at the projected
+    position of the left lateral panel, nowhere in the medial or right panels (hidden / absent);
+    NaN vertices show the sulcal depth in grey."""
+    from nilearn import datasets
+    from nilearn.plotting import cm as nilearn_cm
+
+    from scalenc.plot.maps import _cmap, _fsaverage5, surface_projection
+
+    fs = datasets.load_fsaverage("fsaverage5")                  # the fast loader reads nilearn's own meshes
+    sulc = datasets.load_fsaverage_data(mesh="fsaverage5", mesh_type="inflated", data_type="sulcal")
+    for hemi in ("left", "right"):
+        coords, faces, bg = _fsaverage5("inflated")[hemi]
+        np.testing.assert_allclose(coords, fs["inflated"].parts[hemi].coordinates)
+        np.testing.assert_array_equal(faces, fs["inflated"].parts[hemi].faces)
+        np.testing.assert_allclose(bg, np.asarray(sulc.data.parts[hemi]).ravel())
+    grid = np.linspace(0, 1, 257)
+    np.testing.assert_array_equal(_cmap("cold_hot")(grid), nilearn_cm.cold_hot(grid))
+
+    coords = _fsaverage5("inflated")["left"][0]
+    lat, med = surface_projection("left", "lateral"), surface_projection("left", "medial")
+    # the left lateral view looks from -x with the frontal pole on the left; the medial one from +x
+    np.testing.assert_allclose(lat[:, 2], -(coords[:, 0] - coords[:, 0].mean()))
+    np.testing.assert_allclose(med[:, 2], coords[:, 0] - coords[:, 0].mean())
+    front, back = np.argmax(coords[:, 1]), np.argmin(coords[:, 1])
+    assert lat[front, 0] < lat[back, 0] and med[front, 0] > med[back, 0]
+    right_lat = surface_projection("right", "lateral")
+    rc = _fsaverage5("inflated")["right"][0]
+    assert right_lat[np.argmax(rc[:, 1]), 0] > right_lat[np.argmin(rc[:, 1]), 0]
+
+    centre = int(np.argmax(lat[:, 2]))                          # the most lateral vertex, facing the viewer
+    patch = np.linalg.norm(coords - coords[centre], axis=1) < 15
+    assert 30 < patch.sum() < 1000
+    values = np.full(20484, np.nan)
+    values[:FSAVERAGE5_HEMI][patch] = 0.8
+    fig = plot.surface_map(values, vmax=1.0, figsize=(4.0, 3.2), colorbar=False)
+    img = _pixels(fig)
+    axes = {ax.scalenc_panel: ax for ax in fig.axes if hasattr(ax, "scalenc_panel")}
+    assert sorted(axes) == [("left", "lateral"), ("left", "medial"), ("right", "lateral"), ("right", "medial")]
+    want = np.asarray(_cmap("cold_hot")(0.9)[:3])               # 0.8 on [-1, 1]
+    x, y = axes["left", "lateral"].transData.transform(lat[centre, :2])
+    row, col = int(img.shape[0] - y), int(x)
+    np.testing.assert_allclose(img[row - 2:row + 3, col - 2:col + 3], np.broadcast_to(want, (5, 5, 3)), atol=3 / 255)
+
+    def coloured(px):
+        return np.abs(px - want).max(axis=-1) < 0.05
+
+    lat_px = _crop(img, axes["left", "lateral"])
+    assert coloured(lat_px).mean() > 0.01
+    for key in (("left", "medial"), ("right", "lateral"), ("right", "medial")):
+        px = _crop(img, axes[key])
+        assert not coloured(px).any(), key
+        assert (np.ptp(px, axis=-1) < 0.02).all(), key          # only greys: the sulcal background
+        assert (px.mean(axis=-1) < 0.6).mean() > 0.05, key      # ... and it is drawn (dark sulci)
+    x, y = axes["left", "medial"].transData.transform(med[front, :2])
+    assert np.ptp(img[int(img.shape[0] - y), int(x)]) < 0.02     # NaN there: grey
+    plt.close(fig)
+
+
 def test_fsaverage6_values_are_drawn_on_the_fsaverage5_vertices():
     vals = np.arange(81924, dtype=float)
     space = BrainSpace.from_voxels({"voxel": np.arange(81924)})

@@ -251,6 +251,24 @@ def test_missing_logger_package_names_the_extra(monkeypatch, tmp_path):
         make_logger("wandb", run_dir=tmp_path, run_name="x")
 
 
+def test_disabled_wandb_is_not_started(monkeypatch, tmp_path):
+    import sys
+
+    from scalenc.loggers import NullLogger, make_logger
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setitem(sys.modules, "wandb", None)              # not imported: any import would fail
+    with pytest.raises(ImportError, match=r"scalenc\[log\]"):   # ... and a missing wandb is still named
+        make_logger("wandb", run_dir=tmp_path, run_name="x")
+    monkeypatch.delitem(sys.modules, "wandb")
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object() if name == "wandb" else None)
+    exp = make_logger("wandb", run_dir=tmp_path, run_name="x")
+    assert isinstance(exp, NullLogger)
+    exp.log_scalars({"r": 1.0})
+    exp.close()
+    assert not list(tmp_path.iterdir())
+
+
 def test_predict_applies_saved_weights_and_alignment(data, tmp_path, capsys):
     from scalenc.ridge import pearson_r, ridge_closed_form
 

@@ -207,10 +207,13 @@ class Assembly:
         ``voxel_constant``) and optional ``mask_indices``, ``roi``."""
         if self._voxels_cache is not None:
             return self._voxels_cache
-        node = self.tree["voxels"]
-        ds = node.to_dataset().set_coords([k for k in ("voxel_valid", "voxel_has_nan", "voxel_constant",
-                                                       "mask_indices", "roi", *node.attrs.get("coords", ()))
-                                           if k in node and k != "voxel"])
+        if self._tree is not None:
+            node = self._tree["voxels"].to_dataset()
+        else:  # the voxels group alone: opening the whole tree reads every story's metadata
+            node = xr.open_dataset(str(self.path), group="voxels", engine="zarr", consolidated=False, chunks=None)
+        ds = node.set_coords([k for k in ("voxel_valid", "voxel_has_nan", "voxel_constant",
+                                          "mask_indices", "roi", *node.attrs.get("coords", ()))
+                              if k in node and k != "voxel"])
         ds = ds.assign_coords(voxel=ds["voxel"].values)
         if self._voxel_index is not None:
             ds = ds.isel(voxel=self._voxel_index)

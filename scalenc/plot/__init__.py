@@ -1,4 +1,5 @@
-"""Figures of encoding-model results: brain maps (nilearn / pycortex), ROI summaries, the run report.
+"""Figures of encoding-model results: brain maps (own fsaverage renderer, nilearn, pycortex), ROI
+summaries, the run report.
 
 - :class:`BrainSpace`: where voxels sit (fsaverage surface, standard-space volume, or a
   subject-space volume without affine), read from an assembly's ``voxels``

@@ -1,4 +1,5 @@
-"""Per-voxel values drawn on the brain (nilearn; pycortex for flatmaps).
+"""Per-voxel values drawn on the brain (own surface renderer on nilearn's meshes; nilearn for
+volumes; pycortex for flatmaps).
 
 Where a voxel sits is described by a :class:`BrainSpace`, read from an assembly's
 ``voxels`` Dataset (:meth:`BrainSpace.from_voxels`):
@@ -12,6 +13,14 @@ surface (``kind="surface"``)
     downloaded). fsaverage6 / fsaverage data are drawn at fsaverage5 resolution: the
     fsaverage meshes are nested icosahedra, so the first 10,242 vertices of each
     hemisphere of fsaverage6 / fsaverage are the fsaverage5 vertices.
+
+    The panels are rendered here, not through mplot3d: each view is an orthographic
+    projection of the mesh (:func:`surface_projection`, nilearn's (elev, azim) for the
+    named views), rasterised by a numpy z-buffer into the index of the face seen at each
+    pixel; a map is then a colour lookup per face (nilearn's face colouring: the mean of
+    the face's vertex values, the sulcal depth in grey where a vertex is NaN) shown with
+    ``imshow``. Meshes (read from nilearn's GIFTI files without importing nilearn),
+    projections and face-index images are cached per process (``functools.lru_cache``).
 volume (``kind="volume"``)
     attrs ``volume_shape`` (3 ints) and ``affine`` (4 x 4, voxel -> mm) and
     ``mask_indices`` (flat C-order indices into ``volume_shape``, the axes of the NIfTI
@@ -33,9 +42,10 @@ given; NaN values are drawn as background.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -173,23 +183,258 @@ def _colorbar(fig, vmax: float, cmap: str, label: str | None, rect=(0.86, 0.15, 
     return cax
 
 
-def _cmap(name):
+def _pigtailed(base: str, name: str):
+    """nilearn's "pigtailed" colour map (``nilearn.plotting.cm``): ``base`` reversed on [0, 0.5],
+    then ``base`` on [0.5, 1] (``cold_hot`` from ``hot``), without importing nilearn.plotting."""
     import matplotlib as mpl
 
-    if not isinstance(name, str):
-        return name
+    seg = mpl.colormaps[base]._segmentdata
+
+    def fill(c1, c2):
+        return ([(0.5 * (1 - p), a, b) for (p, a, b) in reversed(seg[c1])]
+                + [(0.5 * (1 + p), a, b) for (p, a, b) in seg[c2]])
+
+    cdict = {"green": fill("green", "green"), "blue": fill("red", "blue"), "red": fill("blue", "red")}
+    return mpl.colors.LinearSegmentedColormap(name, cdict, mpl.rcParams["image.lut"])
+
+
+#: nilearn colour maps built here (the others come from nilearn.plotting.cm).
+_PIGTAILED = {"cold_hot": "hot", "cold_white_hot": "hot_r"}
+
+
+@functools.lru_cache(maxsize=16)
+def _named_cmap(name: str):
+    import matplotlib as mpl
+
     try:
         return mpl.colormaps[name]
     except KeyError:
-        from nilearn.plotting import cm  # registers cold_hot & co.
+        pass
+    if name in _PIGTAILED:
+        return _pigtailed(_PIGTAILED[name], name)
+    if name.endswith("_r") and name[:-2] in _PIGTAILED:
+        return _pigtailed(_PIGTAILED[name[:-2]], name[:-2]).reversed()
+    from nilearn.plotting import cm  # registers cold_hot & co.
 
-        return getattr(cm, name) if hasattr(cm, name) else mpl.colormaps[name]
+    return getattr(cm, name) if hasattr(cm, name) else mpl.colormaps[name]
+
+
+def _cmap(name):
+    if not isinstance(name, str):
+        return name
+    return _named_cmap(name)
+
+
+# ---------------------------------------------------------------------------------- surface
+#: (elev, azim) of each named view, as nilearn's matplotlib engine (mplot3d conventions).
+SURFACE_VIEWS = {
+    "left": {"lateral": (0, 180), "medial": (0, 0), "dorsal": (90, 0), "ventral": (270, 0),
+             "anterior": (0, 90), "posterior": (0, 270)},
+    "right": {"lateral": (0, 0), "medial": (0, 180), "dorsal": (90, 0), "ventral": (270, 0),
+              "anterior": (0, 90), "posterior": (0, 270)},
+}
+#: nilearn's fsaverage5 file prefix of each mesh name.
+_MESH_FILES = {"inflated": "infl", "pial": "pial", "white_matter": "white", "sphere": "sphere", "flat": "flat"}
+
+
+_GIFTI_TYPES = {"NIFTI_TYPE_FLOAT32": "f4", "NIFTI_TYPE_FLOAT64": "f8", "NIFTI_TYPE_INT32": "i4",
+                "NIFTI_TYPE_UINT8": "u1"}
+
+
+def _read_gifti(path: str) -> list[np.ndarray]:
+    """The data arrays of a (gzipped) GIFTI file with base64-encoded arrays, as nilearn ships them
+    (a few milliseconds; importing nibabel for it takes ~0.2 s). Anything else: ValueError."""
+    import base64
+    import gzip
+    import xml.etree.ElementTree as ET
+    import zlib
+
+    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+        root = ET.parse(f).getroot()
+    out = []
+    for da in root.iter("DataArray"):
+        a = da.attrib
+        enc, dtype = a.get("Encoding"), _GIFTI_TYPES.get(a.get("DataType", ""))
+        if enc not in ("GZipBase64Binary", "Base64Binary") or dtype is None or a.get("ExternalFileName"):
+            raise ValueError(f"{path}: GIFTI array not read here ({enc}, {a.get('DataType')})")
+        raw = base64.b64decode((da.findtext("Data") or "").strip())
+        if enc == "GZipBase64Binary":
+            raw = zlib.decompress(raw)
+        order = "<" if a.get("Endian", "LittleEndian") == "LittleEndian" else ">"
+        shape = tuple(int(a[f"Dim{i}"]) for i in range(int(a.get("Dimensionality", "1"))))
+        arr = np.frombuffer(raw, dtype=order + dtype)
+        if arr.size != int(np.prod(shape)):
+            raise ValueError(f"{path}: GIFTI array of {arr.size} values, expected shape {shape}")
+        fortran = a.get("ArrayIndexingOrder") == "ColumnMajorOrder"
+        out.append(arr.reshape(shape, order="F" if fortran else "C"))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _fsaverage5(mesh: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``{hemi: (coords (10242, 3), faces (20480, 3), sulcal depth (10242,))}`` of nilearn's fsaverage5.
+
+    Read from the files nilearn ships (``nilearn/datasets/data/fsaverage5``) without importing
+    ``nilearn.datasets`` (a second of imports); through nibabel, then nilearn's loaders, when
+    that fails (another nilearn version or file format).
+    """
+    if mesh not in _MESH_FILES:
+        raise MapError(f"unknown fsaverage5 mesh {mesh!r}; known: {sorted(_MESH_FILES)}")
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or spec.origin is None:
+        raise ImportError("brain maps need nilearn: install scalenc[plot] (or scalenc[all])")
+    folder = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "fsaverage5")
+    out = {}
+    try:
+        for hemi in ("left", "right"):
+            coords, faces = _read_gifti(os.path.join(folder, f"{_MESH_FILES[mesh]}_{hemi}.gii.gz"))
+            (sulc,) = _read_gifti(os.path.join(folder, f"sulc_{hemi}.gii.gz"))
+            out[hemi] = (coords, faces, sulc)
+    except (OSError, ValueError, KeyError, SyntaxError) as e:  # ET.ParseError is a SyntaxError
+        logger.debug("fsaverage5 files under %s not read directly (%s); using nibabel / nilearn", folder, e)
+        try:
+            import nibabel as nib
+
+            for hemi in ("left", "right"):
+                coords, faces = nib.load(os.path.join(folder, f"{_MESH_FILES[mesh]}_{hemi}.gii.gz")).agg_data()
+                sulc = nib.load(os.path.join(folder, f"sulc_{hemi}.gii.gz")).agg_data()
+                out[hemi] = (coords, faces, sulc)
+        except (OSError, ValueError) as e2:
+            logger.debug("nibabel could not read them either (%s); using nilearn's loaders", e2)
+            datasets, _ = _nilearn()
+            surf = datasets.load_fsaverage("fsaverage5")[mesh]
+            sulc = datasets.load_fsaverage_data(mesh="fsaverage5", mesh_type=mesh, data_type="sulcal")
+            out = {hemi: (surf.parts[hemi].coordinates, surf.parts[hemi].faces, sulc.data.parts[hemi])
+                   for hemi in ("left", "right")}
+    return {hemi: (np.asarray(c, np.float64), np.asarray(f, np.int64), np.asarray(b, np.float64).ravel())
+            for hemi, (c, f, b) in out.items()}
+
+
+def _view_angles(hemi: str, view) -> tuple[float, float]:
+    if isinstance(view, str):
+        try:
+            return SURFACE_VIEWS[hemi][view]
+        except KeyError:
+            raise MapError(f"unknown surface view {view!r}; use one of {sorted(SURFACE_VIEWS['left'])} "
+                           f"or (elev, azim)") from None
+    elev, azim = view
+    return float(elev), float(azim)
+
+
+def surface_projection(hemi: str, view="lateral", mesh: str = "inflated") -> np.ndarray:
+    """Where each fsaverage5 vertex of ``hemi`` lands in a ``view`` (orthographic camera).
+
+    Returns
+    -------
+    (10242, 3) array
+        Screen x (to the right), screen y (up) and depth (towards the viewer), in mm of the mesh
+        centred on its mean (as nilearn centres it). The panels of :func:`surface_map` are
+        drawn in these x/y coordinates: ``ax.transData`` maps them to pixels.
+    """
+    coords = _fsaverage5(mesh)[hemi][0]
+    elev, azim = _view_angles(hemi, view)
+    e = np.deg2rad((elev + 180.0) % 360.0 - 180.0)               # mplot3d's camera for (elev, azim)
+    a = np.deg2rad(azim)
+    w = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+    up = np.array([0.0, 0.0, -1.0 if abs(e) > np.pi / 2 else 1.0])
+    u = np.cross(up, w)
+    u /= np.linalg.norm(u)
+    v = np.cross(w, u)
+    c = coords - coords.mean(axis=0)
+    return np.stack([c @ u, c @ v, c @ w], axis=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _closed(mesh: str, hemi: str) -> bool:
+    """Whether the mesh is a closed surface (every edge in two faces): back faces can be culled."""
+    faces = _fsaverage5(mesh)[hemi][1]
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, counts = np.unique(edges[:, 0] * (faces.max() + 1) + edges[:, 1], return_counts=True)
+    return bool((counts == 2).all())
+
+
+@functools.lru_cache(maxsize=64)
+def _raster(mesh: str, hemi: str, view, ppmm: float, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The face seen at each pixel of ``box`` = (x0, x1, y0, y1) in :func:`surface_projection`
+    coordinates, ``ppmm`` pixels per mm: (height, width) int array, -1 where no face.
+
+    A z-buffer over pixel centres: each face's bounding-box pixels are tested with barycentric
+    coordinates, the nearest face (interpolated depth) wins; on a closed mesh, faces turned away
+    from the viewer are dropped first.
+    """
+    x0, x1, y0, y1 = box
+    width, height = int(round((x1 - x0) * ppmm)), int(round((y1 - y0) * ppmm))
+    faces = _fsaverage5(mesh)[hemi][1]
+    proj = surface_projection(hemi, view, mesh)
+    px, py = (proj[:, 0] - x0) * ppmm, (y1 - proj[:, 1]) * ppmm           # pixel units, row 0 at the top
+    tx, ty, tz = px[faces], py[faces], proj[:, 2][faces]
+    area = (tx[:, 1] - tx[:, 0]) * (ty[:, 2] - ty[:, 0]) - (tx[:, 2] - tx[:, 0]) * (ty[:, 1] - ty[:, 0])
+    bx0 = np.maximum(np.ceil(tx.min(1) - 0.5), 0).astype(np.int64)
+    bx1 = np.minimum(np.floor(tx.max(1) - 0.5), width - 1).astype(np.int64)
+    by0 = np.maximum(np.ceil(ty.min(1) - 0.5), 0).astype(np.int64)
+    by1 = np.minimum(np.floor(ty.max(1) - 0.5), height - 1).astype(np.int64)
+    bw, bh = np.maximum(bx1 - bx0 + 1, 0), np.maximum(by1 - by0 + 1, 0)
+    keep = (bw * bh > 0) & (area != 0)
+    if _closed(mesh, hemi):  # front faces share the winding of the faces nearest to the viewer
+        near = np.argsort(-tz.mean(1))[:64]
+        keep &= area * np.sign(area[near].sum()) > 0
+    fid = np.flatnonzero(keep)
+    cnt = (bw * bh)[fid]
+    f = np.repeat(fid, cnt)
+    k = np.arange(f.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    cx, cy = bx0[f] + k % bw[f], by0[f] + k // bw[f]
+    qx, qy = cx + 0.5, cy + 0.5
+    X, Y, ar = tx[f], ty[f], area[f]
+    l0 = ((X[:, 1] - qx) * (Y[:, 2] - qy) - (X[:, 2] - qx) * (Y[:, 1] - qy)) / ar
+    l1 = ((X[:, 2] - qx) * (Y[:, 0] - qy) - (X[:, 0] - qx) * (Y[:, 2] - qy)) / ar
+    l2 = 1.0 - l0 - l1
+    eps = -1e-9                                                          # pixel centres on an edge count
+    inside = (l0 >= eps) & (l1 >= eps) & (l2 >= eps)
+    Z = tz[f[inside]]
+    depth = l0[inside] * Z[:, 0] + l1[inside] * Z[:, 1] + l2[inside] * Z[:, 2]
+    pix = (cy * width + cx)[inside]
+    f = f[inside]
+    order = np.lexsort((depth, pix))                                     # per pixel, nearest last
+    last = np.r_[pix[order][1:] != pix[order][:-1], True]
+    out = np.full(width * height, -1, np.int32)
+    out[pix[order][last]] = f[order][last]
+    out = out.reshape(height, width)
+    out.setflags(write=False)
+    return out
+
+
+def _face_colours(values: np.ndarray, faces: np.ndarray, sulc: np.ndarray, cmap, vmax: float) -> np.ndarray:
+    """RGBA (uint8) per face, plus a transparent last row for "no face" (index -1), as nilearn's
+    matplotlib engine colours faces: the mean of the face's vertex values through ``cmap`` over
+    [-vmax, vmax]; faces with a NaN vertex show the sulcal depth (face mean, rescaled to [0, 1]
+    over the hemisphere) in ``gray_r``."""
+    import matplotlib as mpl
+
+    bg = sulc[faces].mean(axis=1)
+    lo, hi = np.nanmin(bg), np.nanmax(bg)
+    if lo < 0 or hi > 1:
+        bg = (bg - lo) / (hi - lo if hi > lo else 1.0)
+    rgba = mpl.colormaps["gray_r"](bg)
+    fv = values[faces].mean(axis=1)
+    ok = np.isfinite(fv)
+    rgba[ok] = cmap((fv[ok] + vmax) / (2.0 * vmax))
+    out = np.zeros((faces.shape[0] + 1, 4), np.uint8)
+    out[:-1] = np.clip(np.round(rgba * 255.0), 0, 255)
+    return out
 
 
 def surface_map(values, space: BrainSpace | None = None, *, title: str | None = None, vmax: float | None = None,
                 cmap: str = DEFAULT_CMAP, mesh: str = "inflated", views: Sequence[str] = ("lateral", "medial"),
                 label: str | None = None, figsize=(6.0, 4.6), colorbar: bool = True):
     """Draw per-vertex values on fsaverage5: rows = views, columns = left, right.
+
+    Each panel is an image rendered here (orthographic projection, z-buffer over the mesh's
+    faces; :func:`surface_projection`) and shown with ``imshow``, coloured as nilearn's
+    ``plot_surf_stat_map`` colours faces: the mean of a face's vertex values, NaN (no voxel)
+    as the sulcal depth in grey. The meshes, projections and face images are cached per
+    process, so further maps cost a colour lookup. Panels are rasterised at the figure's dpi
+    (``rcParams["figure.dpi"]`` when the figure is made): for a sharper file at a higher
+    ``savefig`` dpi, draw under ``matplotlib.rc_context({"figure.dpi": dpi})``.
 
     Parameters
     ----------
@@ -199,15 +444,17 @@ def surface_map(values, space: BrainSpace | None = None, *, title: str | None = 
         A surface layout; default fsaverage5, vertex i = value i.
     mesh : {"inflated", "pial", "white_matter", "sphere"}
         nilearn's fsaverage5 mesh to draw on (sulcal depth as background).
+    views : sequence of str or (elev, azim)
+        "lateral", "medial", "dorsal", "ventral", "anterior", "posterior" (nilearn's views).
 
     Returns
     -------
     matplotlib.figure.Figure
-        Axes in order (view, hemisphere); each carries ``scalenc_panel = (hemi, view)``.
+        Axes in order (view, hemisphere); each carries ``scalenc_panel = (hemi, view)``; its data
+        coordinates are the :func:`surface_projection` x/y of that view (mm).
     """
     import matplotlib.pyplot as plt
 
-    datasets, plotting = _nilearn()
     values = np.asarray(values, float)
     if space is None:
         if values.shape[0] not in SURFACE_VERTICES.values():
@@ -215,25 +462,45 @@ def surface_map(values, space: BrainSpace | None = None, *, title: str | None = 
                            f"{sorted(SURFACE_VERTICES.values())}); pass a BrainSpace")
         space = BrainSpace.from_voxels({"voxel": np.arange(values.shape[0])})
     full = space.vertices(values)
-    fs = datasets.load_fsaverage("fsaverage5")
-    surf = fs[mesh]
-    sulc = datasets.load_fsaverage_data(mesh="fsaverage5", mesh_type=mesh, data_type="sulcal")
+    surf = _fsaverage5(mesh)
     vm = color_limit(values, vmax)
+    cm = _cmap(cmap)
+    views = [v if isinstance(v, str) else tuple(v) for v in views]
+    panels = [(view, hemi) for view in views for hemi in ("left", "right")]
+    bounds = {}
+    for view, hemi in panels:
+        p = surface_projection(hemi, view, mesh)
+        bounds[hemi, view] = (p[:, 0].min(), p[:, 0].max(), p[:, 1].min(), p[:, 1].max())
+    # one scale for all panels: each panel's box is the largest extent, centred on its hemisphere
+    span_x = max(b[1] - b[0] for b in bounds.values()) * 1.06
+    span_y = max(b[3] - b[2] for b in bounds.values()) * 1.06
     fig = plt.figure(figsize=figsize)
     n_rows = len(views)
+    right, top = (0.84 if colorbar else 1.0), (0.92 if title else 1.0)
+    fig.subplots_adjust(left=0, right=right, bottom=0, top=top, wspace=0, hspace=0)
+    cell_w, cell_h = figsize[0] * fig.dpi * right / 2, figsize[1] * fig.dpi * top / n_rows
+    ppmm = min(cell_w / span_x, cell_h / span_y)
+    ppmm = float(np.ceil(ppmm * 4) / 4)                            # a few sizes, so that the cache hits
+    colours = {}
     for r, view in enumerate(views):
         for c, hemi in enumerate(("left", "right")):
-            ax = fig.add_subplot(n_rows, 2, 2 * r + c + 1, projection="3d")
-            data = full[:FSAVERAGE5_HEMI] if hemi == "left" else full[FSAVERAGE5_HEMI:]
-            with warnings.catch_warnings():  # a hemisphere without any voxel is all background
-                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-                plotting.plot_surf_stat_map(surf, data, hemi=hemi, view=view, bg_map=sulc.data.parts[hemi],
-                                            axes=ax, figure=fig, colorbar=False, cmap=_cmap(cmap), vmin=-vm,
-                                            vmax=vm, symmetric_cbar=True)
-            ax.set_box_aspect(None, zoom=1.45)
+            ax = fig.add_subplot(n_rows, 2, 2 * r + c + 1)
+            b = bounds[hemi, view]
+            xc, yc = (b[0] + b[1]) / 2, (b[2] + b[3]) / 2
+            # the box on a whole-pixel grid, so that the cached raster is reused for any values
+            w, h = np.ceil(span_x * ppmm) / ppmm, np.ceil(span_y * ppmm) / ppmm
+            box = (round(xc - w / 2, 6), round(xc - w / 2, 6) + w, round(yc - h / 2, 6), round(yc - h / 2, 6) + h)
+            idx = _raster(mesh, hemi, view, ppmm, box)
+            if hemi not in colours:
+                _, faces, sulc = surf[hemi]
+                data = full[:FSAVERAGE5_HEMI] if hemi == "left" else full[FSAVERAGE5_HEMI:]
+                colours[hemi] = _face_colours(data, faces, sulc, cm, vm)
+            ax.imshow(colours[hemi][idx], extent=box, origin="upper", interpolation="antialiased",
+                      aspect="equal")
+            ax.set_xlim(box[0], box[1])
+            ax.set_ylim(box[2], box[3])
+            ax.set_axis_off()
             ax.scalenc_panel = (hemi, view)
-    fig.subplots_adjust(left=0, right=0.84 if colorbar else 1, bottom=0, top=0.92 if title else 1,
-                        wspace=0, hspace=0)
     if colorbar:
         _colorbar(fig, vm, cmap, label)
     if title:
@@ -447,7 +714,9 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 100) -> str:
     path = os.fspath(path)
     tmp = os.path.join(os.path.dirname(path) or ".", "." + os.path.basename(path) + ".tmp")
     try:
-        fig.savefig(tmp, dpi=dpi, format=os.path.splitext(path)[1].lstrip(".") or "png")
+        fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+        # zlib level 1: a third of the default's encoding time for ~15% larger files
+        fig.savefig(tmp, dpi=dpi, format=fmt, **({"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}))
         os.replace(tmp, path)
     finally:
         plt.close(fig)

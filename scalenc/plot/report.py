@@ -30,6 +30,7 @@ whatever the root holds (e.g. only ``roi``, or 20,484 voxels read as fsaverage5)
 """
 from __future__ import annotations
 
+import gc
 import html
 import logging
 import os
@@ -282,6 +283,24 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
         installed. Default: the configuration's ``[plot] pycortex_subject`` and
         ``pycortex_xfm``; ``pycortex_mask`` is the pycortex mask type.
     """
+    import dask
+
+    # The report allocates many small matplotlib objects; in a process holding a large heap (a
+    # trainer's, after a fit) the cyclic collector's full passes would cost more than the drawing.
+    # Its reads are a few small per-voxel arrays: read in this thread, not through a thread pool
+    # or a distributed client that the run may hold.
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            return _report(run_dir, maps=maps, html_page=html_page, dpi=dpi, mask=mask, pycortex=pycortex,
+                           pycortex_mask=pycortex_mask)
+    finally:
+        if gc_enabled:
+            gc.enable()
+
+
+def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,7 +337,11 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
     map_files: list[tuple[str, Path]] = []
     if maps and space is not None:
         try:
-            map_files = _draw_maps(s, lambda v, **kw: brain_map(v, space, **kw), s.path / "maps", dpi)
+            def draw_brain(v, **kw):
+                with matplotlib.rc_context({"figure.dpi": dpi}):  # surface panels: rasterised at this dpi
+                    return brain_map(v, space, **kw)
+
+            map_files = _draw_maps(s, draw_brain, s.path / "maps", dpi)
         except ImportError as e:
             logger.warning("report: no brain maps (%s)", e)
     if maps and pycortex is not None:
