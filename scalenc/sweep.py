@@ -177,11 +177,23 @@ def _targets(asm, story: str, split: str, trimming, zscore_targets: bool, n_rows
     from .align import zscore
     from .align.story import target_slice
 
-    Y = asm.bold(story).data[target_slice(trimming, split)]
+    Y = (asm.bold_data(story) if hasattr(asm, "bold_data") else asm.bold(story).data)[target_slice(trimming, split)]
     if Y.shape[0] != n_rows:
         raise SweepError(f"subject {subject!r}, story {story!r} ({split}): {Y.shape[0]} response rows after "
                          f"trimming but {n_rows} design rows")
     return zscore(Y) if zscore_targets else Y
+
+
+def _train_targets(asm, stories, trimming, zscore_targets: bool, groups, subject: str):
+    """The training responses, as the trainer takes them: stacked story responses read a
+    voxel block at a time (a dask array on a distributed client), or lazily concatenated."""
+    from .align.story import target_slice
+
+    parts = [_targets(asm, s, "train", trimming, zscore_targets and not hasattr(asm, "stacked_bold"),
+                      int((groups == s).sum()), subject) for s in stories]  # row counts checked here
+    if hasattr(asm, "stacked_bold"):
+        return asm.stacked_bold(stories, [target_slice(trimming, "train")] * len(stories), zscore=zscore_targets)
+    return da.concatenate([da.asarray(y) for y in parts], axis=0)
 
 
 def _test_repeats(asm, story: str, trimming, n_rows: int):
@@ -450,8 +462,7 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
         per_layer = []
         for layer in lay_list:
             X, groups, side = stim["sides"][side_of[(subj, mname, layer)]]
-            Y = da.concatenate([da.asarray(_targets(tr.assembly, s, "train", tr.trimming, zscore_targets,
-                                                    int((groups == s).sum()), subj)) for s in train_s], axis=0)
+            Y = _train_targets(tr.assembly, train_s, tr.trimming, zscore_targets, groups, subj)
             kw: dict[str, Any] = {"groups": groups}
             if test_s:
                 Xt, n_te = stim["tests"][test_of[(subj, mname, layer)]]
