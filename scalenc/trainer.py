@@ -413,6 +413,9 @@ class AbstractTrainer:
         tick = time.perf_counter()
         timings = {"extract": 0.0, "align": 0.0, "fit": 0.0, "write": 0.0}
         train_s, test_s = self.split()
+        if self.client is None and hasattr(self.assembly, "read_ahead"):
+            # in-process: the disk reads the responses while the features are extracted
+            self.assembly.read_ahead(train_s + test_s)
         feats = self.extract()
         timings["extract"] = time.perf_counter() - tick
         layers, multi = self._layers(feats)

@@ -125,3 +125,15 @@ def test_bold_data_is_bold_without_coordinates(tmp_path):
     d = a.bold_data("s1")
     assert isinstance(d, da.Array)
     np.testing.assert_array_equal(d.compute(), a.bold("s1").values)
+
+
+def test_read_ahead_hints_the_response_chunks(tmp_path):
+    _store(tmp_path / "a.zarr")
+    a = Assembly(tmp_path / "a.zarr")
+    chunks = [f for s in ("s0", "s2") for f in (tmp_path / "a.zarr" / "stories" / s / "bold").rglob("*")
+              if f.is_file() and f.name != "zarr.json"]
+    assert len(chunks) == 2 * 5  # 23 voxels in chunks of 5, one row chunk
+    assert a.read_ahead(["s0", "s2"]) == sum(f.stat().st_size for f in chunks)
+    assert a.read_ahead(["s0"], max_fraction=0.0) == 0  # larger than the allowed share of memory: skipped
+    with pytest.raises(KeyError, match="nope"):
+        a.read_ahead(["nope"])

@@ -271,6 +271,35 @@ class Assembly:
                if k not in ("voxel_has_nan", "voxel_constant")}
         return da.assign_coords(tr_time=("tr", ds["tr_time"].values), **vox).rename(story)
 
+    def read_ahead(self, stories: Sequence[str], *, max_fraction: float = 0.25) -> int:
+        """Ask the kernel to start reading the stored responses of ``stories`` into the page
+        cache now (``posix_fadvise(WILLNEED)``, asynchronous), so that a later read (the fit)
+        finds them there while other work (feature extraction) runs meanwhile. Skipped when
+        they exceed ``max_fraction`` of the available memory (they would evict each other)
+        or the platform has no ``posix_fadvise``. Returns the number of bytes hinted."""
+        if not hasattr(os, "posix_fadvise"):
+            return 0
+        files = []
+        for s in stories:
+            self._check_story(s)
+            d = self.path / "stories" / s / "bold"
+            files += [f for f in d.rglob("*") if f.is_file() and f.name != "zarr.json"]
+        total = sum(f.stat().st_size for f in files)
+        if total > max_fraction * _available_memory():
+            return 0
+        for f in files:
+            try:
+                fd = os.open(f, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return total
+
     def bold_data(self, story: str) -> dask.array.Array:
         """``bold(story).data`` without building the DataArray: the lazy (tr, voxel) dask array."""
         self._check_story(story)
@@ -537,6 +566,17 @@ def _read_word_tables(path: Path, stories: Sequence[str]) -> dict[str, tuple[np.
             a.flags.writeable = False
         out[s] = (word, start, end)
     return out
+
+
+def _available_memory() -> int:
+    """Available memory in bytes (``MemAvailable``), or 0 when unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _read_grids(path: Path, stories: Sequence[str]) -> dict[str, tuple[np.ndarray, int]]:
