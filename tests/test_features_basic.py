@@ -325,13 +325,46 @@ def test_embeddings_file_errors(tmp_path, monkeypatch):
         StaticEmbeddingExtractor(str(tmp_path / "garbled.txt"), {"oov_handling": "random"})
     with pytest.raises(FeatureError, match="format"):
         StaticEmbeddingExtractor(str(tmp_path / "garbled.txt"), {"format": "bert"})
-    # gensim missing: the error names the extra
+    # gensim missing: plain word2vec / GloVe files are read without it; a gensim-only format
+    # (.kv, fastText .bin) gets an error naming the extra
     emb_mod.clear_vector_cache()
     monkeypatch.setitem(sys.modules, "gensim", None)
     monkeypatch.setitem(sys.modules, "gensim.models", None)
     write_w2v_text(tmp_path / "ok.txt", {"a": np.ones(3)})
+    fs = StaticEmbeddingExtractor(str(tmp_path / "ok.txt")).extract(fake(["a"]), "s1")
+    np.testing.assert_array_equal(fs["features"].values[0], np.ones((1, 3), np.float32))
+    (tmp_path / "v.kv").write_bytes(b"\x80\x04not really a pickle")
     with pytest.raises(ImportError, match=r"scalenc\[embeddings\]"):
-        StaticEmbeddingExtractor(str(tmp_path / "ok.txt")).extract(fake(["a"]), "s1")
+        StaticEmbeddingExtractor(str(tmp_path / "v.kv")).extract(fake(["a"]), "s1")
+
+
+@pytest.mark.parametrize("name,binary,no_header", [
+    ("euclidean_vectors.bin", True, False), ("lee_fasttext.vec", False, False), ("test_glove.txt", False, True),
+    ("high_precision.kv.txt", False, False), ("high_precision.kv.bin", True, False)])
+def test_plain_reader_equals_gensim(name, binary, no_header):
+    """word2vec text/binary and GloVe files read without gensim hold exactly gensim's words,
+    order and float32 vectors."""
+    from gensim.models import KeyedVectors
+
+    path = GENSIM_DATA / name
+    kv = KeyedVectors.load_word2vec_format(str(path), binary=binary, no_header=no_header)
+    plain = emb_mod.read_plain(path, "glove" if no_header else "word2vec", binary)
+    assert plain.index_to_key == kv.index_to_key and plain.key_to_index == kv.key_to_index
+    assert plain.vectors.dtype == np.float32 and plain.vector_size == kv.vector_size
+    np.testing.assert_array_equal(plain.vectors, kv.vectors)
+
+
+def test_plain_reader_refuses_what_gensim_refuses(tmp_path):
+    (tmp_path / "short.txt").write_text("3 2\nthe 0.1 0.2\ncat 1 2\n")
+    with pytest.raises(EOFError):
+        emb_mod.read_plain(tmp_path / "short.txt", "word2vec", False)
+    (tmp_path / "bad.txt").write_text("2 2\nthe 0.1\ncat 1 2\n")
+    with pytest.raises(ValueError):
+        emb_mod.read_plain(tmp_path / "bad.txt", "word2vec", False)
+    (tmp_path / "dup.txt").write_text("3 2\nthe 0.1 0.2\ncat 1 2\nthe 5 6\n")
+    v = emb_mod.read_plain(tmp_path / "dup.txt", "word2vec", False)  # gensim keeps the first
+    assert v.index_to_key == ["the", "cat"]
+    np.testing.assert_array_equal(v.vectors, np.array([[0.1, 0.2], [1.0, 2.0]], np.float32))
 
 
 # ------------------------------------------------------------------------------ custom

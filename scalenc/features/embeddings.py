@@ -187,7 +187,83 @@ def detect_format(path: Path, fmt: str = "auto", binary: bool | None = None) -> 
     return fmt, fmt == "fasttext"
 
 
+class PlainVectors:
+    """The part of gensim's ``KeyedVectors`` the lookups use (``key_to_index``,
+    ``index_to_key``, ``vectors``, ``vector_size``, ``get_vector``), for word2vec text or
+    binary and GloVe files read without importing gensim (:func:`read_plain`)."""
+
+    def __init__(self, words: list[str], vectors: np.ndarray):
+        self.key_to_index: dict[str, int] = {}
+        keep = []
+        for i, w in enumerate(words):
+            if w in self.key_to_index:  # as gensim: the first of duplicated words is kept
+                logger.warning("duplicate word %r in vectors file, ignoring all but the first", w)
+                continue
+            self.key_to_index[w] = len(keep)
+            keep.append(i)
+        self.index_to_key = [words[i] for i in keep]
+        self.vectors = vectors if len(keep) == len(words) else vectors[keep]
+        self.vector_size = int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.index_to_key)
+
+    def get_vector(self, word: str) -> np.ndarray:
+        return self.vectors[self.key_to_index[word]]
+
+
+def read_plain(path: Path, fmt: str, binary: bool) -> PlainVectors:
+    """Read an uncompressed word2vec (text or binary) or GloVe file as gensim's
+    ``load_word2vec_format`` does (the declared count of entries, words split on single
+    spaces, float32 vectors, strict UTF-8), without gensim. Raises on anything unusual;
+    :func:`_read` then lets gensim read (or reject) the file."""
+    if path.name.lower().endswith(".gz") or fmt not in ("word2vec", "glove"):
+        raise ValueError("not a plain word2vec/GloVe file")
+    if fmt == "word2vec" and binary:
+        import mmap as _mmap
+
+        with open(path, "rb") as f, _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ) as m:
+            end = m.find(b"\n")
+            n, dim = (int(x) for x in m[:end].split())
+            vec_bytes = 4 * dim
+            words, vectors = [], np.empty((n, dim), np.float32)
+            pos = end + 1
+            for i in range(n):
+                sp = m.find(b" ", pos)
+                if sp < 0 or sp + 1 + vec_bytes > len(m):
+                    raise EOFError("unexpected end of input")
+                words.append(m[pos:sp].lstrip(b"\n").decode("utf-8"))
+                vectors[i] = np.frombuffer(m, dtype=np.float32, count=dim, offset=sp + 1)
+                pos = sp + 1 + vec_bytes
+        return PlainVectors(words, vectors)
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the file's last newline
+    if fmt == "word2vec":
+        n, dim = (int(x) for x in lines[0].split())
+        body = lines[1:1 + n]
+    else:
+        body = lines
+        n, dim = len(body), len(body[0].rstrip().split(" ")) - 1
+    if len(body) < n:
+        raise EOFError("unexpected end of input")
+    words, values = [], []
+    for ln in body:
+        parts = ln.rstrip().split(" ")
+        if len(parts) != dim + 1:
+            raise ValueError("invalid vector line")
+        words.append(parts[0])
+        values += parts[1:]
+    return PlainVectors(words, np.array([float(x) for x in values], dtype=np.float32).reshape(n, dim))
+
+
 def _read(path: Path, fmt: str, binary: bool, *, mmap: bool = False):
+    if fmt in ("word2vec", "glove") and not path.name.lower().endswith(".gz"):
+        try:
+            return read_plain(path, fmt, binary)
+        except Exception:  # noqa: BLE001 - anything unusual: gensim reads the file, or says why not
+            logger.debug("embeddings: %s read by gensim", path, exc_info=True)
     KeyedVectors = _import_gensim()
     if fmt == "kv":
         obj = KeyedVectors.load(str(path), mmap="r" if mmap else None)
@@ -219,11 +295,12 @@ def load_vectors(path: str | os.PathLike, *, fmt: str = "auto", binary: bool | N
     st = p.stat()
     if st.st_size == 0:
         raise FeatureError(f"embeddings: vectors file {p} is empty")
-    _import_gensim()
     try:
         rfmt, rbin = detect_format(p, fmt, binary)
     except (OSError, EOFError) as e:
         raise FeatureError(f"embeddings: cannot read vectors file {p}: {e}") from e
+    if rfmt in ("fasttext", "kv") or p.name.lower().endswith(".gz"):
+        _import_gensim()  # only these need gensim (plain files: read_plain)
     key = (str(p), st.st_mtime_ns, st.st_size, rfmt, rbin)
     with _VECTORS_LOCK:
         hit = _VECTORS.get(key)
