@@ -396,17 +396,9 @@ class AbstractTrainer:
         spec = getattr(self, "_own_client", None)
         if spec is None or isinstance(self.client, (str, os.PathLike)) or self.client is None:
             return
-        cluster = getattr(self.client, "cluster", None)
-        dask_log = logging.getLogger("distributed")
-        level = dask_log.level
-        if dask_log.getEffectiveLevel() >= logging.WARNING:  # nannies warn when they kill slow-to-exit workers
-            dask_log.setLevel(logging.ERROR)
-        try:
-            self.client.close()
-            if cluster is not None:
-                cluster.close()
-        finally:
-            dask_log.setLevel(level)
+        from .distributed.cluster import close_quietly
+
+        close_quietly(self.client)
         self.client, self._own_client = spec, None
 
     def _train(self, model_kwargs) -> dict[str, Any]:

@@ -73,3 +73,41 @@ def test_local_cluster_and_scheduler_file(tmp_path):
 def test_sbatch_script_syntax():
     r = subprocess.run(["bash", "-n", str(ROOT / "deploy/slurm/scalenc.sbatch")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_close_quietly_silences_the_workers_shutdown_logs():
+    """Before a cluster the trainer started is closed, its worker processes and scheduler log
+    nothing below CRITICAL (a worker's last heartbeat to a closed scheduler is not an error of
+    the run); with distributed logging asked for (-v) they keep their levels."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from scalenc.distributed.cluster import close_quietly
+
+    def levels():
+        return tuple(logging.getLogger(n).getEffectiveLevel() for n in ("distributed", "distributed.worker"))
+
+    log = logging.getLogger("distributed")
+    before = log.level
+    try:
+        for parent_level, want in ((logging.WARNING, (logging.CRITICAL,) * 2), (logging.INFO, None)):
+            log.setLevel(parent_level)
+            cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+            c = Client(cluster)
+            start = next(iter(c.run(levels).values()))
+            assert max(start) < logging.CRITICAL
+            seen = {}
+            real_close = c.close
+
+            def close_spy(*a, _c=c, _close=real_close, **k):
+                seen["workers"] = next(iter(_c.run(levels).values()))
+                return _close(*a, **k)
+
+            c.close = close_spy
+            close_quietly(c)
+            assert seen["workers"] == (want or start)
+            assert cluster.status.name == "closed"
+            assert log.level == parent_level  # this process's level is restored
+    finally:
+        log.setLevel(before)

@@ -140,6 +140,38 @@ def scale_settings(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def _quiet_shutdown_logs() -> None:
+    """In a worker or the scheduler: no distributed log lines below CRITICAL from now on."""
+    for name in ["distributed", *list(logging.root.manager.loggerDict)]:
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def close_quietly(c) -> None:
+    """Close a client and the cluster it started. Unless distributed logging was asked for
+    (``-v``: level below WARNING), the workers and the scheduler are first told to stop
+    logging, so that the shutdown's own races (a worker's last heartbeat reaching a closed
+    scheduler, a nanny killing a slow worker) print nothing; errors of the run itself were
+    already reported."""
+    cluster = getattr(c, "cluster", None)
+    dask_log = logging.getLogger("distributed")
+    level = dask_log.level
+    quiet = dask_log.getEffectiveLevel() >= logging.WARNING
+    if quiet:
+        for call in (c.run, c.run_on_scheduler):
+            try:
+                call(_quiet_shutdown_logs)
+            except Exception:  # noqa: BLE001 - a worker already gone: nothing to quiet
+                pass
+        dask_log.setLevel(logging.CRITICAL)
+    try:
+        c.close()
+        if cluster is not None:
+            cluster.close()
+    finally:
+        dask_log.setLevel(level)
+
+
 def _wait_for_workers(c, n: int, timeout: float, where: str) -> None:
     try:
         c.wait_for_workers(n, timeout=timeout)
