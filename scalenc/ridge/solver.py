@@ -534,6 +534,10 @@ def _map_local(block_fn, Y, outputs, voxel_block, progress, shared, kwargs) -> d
     stacked = hasattr(Y, "iter_blocks")
     if stacked:
         width = Y.block_width(voxel_block)
+        if Y.chunk_width > width:
+            logger.info("responses stored in chunks of %d voxels, wider than the voxel blocks of %d: each chunk "
+                        "is decoded %d times (Assembly.save(path, voxel_chunk=%d) rewrites the store for faster fits)",
+                        Y.chunk_width, width, -(-Y.chunk_width // width), width)
     else:
         width = v if not voxel_block else max(1, min(int(voxel_block), v))
     spans = [slice(a, min(a + width, v)) for a in range(0, v, width)]
