@@ -103,8 +103,18 @@ def test_narratives_build_clean_and_pipeline_recovers_truth(narr, tmp_path):
     np.testing.assert_allclose(vs["affine"], narr.affine)
     np.testing.assert_array_equal(asm.voxels["mask_indices"].values, np.flatnonzero(narr.mask.ravel()))
     assert asm.attrs["timing"]["onsets"]["pieman"] == 15.0 and asm.attrs["timing"]["unaligned_words"]["lucy"] == 5
-    # the whole pipeline recovers the truth
+    assert vs["space"] == "MNI152NLin2009cAsym"  # from the run's file name
+    # the whole pipeline recovers the truth, and its report draws the maps in the run's volume space
     r, ceil = _check_recovery(_fit(asm, narr, tmp_path), asm, narr)
+    assert (tmp_path / "res" / "bids" / "maps" / "r.png").is_file()
+    from scalenc.plot.report import RunSummary
+
+    from scalenc.plot.maps import BrainSpace
+
+    space = BrainSpace.from_voxels(RunSummary(tmp_path / "res" / "bids").voxels())
+    assert space.kind == "volume" and space.space == "MNI152NLin2009cAsym"
+    assert space.volume_shape == tuple(narr.mask.shape)
+    np.testing.assert_array_equal(space.index, np.flatnonzero(narr.mask.ravel()))
     # without confound cleaning the nuisance (3x the signal) hides most of it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -149,6 +159,12 @@ def test_gifti_hemispheres(narr, tmp_path):
     Y = np.asarray(img.dataobj, np.float64).reshape(-1, img.shape[3])[np.flatnonzero(narr.mask.ravel())[:80]].T
     np.testing.assert_allclose(asm.bold("tunnel").values, (Y - Y.mean(0)) / Y.std(0), atol=2e-5)
     assert asm.bold("tunnel").hemi.values[0] == "L"
+    # maps: vertex i of the right hemisphere is fsaverage6 vertex 40962 + i
+    from scalenc.plot.maps import BrainSpace
+
+    space = BrainSpace.from_voxels(asm.voxels.assign_attrs(voxel_space=asm.voxel_space))
+    assert space.kind == "surface" and space.space == "fsaverage6"
+    np.testing.assert_array_equal(space.index[[0, 39, 40, 79]], [0, 39, 40962, 40962 + 39])
 
 
 def test_volume_to_fsaverage5_projection_chunked_over_time(narr, tmp_path):

@@ -686,8 +686,10 @@ def build(runs: Sequence[Run], out: str | os.PathLike, *, subject: str, dataset:
             mask_idx_store = None
         else:
             n_vox = int(mask_idx.size)
+            named = re.search(r"_space-([A-Za-z0-9]+)", Path(runs[0].files[0]).name)
             voxel_space = dict(kind="volume", shape=[int(x) for x in ref.shape[:3]],
-                               affine=np.asarray(ref.affine, float).tolist(), order="C")
+                               affine=np.asarray(ref.affine, float).tolist(), order="C",
+                               space=named.group(1) if named else "subject")
             mask_idx_store = mask_idx
 
     test = [s for s in names if s in set(test_stories)]

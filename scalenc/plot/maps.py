@@ -27,6 +27,12 @@ volume (``kind="volume"``)
     data array). In a standard space (``space`` containing ``"MNI"``; the default when no
     ``space`` is given) glass-brain and slice maps over nilearn's MNI152 template; in
     another space, slices without a template.
+
+The BIDS/fMRIPrep readers record the same as one attribute, ``voxel_space``
+(:attr:`scalenc.assembly.Assembly.voxel_space`): ``{"kind": "volume", "shape", "affine",
+"space"}`` with ``mask_indices``, or ``{"kind": "surface", "mesh"}`` with the voxels'
+``hemi`` and ``vertex`` (e.g. fsaverage6 GIFTI runs); :meth:`BrainSpace.from_voxels` reads
+either form, and the report passes the assembly's ``voxel_space`` along.
 mosaic (``kind="mosaic"``)
     subject-space data without an affine (e.g. LeBel hf5 files): ``volume_shape`` and
     ``mask_indices``, or a 3-D boolean mask (:func:`mask_from_nifti`), drawn as a mosaic
@@ -44,9 +50,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -105,6 +112,18 @@ class BrainSpace:
         mask = np.asarray(voxels["mask_indices"], dtype=np.int64) if "mask_indices" in names else None
         if n_voxels is None:
             n_voxels = int(mask.shape[0]) if mask is not None else int(np.asarray(voxels["voxel"]).shape[0])
+        vs = attrs.get("voxel_space")  # what the BIDS readers record (Assembly.voxel_space)
+        if isinstance(vs, str):
+            vs = json.loads(vs)
+        if isinstance(vs, Mapping):
+            if vs.get("kind") == "volume" and mask is not None and vs.get("shape") and vs.get("affine"):
+                return cls("volume", str(vs.get("space") or "subject"), mask, tuple(int(x) for x in vs["shape"]),
+                           np.asarray(vs["affine"], float).reshape(4, 4))
+            mesh = str(vs.get("mesh") or "")
+            if (vs.get("kind") == "surface" and mesh in SURFACE_VERTICES and {"hemi", "vertex"} <= names):
+                right = np.array([str(h).upper().startswith("R") for h in np.asarray(voxels["hemi"]).tolist()])
+                index = np.asarray(voxels["vertex"], dtype=np.int64) + right * (SURFACE_VERTICES[mesh] // 2)
+                return cls("surface", mesh, index)
         space = str(attrs.get("space", "") or "")
         shape = attrs.get("volume_shape")
         affine = attrs.get("affine")

@@ -123,7 +123,10 @@ class RunSummary:
         try:
             from ..assembly import Assembly
 
-            vox = Assembly(str(path)).voxels
+            asm = Assembly(str(path))
+            vox = asm.voxels
+            if asm.voxel_space is not None and "voxel_space" not in vox.attrs:
+                vox = vox.assign_attrs(voxel_space=asm.voxel_space)
             if root is not None and "voxel" in root.variables and "voxel" in vox.variables:
                 vox = vox.sel(voxel=np.asarray(root["voxel"].values))
             if vox.sizes.get("voxel") != n:
