@@ -53,6 +53,7 @@ import importlib.util
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -566,16 +567,19 @@ def volume_map(values, space: BrainSpace, *, kinds: Sequence[str] = ("glass", "s
         ax.scalenc_panel = kind
         common = dict(axes=ax, figure=fig, cmap=_cmap(cmap), vmin=-vm, vmax=vm, colorbar=False,
                       symmetric_cbar=True, threshold=1e-9, annotate=True)
-        if kind == "glass":
-            if not standard:
-                logger.info("glass-brain map skipped: space %r is not a standard space", space.space)
-                continue
-            plotting.plot_glass_brain(img, display_mode=glass_mode, plot_abs=False, black_bg=False, **common)
-        elif kind == "slices":
-            kw = {} if standard else {"bg_img": None}
-            plotting.plot_stat_map(img, display_mode="z", cut_coords=n_slices, draw_cross=False, **kw, **common)
-        else:
+        if kind not in ("glass", "slices"):
             raise MapError(f"unknown volume map kind {kind!r}; use 'glass' or 'slices'")
+        if kind == "glass" and not standard:
+            logger.info("glass-brain map skipped: space %r is not a standard space", space.space)
+            continue
+        with warnings.catch_warnings():  # coarse or sparse grids: nilearn says so on every map
+            warnings.filterwarnings("ignore", "Too many cuts requested", UserWarning)
+            warnings.filterwarnings("ignore", "empty mask", UserWarning)
+            if kind == "glass":
+                plotting.plot_glass_brain(img, display_mode=glass_mode, plot_abs=False, black_bg=False, **common)
+            else:
+                kw = {} if standard else {"bg_img": None}
+                plotting.plot_stat_map(img, display_mode="z", cut_coords=n_slices, draw_cross=False, **kw, **common)
     _colorbar(fig, vm, cmap, label, rect=(0.86, 0.1, 0.018, 0.75 * top))
     if title:
         fig.suptitle(title, fontsize=10)
