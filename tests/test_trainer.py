@@ -31,14 +31,8 @@ def _extractors(data, cache):
             FeatureExtractorFactory.create_extractor("embeddings", str(data.embeddings_path), {}, cache)]
 
 
-def test_trainer_equals_hand_wired_pipeline(data, tmp_path):
-    asm = data.assembly()
-    trim = TrimmingConfig.lebel()
-    model = NestedCVModel(alphas=ALPHAS, seed=1, dtype="float64")
-    tr = AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), Downsampler(), model, [1, 2, 3, 4],
-                         trim.to_dict(), results_dir=tmp_path / "res", run_name="r", logger_backend="local")
-    m = tr.train()
-    # the same pipeline written out by hand from the stages
+def _by_hand(asm, data, trim, delays):
+    """The alignment written out from the stages: story, split -> (trimmed FIR design, responses)."""
     ds = Downsampler()
     kv = {}
     for line in open(data.embeddings_path).read().splitlines()[1:]:
@@ -51,7 +45,23 @@ def test_trainer_equals_hand_wired_pipeline(data, tmp_path):
         grid = asm.tr_times(story).values
         F = np.column_stack([ds.downsample(np.ones(len(t)), t, grid),
                              ds.downsample(np.stack([kv[w] for w in words]), t, grid)])
-        X, Y = trim_story(fir(F, [1, 2, 3, 4]), asm.bold(story).values, trim, split, story=story)
+        return trim_story(fir(F, delays), asm.bold(story).values, trim, split, story=story)
+
+    return design
+
+
+def test_trainer_equals_hand_wired_pipeline(data, tmp_path):
+    asm = data.assembly()
+    trim = TrimmingConfig.lebel()
+    model = NestedCVModel(alphas=ALPHAS, seed=1, dtype="float64")
+    tr = AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), Downsampler(), model, [1, 2, 3, 4],
+                         trim.to_dict(), results_dir=tmp_path / "res", run_name="r", logger_backend="local")
+    m = tr.train()
+    # the same pipeline written out by hand from the stages
+    hand = _by_hand(asm, data, trim, [1, 2, 3, 4])
+
+    def design(story, split):
+        X, Y = hand(story, split)
         return zscore(X.astype(np.float32)), zscore(Y)
 
     train = [design(s, "train") for s in asm.train_stories]
@@ -279,19 +289,10 @@ def test_predict_applies_saved_weights_and_alignment(data, tmp_path, capsys):
                          results_dir=tmp_path / "res", run_name="w", logger_backend="none", save_weights=True)
     m = tr.train()
     # direct computation: the stages by hand, the closed-form ridge with the chosen alphas
-    ds = Downsampler()
-    kv = {}
-    for line in open(data.embeddings_path).read().splitlines()[1:]:
-        w, *v = line.split()
-        kv[w] = np.array(v, float)
+    hand = _by_hand(asm, data, trim, [1, 2])
 
     def design(story, split):
-        words = [str(w) for w in asm.words(story).word.values]
-        t = asm.word_times(story)
-        grid = asm.tr_times(story).values
-        F = np.column_stack([ds.downsample(np.ones(len(t)), t, grid),
-                             ds.downsample(np.stack([kv[w] for w in words]), t, grid)])
-        X, Y = trim_story(fir(F, [1, 2]), asm.bold(story).values, trim, split, story=story)
+        X, Y = hand(story, split)
         return zscore(X.astype(np.float32)).astype(np.float64), zscore(Y).astype(np.float64)
 
     train = [design(s, "train") for s in asm.train_stories]
