@@ -15,7 +15,8 @@ from .assembly import load_assembly  # noqa: E402
 from .features import FeatureExtractorFactory  # noqa: E402
 from .models import NestedCVModel  # noqa: E402
 from .trainer import AbstractTrainer  # noqa: E402
+from .engine import predict  # noqa: E402
 from .sweep import sweep  # noqa: E402  (the module stays importable: from scalenc.sweep import SweepResult)
 
 __all__ = ["AbstractTrainer", "Downsampler", "FeatureExtractorFactory", "NestedCVModel", "__version__",
-           "load_assembly", "sweep"]
+           "load_assembly", "predict", "sweep"]

@@ -30,7 +30,9 @@ from ._io import atomic_directory
 from .assembly import Assembly, lebel, load_assembly
 from .assembly.legacy import import_pickle
 from .assembly.writer import DEFAULT_VOXEL_CHUNK
-from .config import build_trainer, is_sweep, load_config, run_sweep
+from . import sweep as sweep_mod
+from .config import RunConfig, is_sweep, load_config
+from .engine import predict
 from .datasets import synthetic
 from .datasets.tiny_lm import build_tiny_lm
 from .features import FeatureExtractorFactory
@@ -226,13 +228,15 @@ def _cmd_demo(args) -> int:
 def _cmd_run(args) -> int:
     cfg = load_config(args.config)
     if is_sweep(cfg):
-        res = run_sweep(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
+        res = sweep_mod.from_config(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
         print(res.summary.to_string(index=False) if hasattr(res.summary, "to_string") else res.summary)
         print(f"sweep results (summary.csv, scaling.png, one run folder per subject and model): {res.path}")
         return 0
-    trainer = build_trainer(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
+    trainer = AbstractTrainer.from_config(RunConfig.from_dict(cfg, source=str(args.config)), cluster=args.cluster,
+                                          source=str(args.config), overwrite=args.overwrite or None)
     m = trainer.train()
-    print(f"run {trainer.run_name}: median r {m['median_score']:.4f}, {m['n_significant']} significant voxels "
+    which = "" if m.get("layer") in (None, "0") else f" (layer {m['layer']}, the best of {len(m.get('per_layer', [1]))})"
+    print(f"run {trainer.run_name}{which}: median r {m['median_score']:.4f}, {m['n_significant']} significant voxels "
           f"({m['percent_significant']:.1f} %); results in {m['results_dir']}")
     return 0
 
@@ -241,7 +245,8 @@ def _cmd_predict(args) -> int:
     res = results.load(args.run_dir)
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
-    pred = res.predict(args.assembly, args.stories, layer=args.layer, split=args.split)
+    pred = predict(res, args.assembly, args.stories, layer=args.layer, split=args.split,
+                   allow_mismatch=args.allow_mismatch)
     print(f"run {res.path} (layer {pred.attrs['layer']}) applied to {pred.sizes['story']} stories")
     print(f"{'story':<32} {'TRs':>6} {'median r':>9}")
     for s in pred["story"].values:
@@ -353,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--split", choices=("train", "test"), default="train", help="which trimming to apply")
     pr.add_argument("--out", default=None, help="write the predictions (zarr) here")
     pr.add_argument("--overwrite", action="store_true", help="replace --out")
+    pr.add_argument("--allow-mismatch", action="store_true",
+                    help="predict even if an extractor (model or file) or the voxel set differs from the run's")
     pr.set_defaults(func=_cmd_predict)
 
     d = sub.add_parser("demo", help="run the demo on the embedded synthetic dataset")

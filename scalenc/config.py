@@ -54,7 +54,7 @@ from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["ConfigError", "RunConfig", "build_trainer", "load_config", "validate_config"]
+__all__ = ["ConfigError", "RunConfig", "is_sweep", "load_config", "model_kwargs", "validate_config"]
 
 EXTRACTOR_KEYS = {"modality", "model_name", "cache_dir", "config"}
 PATH_KEYS = ("assembly", "results_dir", "cache_dir")
@@ -97,6 +97,7 @@ class RunConfig:
     downsample_config: dict = dataclasses.field(default_factory=dict)
     trimming: dict | None = None
     model: dict = dataclasses.field(default_factory=dict)
+    extractor_identities: list[str] | None = None
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], *, source: str = "config") -> RunConfig:
@@ -174,7 +175,7 @@ def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", sourc
     """Check keys and value types of a run configuration; resolve relative paths against ``base``.
 
     Tables (``[model]``, ``[trimming]``, ``[downsampler]``, extractor configs) are checked
-    by the objects they build (:func:`build_trainer`), with errors naming the table.
+    by the objects they build (:func:`scalenc.engine.build_objects`), with errors naming the table.
     """
     base = Path(base)
     unknown = sorted(set(cfg) - set(TOP_KEYS))
@@ -277,52 +278,6 @@ def model_kwargs(table: dict[str, Any], model_cls, *, source: str = "config") ->
     return out
 
 
-def build_trainer(cfg: dict[str, Any] | RunConfig, *, cluster: Any = None, source: str = "config",
-                  overwrite: bool | None = None):
-    """The :class:`~scalenc.trainer.AbstractTrainer` of a validated configuration
-    (:meth:`AbstractTrainer.from_config`)."""
-    from .trainer import AbstractTrainer  # noqa: PLC0415 - trainer.py imports this module
-
-    rc = cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg, source=source)
-    return AbstractTrainer.from_config(rc, cluster=cluster, source=source, overwrite=overwrite)
-
-
 def is_sweep(cfg: dict[str, Any]) -> bool:
     """Whether a validated configuration describes a sweep (several assemblies or [[models]])."""
     return isinstance(cfg.get("assembly"), list) or bool(cfg.get("models"))
-
-
-def run_sweep(cfg: dict[str, Any], *, cluster: Any = None, source: str = "config", overwrite: bool | None = None):
-    """Run a sweep configuration with :func:`scalenc.sweep.sweep`: ``assembly`` a list of
-    subjects' assemblies, ``[[models]]`` (``name`` and ``[[models.extractors]]``) or one
-    model's ``extractors``, ``layer_idx`` the layers; the other keys as for one run."""
-    from .align import Downsampler, TrimmingConfig  # noqa: PLC0415 - keep config import-light
-    from .features import FeatureExtractorFactory  # noqa: PLC0415
-    from .models import NestedCVModel  # noqa: PLC0415
-    from .sweep import sweep  # noqa: PLC0415 - sweep imports the trainer, which imports this module
-
-    rc = RunConfig.from_dict(cfg, source=source)
-    if rc.banded_by is not None:
-        raise ConfigError(f"{source}: banded_by is not available in a sweep")
-    assemblies = rc.assembly if isinstance(rc.assembly, list) else [rc.assembly]
-
-    def make(exs):
-        return [FeatureExtractorFactory.create_extractor(e["modality"], e.get("model_name"), e.get("config") or {},
-                                                         e.get("cache_dir")) for e in exs]
-
-    models = ({m["name"]: make(m["extractors"]) for m in rc.models} if rc.models
-              else {rc.run_name or "model": make(rc.extractors)})
-    ds_cfg = dict(rc.downsampler)
-    try:
-        return sweep(assemblies, models, rc.layer_idx,
-                     model=NestedCVModel(**model_kwargs(rc.model, NestedCVModel, source=source)),
-                     downsampler=Downsampler(ds_cfg.pop("method", "lanczos"), **ds_cfg),
-                     downsample_config=rc.downsample_config, fir_delays=rc.fir_delays,
-                     trimming=None if rc.trimming is None else TrimmingConfig.from_dict(rc.trimming),
-                     use_train_test_split=rc.use_train_test_split, zscore_targets=rc.zscore_targets,
-                     stories=rc.stories, results_dir=rc.results_dir, name=rc.run_name or "sweep",
-                     cache_dir=rc.cache_dir, client=cluster if cluster is not None else rc.cluster,
-                     save_weights=rc.save_weights, lookback=rc.lookback,
-                     overwrite=rc.overwrite if overwrite is None else overwrite)
-    except (TypeError, KeyError) as e:
-        raise ConfigError(f"{source}: {e}") from e

@@ -26,9 +26,12 @@ Layout of ``<results_dir>/<run_name>/``::
     report.png       r histogram; r vs noise ceiling; median r per layer; brain maps
     report.html      all figures (maps/*.png) and summary numbers (scalenc.plot.report)
 
-Everything is written to a temporary folder and renamed at the end, so a crash (a
-plotting error included) never loses or half-writes results: the report is drawn after
-the numbers are safely on disk, and a plotting failure is logged, not raised.
+Everything is written to a temporary folder and renamed at the end, so a crash never
+loses or half-writes results. This module is the data contract only: it imports nothing
+above :mod:`scalenc.ridge.scoring`; the run engine (:func:`scalenc.engine.save_run`) draws
+the report (``report.png``, ``report.html``, ``maps/``: :mod:`scalenc.plot.report`) after
+the numbers are on disk, and prediction from saved weights is
+:func:`scalenc.engine.predict`.
 """
 from __future__ import annotations
 
@@ -237,10 +240,6 @@ def save(run_dir: str | os.PathLike, results: xr.Dataset, *, config: Mapping[str
         (tmp / "metrics.json").write_text(json.dumps(_json_ready(metrics_json), indent=1))
         if config is not None:
             (tmp / "config.toml").write_text(to_toml(config))
-    try:
-        report(run_dir)
-    except Exception as e:  # noqa: BLE001 - results are saved; a plot must not lose them
-        logger.warning("could not draw %s/report.png (%s); results are saved", run_dir, e)
     return run_dir
 
 
@@ -289,16 +288,6 @@ class Results:
         meds = {k: (-np.inf if v is None else v) for k, v in meds.items()}
         return max(meds, key=meds.get) if meds else self.layers[0]
 
-    def predict(self, assembly=None, stories=None, *, layer=None, split: str = "train", client=None) -> xr.Dataset:
-        """Predicted responses of (new) stories from the saved weights and the run's saved
-        alignment settings; scored against the stories' responses.
-
-        See :func:`scalenc.trainer.predict` (parameters and returned Dataset).
-        """
-        from .trainer import predict  # noqa: PLC0415 - trainer.py imports this module
-
-        return predict(self, assembly, stories, layer=layer, split=split, client=client)
-
     def to_metrics(self, layer=None) -> dict[str, Any]:
         """The tutorials' metrics dict of one layer (default: the first)."""
         return to_metrics(self.layer(layer).load())
@@ -314,11 +303,3 @@ class Results:
 def load(run_dir: str | os.PathLike) -> Results:
     """Read a run folder written by :func:`save` (or by the trainer)."""
     return Results(run_dir)
-
-
-def report(run_dir: str | os.PathLike) -> Path:
-    """Draw the run's report (``report.png``: r histogram, r vs ceiling, median r per layer,
-    ROI medians and brain maps; ``maps/``, ``report.html``): see :mod:`scalenc.plot.report`."""
-    from .plot.report import report as draw_report
-
-    return draw_report(run_dir)

@@ -5,30 +5,21 @@ heard the same stories. Run one :class:`~scalenc.trainer.AbstractTrainer` per (s
 model) and each redoes all the work that depends only on the stimulus; :func:`sweep`
 does it once:
 
-1. **Features**, one Dask task per (model, story, stimulus): a story whose words and
-   times (or audio) are the same for several subjects (``FeatureExtractor.stimulus``
-   digests) is extracted once and shared by all of them (through the feature cache, so
-   an interrupted sweep resumes where it stopped).
-2. **Design matrices**, one task per (model, layer, story, split, TR grid): downsampling,
-   FIR delays, trimming and z-scoring of the features (:func:`scalenc.align.align_story`).
-3. **X side of the ridge**, one task per (model, layer, training set): ``G = X^T X``, the
-   fold downdates and their eigendecompositions
-   (:meth:`scalenc.models.NestedCVModel.x_side`), shared by every subject with the same
-   training stories (and TR grids).
-4. **Y side**, per (subject, model, layer): only ``C = X^T Y`` and the voxel blocks, with
-   the responses read lazily from the subject's assembly (a voxel-chunked dask array:
-   memory bounded by the block), through ``NestedCVModel.fit_dataset(..., x_side=...)``.
-
-Steps 1-3 are one Dask graph (on ``client``'s cluster, else the local threaded
-scheduler); step 4 maps voxel blocks on the same cluster. With a distributed client,
-failed tasks are retried (``retries``).
+Both run on the one engine (:mod:`scalenc.engine`): the sweep makes one
+:class:`~scalenc.trainer.AbstractTrainer` per (subject, model), takes each one's
+:class:`~scalenc.engine.Run` and executes them as one :class:`~scalenc.engine.Plan`, so
+features per (model, story, stimulus), designs per (model, layer, story, split, TR grid)
+and ridge X sides per (model, layer, training set) are computed once for every subject who
+heard the same stories; only the voxel side (``C = X^T Y`` and the voxel blocks) runs per
+subject. With a distributed client, failed tasks are retried (``retries``).
 
 Results: each (subject, model) is an ordinary run folder with a ``layer`` dim,
 ``<results_dir>/<name>/<subject>/<model>/`` (``results.zarr``, ``metrics.json``,
-``config.toml`` that re-runs it alone with ``scalenc run``, ``report.png``), identical to
-what that independent run writes; the sweep folder adds ``summary.csv`` (one row per
-(subject, model, layer)), ``scaling.png`` (median r and fraction of the noise ceiling vs
-layer, per model and subject) and ``sweep.json`` (settings, timings).
+``config.toml`` that re-runs it alone with ``scalenc run``, ``report.png``), what that
+independent run writes; the sweep folder adds ``summary.csv`` (one row per (subject,
+model, layer), with the scaling-laws paper's "average r²", the mean of ``r * |r|`` over
+voxels, next to median r and the ceiling-normalised score), ``scaling.png`` and
+``sweep.json`` (settings, timings).
 
 Example::
 
@@ -43,23 +34,29 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import engine
+from .assembly import Assembly, load_assembly
+from .config import ConfigError, RunConfig
+from .models import NestedCVModel
+from .trainer import AbstractTrainer
+
 logger = logging.getLogger(__name__)
 
 #: columns of ``summary.csv``
-SUMMARY_COLUMNS = ("subject", "model", "layer", "n_voxels", "median_r", "mean_r", "n_significant",
-                   "percent_significant", "median_noise_ceiling", "fraction_of_ceiling", "n_ceiling_voxels",
+SUMMARY_COLUMNS = ("subject", "model", "layer", "n_voxels", "median_r", "mean_r", "mean_r_abs_r",
+                   "n_significant", "percent_significant", "median_noise_ceiling", "fraction_of_ceiling",
+                   "median_r_norm", "n_ceiling_voxels", "best_layer", "n_train_stories", "train_stories",
                    "results_dir")
 
 
@@ -82,9 +79,9 @@ class SweepResult:
     figure : Path or None
         ``scaling.png`` (None if it could not be drawn; the numbers are saved regardless).
     timings : dict
-        Seconds: ``stimulus`` (steps 1-3), ``responses`` (step 4), ``write`` (run folders,
-        summary, figure); counts of
-        tasks: ``n_extract``, ``n_design``, ``n_x_side``, ``n_fits``.
+        Seconds: ``stimulus`` (features, designs, X sides), ``responses`` (the voxel side),
+        ``write`` (run folders, summary, figure); counts of tasks: ``n_extract``,
+        ``n_design``, ``n_x_side``, ``n_fits``.
     """
 
     path: Path
@@ -94,52 +91,6 @@ class SweepResult:
     timings: dict
 
 
-# ---------------------------------------------------------------------------------------------
-# task functions (module level: they travel to Dask workers)
-def _extract_task(extractors, assembly_path: str, story: str) -> list:
-    """FeatureSets of one story, one per extractor of a model (through their caches)."""
-    from .assembly import Assembly
-
-    asm = Assembly(assembly_path)
-    return [ex.extract(asm, story, layers=None) for ex in extractors]
-
-
-def _design_task(feature_sets, modalities: Sequence[str], multi: int | None, layer, grid: np.ndarray, n_tr: int,
-                 grid_offset: int, split: str, story: str, align: Mapping[str, Any]):
-    """The design matrix of one story for one layer: a (tr, feature) DataArray, exactly as
-    the trainer builds it (the responses only fix the row count, so none are read)."""
-    from .align import align_story
-
-    spaces = {}
-    for i, (fs, modality) in enumerate(zip(feature_sets, modalities)):
-        F = fs["features"]
-        F = F.sel(layer=layer) if (i == multi and layer is not None) else F.isel(layer=0)
-        name = str(fs.attrs.get("feature_space") or modality)
-        while name in spaces:
-            name += "_"
-        spaces[name] = F
-    X, _ = align_story(spaces, grid, np.empty((n_tr, 0), np.float32), downsampler=align["downsampler"],
-                       downsample_config=align["downsample_config"], delays=align["delays"],
-                       trimming=align["trimming"], grid_offset=grid_offset, split=split, story=story,
-                       zscore_targets=False)
-    return X
-
-
-def _x_side_task(model, designs: Sequence, stories: Sequence[str], with_side: bool):
-    """(X, groups, X side) of a training set: the concatenated design, the story of each
-    row, and the ridge's X-side quantities (None when ``with_side`` is False)."""
-    X = np.concatenate([d.values for d in designs])
-    groups = np.concatenate([[s] * d.shape[0] for s, d in zip(stories, designs)])
-    side = model.x_side(X, groups) if with_side else None
-    return X, groups, side
-
-
-def _stack(designs) -> tuple[np.ndarray, list[int]]:
-    """The test design (stories stacked) and each story's row count."""
-    return np.concatenate([d.values for d in designs]), [int(d.shape[0]) for d in designs]
-
-
-# ---------------------------------------------------------------------------------------------
 def _as_models(models) -> dict[str, list]:
     if isinstance(models, Mapping):
         out = {str(k): (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in models.items()}
@@ -167,45 +118,6 @@ def _layers_for(layers, name: str):
     return layers
 
 
-def _grid_key(asm, story: str) -> tuple:
-    grid = np.ascontiguousarray(asm.tr_times(story).values, dtype="<f8")
-    return (grid.tobytes(), int(asm.grid_offset(story)), int(asm.bold(story).shape[0]))
-
-
-def _targets(asm, story: str, split: str, trimming, zscore_targets: bool, n_rows: int, subject: str):
-    """Responses of one story for one split, lazily: the rows :func:`align_story` keeps."""
-    from .align import zscore
-    from .align.story import target_slice
-
-    Y = (asm.bold_data(story) if hasattr(asm, "bold_data") else asm.bold(story).data)[target_slice(trimming, split)]
-    if Y.shape[0] != n_rows:
-        raise SweepError(f"subject {subject!r}, story {story!r} ({split}): {Y.shape[0]} response rows after "
-                         f"trimming but {n_rows} design rows")
-    return zscore(Y) if zscore_targets else Y
-
-
-def _train_targets(asm, stories, trimming, zscore_targets: bool, groups, subject: str):
-    """The training responses, as the trainer takes them: stacked story responses read a
-    voxel block at a time (a dask array on a distributed client), or lazily concatenated."""
-    from .align.story import target_slice
-
-    parts = [_targets(asm, s, "train", trimming, zscore_targets and not hasattr(asm, "stacked_bold"),
-                      int((groups == s).sum()), subject) for s in stories]  # row counts checked here
-    if hasattr(asm, "stacked_bold"):
-        return asm.stacked_bold(stories, [target_slice(trimming, "train")] * len(stories), zscore=zscore_targets)
-    return da.concatenate([da.asarray(y) for y in parts], axis=0)
-
-
-def _test_repeats(asm, story: str, trimming, n_rows: int):
-    from .align.story import target_slice
-
-    reps = asm.bold_repeats(story)
-    if reps is None:
-        return None
-    r = np.asarray(reps.values, dtype=np.float64)[:, target_slice(trimming, "test")]
-    return r if r.shape[1] == n_rows else None
-
-
 def fraction_of_ceiling(r: np.ndarray, ceiling: np.ndarray | None, min_ceiling: float = 0.1) -> tuple[float, int]:
     """Mean r over the voxels whose noise ceiling is at least ``min_ceiling``, divided by
     their mean ceiling (a ratio of means, stable where single voxels' ratios are not).
@@ -224,16 +136,63 @@ def fraction_of_ceiling(r: np.ndarray, ceiling: np.ndarray | None, min_ceiling: 
     return float(r[keep].mean() / c[keep].mean()), int(keep.sum())
 
 
-def plot_scaling(summary, path: str | os.PathLike) -> Path:
-    """``scaling.png``: median r and fraction of the noise ceiling vs layer, one line per
-    (model, subject), one colour per model. Written atomically."""
+def mean_r_abs_r(r: np.ndarray) -> float:
+    """The scaling-laws paper's "average r²" (Antonello, Vaidya & Huth 2023): the mean over
+    voxels of ``r * |r|`` (a signed square, so that negative correlations count against)."""
+    r = np.asarray(r, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    return float(np.mean(r * np.abs(r))) if r.size else float("nan")
+
+
+def median_r_norm(r: np.ndarray, ceiling: np.ndarray | None, min_ceiling: float = 0.1) -> float:
+    """Median over the voxels with a ceiling of at least ``min_ceiling`` of ``r / ceiling``."""
+    if ceiling is None:
+        return float("nan")
+    c = np.asarray(ceiling, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    keep = np.isfinite(c) & np.isfinite(r) & (c >= min_ceiling)
+    return float(np.median(r[keep] / c[keep])) if keep.any() else float("nan")
+
+
+def summary_rows(subject: str, model: str, res, run_dir, train_stories, min_ceiling: float) -> list[dict]:
+    """One ``summary.csv`` row per layer of a run's results Dataset."""
+    c = np.asarray(res["noise_ceiling"].values, dtype=np.float64) if "noise_ceiling" in res else None
+    rows = []
+    for label in [str(x) for x in res["layer"].values]:
+        r = np.asarray(res["r"].sel(layer=label).values, dtype=np.float64)
+        sig = np.asarray(res["significant"].sel(layer=label).values) if "significant" in res else None
+        frac, n_c = fraction_of_ceiling(r, c, min_ceiling)
+        rows.append({"subject": subject, "model": model, "layer": label, "n_voxels": int(r.size),
+                     "median_r": float(np.nanmedian(r)), "mean_r": float(np.nanmean(r)),
+                     "mean_r_abs_r": mean_r_abs_r(r),
+                     "n_significant": None if sig is None else int(sig.sum()),
+                     "percent_significant": None if sig is None else float(100 * sig.mean()),
+                     "median_noise_ceiling": float("nan") if c is None else float(np.nanmedian(c)),
+                     "fraction_of_ceiling": frac, "median_r_norm": median_r_norm(r, c, min_ceiling),
+                     "n_ceiling_voxels": n_c, "best_layer": False, "n_train_stories": len(train_stories),
+                     "train_stories": " ".join(train_stories), "results_dir": str(run_dir)})
+    if rows:
+        best = max(range(len(rows)), key=lambda i: (np.nan_to_num(rows[i]["mean_r_abs_r"], nan=-np.inf)))
+        rows[best]["best_layer"] = True
+    return rows
+
+
+def plot_scaling(summary, path: str | os.PathLike, *, parameters: Mapping[str, float] | None = None) -> Path:
+    """``scaling.png``: the paper's average r² (mean ``r |r|``), median r and fraction of the
+    noise ceiling vs layer, one line per (model, subject), one colour per model; with
+    ``parameters`` (model -> parameter count) a fourth panel puts each model's best layer
+    on a log-scale model-size axis. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    cols = [("mean_r_abs_r", "average r² (mean r·|r|)"), ("median_r", "median test r"),
+            ("fraction_of_ceiling", "fraction of noise ceiling")]
+    n_panels = len(cols) + bool(parameters)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     models = list(dict.fromkeys(summary["model"]))
     styles = ["-", "--", ":", "-."]
@@ -246,15 +205,29 @@ def plot_scaling(summary, path: str | os.PathLike) -> Path:
                 x = np.asarray([float(v) for v in labels])
             except ValueError:
                 x = np.arange(len(labels), dtype=float)
-            for ax, col in zip(axes, ("median_r", "fraction_of_ceiling")):
+            for ax, (col, _) in zip(axes, cols):
                 ax.plot(x, d[col].values, styles[si % len(styles)], marker="o", ms=3,
                         color=colours[mi % len(colours)], label=f"{model} / {subject}")
-    axes[0].set_ylabel("median test r")
-    axes[1].set_ylabel("fraction of noise ceiling")
-    for ax in axes:
+    for ax, (col, ylabel) in zip(axes, cols):
         ax.set_xlabel("layer")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+        vals = np.asarray(summary[col], dtype=float)
+        top = np.nanmax(vals) if np.isfinite(vals).any() else 1.0
+        ax.set_ylim(min(0.0, np.nanmin(vals) if np.isfinite(vals).any() else 0.0), max(top * 1.1, 1e-3))
+    if parameters:
+        ax = axes[-1]
+        best = summary.groupby(["model", "subject"])["mean_r_abs_r"].max().groupby("model").mean()
+        xs = [(parameters[m], best[m], m) for m in best.index if parameters.get(m)]
+        for mi, (n, v, m) in enumerate(sorted(xs)):
+            ax.plot([n], [v], "o", color=colours[models.index(m) % len(colours)], label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel("model parameters")
+        ax.set_ylabel("best layer's average r²")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"scaling: {len(models)} model(s), {summary['subject'].nunique()} subject(s)")
     fig.tight_layout()
     tmp = path.with_name(f".tmp-{path.name}")
     fig.savefig(tmp, dpi=120, format="png")
@@ -264,11 +237,12 @@ def plot_scaling(summary, path: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, downsample_config=None,
-          fir_delays=(1, 2, 3, 4), trimming=None, use_train_test_split: bool = True, zscore_targets: bool = True,
-          stories=None, results_dir: str | os.PathLike = "results", name: str = "sweep",
-          cache_dir: str | os.PathLike | None = None, client=None, retries: int = 2, save_weights: bool = False,
-          lookback: int | None = None, min_ceiling: float = 0.1, overwrite: bool = False) -> SweepResult:
+def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alignment | None = None,
+          use_train_test_split: bool = True, stories=None, results_dir: str | os.PathLike = "results",
+          name: str = "sweep", cache_dir: str | os.PathLike | None = None, client=None, retries: int = 2,
+          save_weights: bool = False, lookback: int | None = None, min_ceiling: float = 0.1,
+          overwrite: bool = False, parameters: Mapping[str, float] | None = None,
+          **align_options) -> SweepResult:
     """Fit every (subject, model, layer) with the stimulus side computed once.
 
     Parameters
@@ -283,8 +257,11 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
         default: the extractor's own selection, else all its layers.
     model : NestedCVModel, optional
         The ridge model (default ``NestedCVModel()``); the same for every fit.
-    downsampler, downsample_config, fir_delays, trimming, use_train_test_split, zscore_targets,
-    lookback, save_weights
+    alignment : scalenc.engine.Alignment, optional
+        Downsampler, ``downsample_config``, ``fir_delays``, ``trimming`` and
+        ``zscore_targets``; each may also be given as a keyword of its own (as for
+        :class:`~scalenc.trainer.AbstractTrainer`).
+    use_train_test_split, lookback, save_weights
         As :class:`~scalenc.trainer.AbstractTrainer`.
     stories : list of str, optional
         Stories to use (default: each subject's own). A subject lacking one is an error.
@@ -297,9 +274,12 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
     retries : int
         Retries of failed tasks on a distributed cluster.
     min_ceiling : float
-        Voxels whose noise ceiling is at least this enter ``fraction_of_ceiling``.
+        Voxels whose noise ceiling is at least this enter ``fraction_of_ceiling`` and
+        ``median_r_norm``.
     overwrite : bool
         Replace an existing sweep folder ``results_dir/name``.
+    parameters : mapping model name -> parameter count, optional
+        Adds a log-scale model-size panel to ``scaling.png``.
 
     Returns
     -------
@@ -312,20 +292,14 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
     FileExistsError
         ``results_dir/name`` exists and ``overwrite`` is False.
     """
-    import dask
-    import dask.array as da
     import pandas as pd
-    import xarray as xr
-
-    from . import results as results_mod
-    from .align import feature_space_slices
-    from .align.story import target_slice
-    from .assembly import Assembly, load_assembly
-    from .datasets.ground_truth import ground_truth_ceiling
-    from .models import NestedCVModel
-    from .trainer import AbstractTrainer
 
     t_start = time.perf_counter()
+    fields = {f.name for f in dataclasses.fields(engine.Alignment)} | {"downsampler", "trimming"}
+    unknown = sorted(set(align_options) - fields)
+    if unknown:
+        raise TypeError(f"sweep() got unexpected keyword(s) {unknown}")
+    align = dataclasses.replace(alignment or engine.Alignment(), **align_options)
     root = Path(results_dir) / name
     if root.exists() and any(root.iterdir()) and not overwrite:
         raise FileExistsError(f"sweep folder {root} exists: pass overwrite=True or choose another name")
@@ -341,7 +315,7 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
     mods = _as_models(models)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(results_dir) / "feature_cache"
 
-    # one trainer per (subject, model): story selection, split, owned extractors, config.toml
+    # one trainer per (subject, model): its run is what the single run would fit
     trainers: dict[tuple[str, str], AbstractTrainer] = {}
     for subj, asm in zip(subjects, asms):
         if stories is not None:
@@ -350,170 +324,25 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
                 raise SweepError(f"subject {subj!r} ({asm.path}) lacks stories {missing}")
         for mname, exs in mods.items():
             trainers[(subj, mname)] = AbstractTrainer(
-                asm, exs, downsampler, model, fir_delays, trimming, use_train_test_split=use_train_test_split,
-                logger_backend="none", results_dir=root / subj, downsample_config=downsample_config,
-                layer_idx=_layers_for(layers, mname), lookback=lookback, story_selection=stories, run_name=mname,
-                client=None, save_weights=save_weights, zscore_targets=zscore_targets, cache_dir=cache_dir,
-                overwrite=True)
+                asm, exs, align.downsampler, model, align.fir_delays, align.trimming,
+                use_train_test_split=use_train_test_split, logger_backend="none", results_dir=root / subj,
+                downsample_config=align.downsample_config, layer_idx=_layers_for(layers, mname), lookback=lookback,
+                story_selection=stories, run_name=mname, client=None, save_weights=save_weights,
+                zscore_targets=align.zscore_targets, cache_dir=cache_dir, overwrite=True)
+    train_sets = {tuple(tr.split()[0]) for tr in trainers.values()}
+    if len(train_sets) > 1:
+        logger.warning("sweep %s: the subjects' training sets differ (%d different sets); compare their scores "
+                       "with care (summary.csv has a train_stories column)", name, len(train_sets))
+    runs = {key: tr.plan().runs[0] for key, tr in trainers.items()}
+    plan = engine.Plan(list(runs.values()), align, model, save_weights=save_weights,
+                       client=client, retries=retries, overwrite=True, name=name)
+    out = plan.execute()
+    t = out.timings
 
-    from .distributed import client as make_client
-
-    cl = None
-    if client is not None:
-        cl = client if not isinstance(client, (str, os.PathLike)) else make_client(str(client))
-        for asm in asms:
-            if asm.has_unsaved_changes():  # workers open the stores: persist audio paths first
-                asm.save()
-
-    # ---- 1. features: one task per (model, story, stimulus) -----------------------------------
-    extract: dict[tuple, Any] = {}
-    feat_of: dict[tuple[str, str, str], tuple] = {}     # (subject, model, story) -> extract key
-
-    def annotate():
-        return dask.annotate(retries=int(retries)) if cl is not None else contextlib.nullcontext()
-
-    def compute(obj):
-        if cl is not None:
-            return cl.compute(dask.delayed(obj), retries=int(retries)).result()
-        return dask.compute(obj, scheduler="threads")[0]
-
-    with annotate():
-        for (subj, mname), tr in trainers.items():
-            exs = tr.feature_extractors
-            for story in tr.stories:
-                stim = tuple(ex.stimulus(tr.assembly, story) for ex in exs)
-                key = (mname, story, stim)
-                if key not in extract:
-                    extract[key] = dask.delayed(_extract_task, pure=True)(
-                        exs, str(tr.assembly.path), story,
-                        dask_key_name=f"sweep-extract-{mname}-{story}-{len(extract)}")
-                feat_of[(subj, mname, story)] = key
-
-    # layers of each model, from its first story's features (computed first; the graph's task
-    # for that story then finds them in the cache)
-    layer_plan: dict[str, tuple[list, int | None]] = {}
-    t_stim0 = time.perf_counter()
-    firsts = compute({m: extract[feat_of[(subjects[0], m, trainers[(subjects[0], m)].stories[0])]] for m in mods})
-    for mname, first in firsts.items():
-        s0 = trainers[(subjects[0], mname)].stories[0]
-        layer_plan[mname] = trainers[(subjects[0], mname)]._layers({(s0, i): fs for i, fs in enumerate(first)})
-
-    # ---- 2. designs: one task per (model, layer, story, split, grid) ---------------------------
-    align = {"downsampler": trainers[(subjects[0], next(iter(mods)))].downsampler,
-             "downsample_config": dict(downsample_config or {}), "delays": [int(d) for d in fir_delays],
-             "trimming": trainers[(subjects[0], next(iter(mods)))].trimming}
-    designs: dict[tuple, Any] = {}
-    sides: dict[tuple, Any] = {}
-    side_of: dict[tuple, tuple] = {}     # (subject, model, layer) -> x-side key
-    tests: dict[tuple, Any] = {}
-    test_of: dict[tuple, tuple] = {}
-    with annotate():
-        for (subj, mname), tr in trainers.items():
-            train_s, test_s = tr.split()
-            lay_list, multi = layer_plan[mname]
-            modalities = [ex.modality for ex in tr.feature_extractors]
-            for layer in lay_list:
-                keys = {}
-                for split, ss in (("train", train_s), ("test", test_s)):
-                    for story in ss:
-                        g = _grid_key(tr.assembly, story)
-                        dkey = (mname, layer, story, split, feat_of[(subj, mname, story)], g)
-                        if dkey not in designs:
-                            designs[dkey] = dask.delayed(_design_task, pure=True)(
-                                extract[feat_of[(subj, mname, story)]], modalities, multi, layer,
-                                tr.assembly.tr_times(story).values, g[2], g[1], split, story, align,
-                                dask_key_name=f"sweep-design-{mname}-{layer}-{story}-{split}-{len(designs)}")
-                        keys[(story, split)] = dkey
-                skey = (mname, layer, tuple(keys[(s, "train")] for s in train_s))
-                if skey not in sides:
-                    sides[skey] = dask.delayed(_x_side_task, pure=True)(
-                        model, [designs[keys[(s, "train")]] for s in train_s], list(train_s), bool(test_s),
-                        dask_key_name=f"sweep-xside-{mname}-{layer}-{len(sides)}")
-                side_of[(subj, mname, layer)] = skey
-                if test_s:
-                    tkey = (mname, layer, tuple(keys[(s, "test")] for s in test_s))
-                    if tkey not in tests:
-                        tests[tkey] = dask.delayed(_stack, pure=True)(
-                            [designs[keys[(s, "test")]] for s in test_s],
-                            dask_key_name=f"sweep-xtest-{mname}-{layer}-{len(tests)}")
-                    test_of[(subj, mname, layer)] = tkey
-
-    # the stimulus side: one graph, computed on the cluster (retried) or here
-    first_design: dict[tuple, tuple] = {}   # (model, layer) -> one design key (its column layout)
-    for dkey in designs:
-        first_design.setdefault((dkey[0], dkey[1]), dkey)
-    graph = {"sides": sides, "tests": tests, "layout": {ml: designs[k] for ml, k in first_design.items()}}
-    stim = compute(graph)
-    t_stim = time.perf_counter() - t_stim0
-    space_of = {ml: feature_space_slices(v) for ml, v in stim["layout"].items()}
-    design_coords = stim["layout"]
-    logger.info("sweep %s: stimulus side (%d extractions, %d designs, %d X sides) in %.1f s", name, len(extract),
-                len(designs), len(sides), t_stim)
-
-    # ---- 4. responses: per (subject, model, layer) only C = X^T Y and the voxel blocks ----------
-    t0 = time.perf_counter()
-    runs: dict[tuple[str, str], Path] = {}
     rows = []
-    n_fits = 0
-    t_write = 0.0
     for (subj, mname), tr in trainers.items():
-        train_s, test_s = tr.split()
-        lay_list, _ = layer_plan[mname]
-        per_layer = []
-        for layer in lay_list:
-            X, groups, side = stim["sides"][side_of[(subj, mname, layer)]]
-            Y = _train_targets(tr.assembly, train_s, tr.trimming, zscore_targets, groups, subj)
-            kw: dict[str, Any] = {"groups": groups}
-            if test_s:
-                Xt, n_te = stim["tests"][test_of[(subj, mname, layer)]]
-                Yt = np.concatenate([np.asarray(_targets(tr.assembly, s, "test", tr.trimming, zscore_targets, n,
-                                                         subj)) for s, n in zip(test_s, n_te)])
-                kw.update(X_test=Xt, y_test=Yt)
-                if len(test_s) == 1:
-                    reps = _test_repeats(tr.assembly, test_s[0], tr.trimming, Yt.shape[0])
-                    if reps is not None:
-                        kw["test_repeats"] = reps
-                kw["x_side"] = side
-            with annotate():
-                ds = model.fit_dataset(X, Y, **kw)
-            n_fits += 1
-            if test_s and len(test_s) == 1:
-                gt = ground_truth_ceiling(tr.assembly, test_s[0], kw["y_test"], target_slice(tr.trimming, "test"))
-                if gt is not None:
-                    ds["noise_ceiling"] = ("voxel", gt)
-                    ds.attrs["noise_ceiling_source"] = "ground truth"
-            if "weights" in ds:
-                if save_weights:
-                    dc = design_coords[(mname, layer)]
-                    ds = ds.assign_coords(feature_space=("feature", dc["feature_space"].values),
-                                          delay=("feature", dc["delay"].values))
-                else:
-                    ds = ds.drop_vars("weights")
-            per_layer.append(ds)
-        labels = ["0" if lay is None else str(lay) for lay in lay_list]
-        ceiling = per_layer[0]["noise_ceiling"] if "noise_ceiling" in per_layer[0] else None
-        res = xr.concat([d.drop_vars("noise_ceiling", errors="ignore") for d in per_layer],
-                        dim=pd.Index(labels, name="layer"), combine_attrs="override")
-        if ceiling is not None:
-            res["noise_ceiling"] = ceiling
-        res = res.assign_coords(voxel=("voxel", tr.assembly.voxels["voxel"].values))
-        res.attrs["feature_spaces"] = json.dumps({k: list(v) for k, v in space_of[(mname, lay_list[0])].items()})
-        tw = time.perf_counter()
-        run_dir = results_mod.save(tr.run_dir, res, config=tr.config(), overwrite=True)
-        t_write += time.perf_counter() - tw
-        runs[(subj, mname)] = run_dir
-        c = None if ceiling is None else np.asarray(ceiling.values, dtype=np.float64)
-        for label in labels:
-            r = np.asarray(res["r"].sel(layer=label).values, dtype=np.float64)
-            sig = np.asarray(res["significant"].sel(layer=label).values) if "significant" in res else None
-            frac, n_c = fraction_of_ceiling(r, c, min_ceiling)
-            rows.append({"subject": subj, "model": mname, "layer": label, "n_voxels": int(r.size),
-                         "median_r": float(np.nanmedian(r)), "mean_r": float(np.nanmean(r)),
-                         "n_significant": None if sig is None else int(sig.sum()),
-                         "percent_significant": None if sig is None else float(100 * sig.mean()),
-                         "median_noise_ceiling": float("nan") if c is None else float(np.nanmedian(c)),
-                         "fraction_of_ceiling": frac, "n_ceiling_voxels": n_c, "results_dir": str(run_dir)})
-    t_resp = time.perf_counter() - t0 - t_write
+        rows += summary_rows(subj, mname, out.datasets[(subj, mname)], out.run_dirs[(subj, mname)],
+                             tr.split()[0], min_ceiling)
 
     # ---- summary table, figure, settings -----------------------------------------------------
     t0 = time.perf_counter()
@@ -523,22 +352,48 @@ def sweep(assemblies, models, layers=None, *, model=None, downsampler=None, down
     summary.to_csv(tmp, index=False)
     os.replace(tmp, root / "summary.csv")
     try:
-        figure = plot_scaling(summary, root / "scaling.png")
+        figure = plot_scaling(summary, root / "scaling.png", parameters=parameters)
     except Exception as e:  # noqa: BLE001 - the numbers are saved; a plot must not lose them
         logger.warning("could not draw %s/scaling.png (%s); the summary is saved", root, e)
         figure = None
-    timings = {"stimulus": t_stim, "responses": t_resp, "write": t_write + time.perf_counter() - t0,
-               "total": time.perf_counter() - t_start, "n_extract": len(extract), "n_design": len(designs),
-               "n_x_side": len(sides), "n_fits": n_fits}
+    timings = {"stimulus": t["extract"] + t["align"], "responses": t["fit"],
+               "write": t["write"] + time.perf_counter() - t0, "total": time.perf_counter() - t_start,
+               **{k: int(t[k]) for k in ("n_extract", "n_design", "n_x_side", "n_fits")}}
     meta = {"subjects": subjects, "assemblies": [str(Path(a.path).resolve()) for a in asms],
             "models": {m: [ex.modality for ex in exs] for m, exs in mods.items()},
-            "layers": {m: ["0" if x is None else str(x) for x in ls] for m, (ls, _) in layer_plan.items()},
+            "layers": {m: [engine.layer_label(x) for x in runs[(subjects[0], m)].layers] for m in mods},
             "timings": timings, "min_ceiling": min_ceiling}
     tmp = root / ".tmp-sweep.json"
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, root / "sweep.json")
-    logger.info("sweep %s: %d fits; stimulus %.1f s, responses %.1f s", name, n_fits, t_stim, t_resp)
-    return SweepResult(path=root, summary=summary, runs=runs, figure=figure, timings=timings)
+    logger.info("sweep %s: %d fits; stimulus %.1f s, responses %.1f s", name, timings["n_fits"],
+                timings["stimulus"], timings["responses"])
+    return SweepResult(path=root, summary=summary, runs=dict(out.run_dirs), figure=figure, timings=timings)
 
 
-__all__ = ["SUMMARY_COLUMNS", "SweepError", "SweepResult", "fraction_of_ceiling", "plot_scaling", "sweep"]
+def from_config(cfg: dict[str, Any], *, cluster: Any = None, source: str = "config",
+                overwrite: bool | None = None) -> SweepResult:
+    """Run a sweep configuration (``scalenc run``): ``assembly`` a list of subjects'
+    assemblies, ``[[models]]`` (``name`` and ``[[models.extractors]]``) or one model's
+    ``extractors``, ``layer_idx`` the layers; the other keys as for one run."""
+    rc = RunConfig.from_dict(cfg, source=source)
+    if rc.banded_by is not None:
+        raise ConfigError(f"{source}: banded_by is not available in a sweep")
+    objs = engine.build_objects(rc, source=source)
+    assemblies = rc.assembly if isinstance(rc.assembly, list) else [rc.assembly]
+    models = objs.get("models") or {rc.run_name or "model": objs["extractors"]}
+    try:
+        return sweep(assemblies, models, rc.layer_idx, model=objs["model"],
+                     alignment=engine.Alignment(objs["downsampler"], dict(rc.downsample_config or {}),
+                                                [int(d) for d in rc.fir_delays], objs["trimming"],
+                                                rc.zscore_targets),
+                     use_train_test_split=rc.use_train_test_split, stories=rc.stories,
+                     results_dir=rc.results_dir, name=rc.run_name or "sweep", cache_dir=rc.cache_dir,
+                     client=cluster if cluster is not None else rc.cluster, save_weights=rc.save_weights,
+                     lookback=rc.lookback, overwrite=rc.overwrite if overwrite is None else overwrite)
+    except (TypeError, KeyError) as e:
+        raise ConfigError(f"{source}: {e}") from e
+
+
+__all__ = ["SUMMARY_COLUMNS", "SweepError", "SweepResult", "fraction_of_ceiling", "from_config", "mean_r_abs_r",
+           "median_r_norm", "plot_scaling", "sweep"]

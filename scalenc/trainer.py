@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import logging
 import os
 import time
@@ -22,32 +21,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
-import pandas as pd
-import xarray as xr
-from tqdm.auto import tqdm
 
+from . import engine
 from . import results as results_mod
-from .align import Downsampler, TrimmingConfig, align_story, feature_space_slices
-from .align.story import target_slice
+from .align import Downsampler, TrimmingConfig
 from .assembly import Assembly, load_assembly
-from .config import DEFAULTS, ConfigError, RunConfig, model_kwargs, validate_config
-from .datasets.ground_truth import ground_truth_ceiling
-from .distributed import client as make_client
-from .distributed import has_gpu_workers
-from .features import FeatureExtractorFactory
+from .config import DEFAULTS, ConfigError, RunConfig
 from .loggers import make_logger
 from .models import NestedCVModel
-from .ridge.scoring import noise_ceiling, pearson_r
 
 logger = logging.getLogger(__name__)
-
-
-def _extract_task(extractor, assembly_path: str, story: str) -> str:
-    """Worker side: compute (or find) one story's features in the cache; return its key."""
-    fs = extractor.extract(Assembly(assembly_path), story, layers=None)
-    return str(fs.attrs.get("cache_key", ""))
 
 
 def _own_extractor(ex, lookback: int | None, cache_dir: Path):
@@ -185,256 +169,69 @@ class AbstractTrainer:
     def from_config(cls, rc: RunConfig, *, cluster: Any = None, source: str = "config",
                     overwrite: bool | None = None) -> AbstractTrainer:
         """The trainer of a :class:`RunConfig` (``scalenc run``); errors name the table and ``source``."""
-        def wrap(what, fn):
-            try:
-                return fn()
-            except (TypeError, ValueError) as e:
-                if isinstance(e, ConfigError):
-                    raise
-                raise ConfigError(f"{source}: {what} {e}") from e
-
-        extractors = [wrap(f"[[extractors]] #{i + 1}", lambda ex=ex: FeatureExtractorFactory.create_extractor(
-            ex["modality"], ex.get("model_name"), ex.get("config") or {}, ex.get("cache_dir")))
-            for i, ex in enumerate(rc.extractors)]
-        ds_cfg = dict(rc.downsampler)
-        down = wrap("[downsampler]", lambda: Downsampler(ds_cfg.pop("method", "lanczos"), **ds_cfg))
-        model = wrap("[model]", lambda: NestedCVModel(**model_kwargs(rc.model, NestedCVModel, source=source)))
-        trimming = wrap("[trimming]", lambda: None if rc.trimming is None else TrimmingConfig.from_dict(rc.trimming))
-        assembly = wrap("assembly", lambda: load_assembly(rc.assembly))
-        return wrap("", lambda: cls(
-            assembly, extractors, down, model, rc.fir_delays, trimming,
-            use_train_test_split=rc.use_train_test_split, logger_backend=rc.logger_backend,
-            wandb_project_name=rc.wandb_project_name, dataset_type=rc.dataset_type, results_dir=rc.results_dir,
-            downsample_config=rc.downsample_config, layer_idx=rc.layer_idx, lookback=rc.lookback,
-            story_selection=rc.stories, run_name=rc.run_name, client=cluster if cluster is not None else rc.cluster,
-            save_weights=rc.save_weights, zscore_targets=rc.zscore_targets, cache_dir=rc.cache_dir,
-            overwrite=rc.overwrite if overwrite is None else overwrite, banded_by=rc.banded_by))
+        objs = engine.build_objects(rc, source=source)
+        try:
+            assembly = load_assembly(rc.assembly)
+            return cls(assembly, objs["extractors"], objs["downsampler"], objs["model"], rc.fir_delays,
+                       objs["trimming"], use_train_test_split=rc.use_train_test_split,
+                       logger_backend=rc.logger_backend, wandb_project_name=rc.wandb_project_name,
+                       dataset_type=rc.dataset_type, results_dir=rc.results_dir,
+                       downsample_config=rc.downsample_config, layer_idx=rc.layer_idx, lookback=rc.lookback,
+                       story_selection=rc.stories, run_name=rc.run_name,
+                       client=cluster if cluster is not None else rc.cluster, save_weights=rc.save_weights,
+                       zscore_targets=rc.zscore_targets, cache_dir=rc.cache_dir,
+                       overwrite=rc.overwrite if overwrite is None else overwrite, banded_by=rc.banded_by)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"{source}: {e}") from e
 
     # ------------------------------------------------------------------------------------
     def split(self) -> tuple[list[str], list[str]]:
         """(train stories, test stories) of this run."""
-        if not self.use_train_test_split:
-            return list(self.stories), []
-        test = [s for s in self.assembly.test_stories if s in self.stories] or self.stories[-1:]
-        train = [s for s in self.stories if s not in test]
-        if not train:
-            raise ValueError(f"no training story left: stories {self.stories}, test {test}")
-        return train, test
+        return engine.split_stories(self.assembly, self.stories, self.use_train_test_split)
+
+    @property
+    def alignment(self) -> engine.Alignment:
+        """The alignment settings of this run (:class:`scalenc.engine.Alignment`)."""
+        return engine.Alignment(self.downsampler, dict(self.downsample_config), list(self.fir_delays),
+                                self.trimming, self.zscore_targets)
+
+    def plan(self) -> engine.Plan:
+        """This run as a :class:`scalenc.engine.Plan` of one subject and one model."""
+        train, test = self.split()
+        run = engine.Run(str(self.assembly.subject), self.run_name, self.assembly, self.feature_extractors, train,
+                         test, self.run_dir, self.layer_idx, config=self.config())
+        return engine.Plan([run], self.alignment, self.model, banded_by=self.banded_by,
+                           save_weights=self.save_weights, client=self.client, overwrite=self.overwrite,
+                           name=self.run_name)
 
     def extract(self) -> dict[tuple[str, int], Any]:
         """FeatureSets of every (story, extractor), all layers, through the cache."""
-        jobs = [(s, i) for s in self.stories for i in range(len(self.feature_extractors))]
-        client = self._client()
-        if client is not None:
-            if self.assembly.has_unsaved_changes():  # workers open the store: persist audio paths first
-                logger.info("saving the assembly's new audio paths before sending tasks to workers")
-                self.assembly.save()
-            from distributed import as_completed  # noqa: PLC0415 - only with a cluster
-
-            gpu = has_gpu_workers(client)
-            futures = {}
-            for s, i in jobs:
-                ex = self.feature_extractors[i]
-                res = {"GPU": 1} if gpu and getattr(ex, "needs_gpu", False) else None
-                futures[client.submit(_extract_task, ex, str(self.assembly.path), s, resources=res,
-                                      key=f"extract-{ex.modality}-{i}-{s}-{self.run_name}", pure=False)] = (s, i)
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="extract", unit="feature set"):
-                fut.result()  # raise worker errors here; the data stays in the cache
-        out = {}
-        for s, i in tqdm(jobs, desc="features (story x extractor)", unit="feature set",
-                         disable=client is not None or None):
-            out[(s, i)] = self.feature_extractors[i].extract(self.assembly, s, layers=None)
-        return out
-
-    def _client(self):
-        if self.client is None:
-            return None
-        if isinstance(self.client, (str, os.PathLike)):
-            self._own_client = self.client
-            self.client = make_client(str(self.client))  # logs the dashboard address
-        elif not getattr(self, "_announced", False):
-            logger.warning("Dask dashboard: %s", getattr(self.client, "dashboard_link", "n/a"))
-        self._announced = True
-        return self.client
-
-    def _layers(self, feats) -> tuple[list, int | None]:
-        """Layer labels to fit and which extractor provides them (None: single-layer fit)."""
-        multi = []
-        for i, ex in enumerate(self.feature_extractors):
-            labels = list(feats[(self.stories[0], i)]["layer"].values)
-            if len(labels) > 1:
-                multi.append((i, labels))
-        if not multi:
-            return [None], None
-        if len(multi) > 1:
-            raise ValueError("more than one multi-layer extractor: choose layers with each extractor's layer_idx "
-                             "config so that at most one contributes several layers")
-        i, labels = multi[0]
-        ex = self.feature_extractors[i]  # layer_idx in the tutorial API's numbering (speech: LITcoder's)
-        sel = ex.layer_labels(self.layer_idx, labels) if self.layer_idx is not None else ex.selected_layers(labels)
-        if sel is None or sel == "all":
-            return labels, i
-        sel = list(sel) if isinstance(sel, (list, tuple)) else [sel]
-        for lay in sel:
-            if lay not in labels:
-                raise ValueError(f"layer_idx {lay!r} not available from {self.feature_extractors[i].modality}; "
-                                 f"layers: {labels}")
-        return sel, i
-
-    def design(self, feats, story: str, split: str, layer=None, multi: int | None = None, *,
-               zscore_targets: bool | None = None):
-        """(X, Y) of one story (:func:`scalenc.align.align_story`): X a (tr, feature) DataArray
-        with ``feature_space`` and ``delay`` coordinates, Y the trimmed, z-scored responses
-        (lazy; ``zscore_targets=False``: not z-scored, for callers that only need X)."""
-        spaces = {}
-        for i, ex in enumerate(self.feature_extractors):
-            fs = feats[(story, i)]
-            F = fs["features"]
-            name = str(fs.attrs.get("feature_space") or ex.modality)
-            if i == multi and isinstance(layer, tuple):  # banded_by="layer": each layer its own space
-                for lay in layer:
-                    spaces[f"{name} layer {lay}"] = F.sel(layer=lay)
-                continue
-            F = F.sel(layer=layer) if (i == multi and layer is not None) else F.isel(layer=0)
-            while name in spaces:
-                name += "_"
-            spaces[name] = F
-        bold = self.assembly.bold_data(story) if hasattr(self.assembly, "bold_data") else self.assembly.bold(story).data
-        return align_story(spaces, self.assembly.tr_times(story).values, bold,
-                           downsampler=self.downsampler, downsample_config=self.downsample_config,
-                           delays=self.fir_delays, trimming=self.trimming, grid_offset=self.assembly.grid_offset(story),
-                           split=split, story=story,
-                           zscore_targets=self.zscore_targets if zscore_targets is None else zscore_targets)
-
-    def _repeats_ceiling(self, story: str, n_rows: int, block: int = 2000) -> np.ndarray | None:
-        """``cc_max`` of the test story's repeats (trimmed as the test targets), read and
-        computed in voxel blocks after the fit, so the repeats never sit in memory whole."""
-        reps = self.assembly.bold_repeats(story)
-        if reps is None:
-            return None
-        rows = target_slice(self.trimming, "test")
-        reps = reps.isel(tr=rows)
-        if reps.sizes["tr"] != n_rows:
-            return None
-        v = reps.shape[-1]
-        out = np.empty(v)
-        for a in range(0, v, block):
-            out[a:a + block] = noise_ceiling(np.asarray(reps[..., a:a + block].values, dtype=np.float64))["cc_max"]
-        return out
-
-    def _fit(self, X, Y, **kw) -> xr.Dataset:
-        if hasattr(self.model, "fit_dataset"):
-            return self.model.fit_dataset(X, Y, **kw)
-        metrics, W, _ = self.model.fit_predict(X, Y, **kw)
-        return results_mod.from_metrics(metrics, W, alpha_fdr=getattr(self.model, "alpha_fdr", 0.05))
-
-    def fit_layer(self, feats, train_s: list[str], test_s: list[str], layer=None, multi: int | None = None,
-                  **model_kwargs) -> tuple[xr.Dataset, dict[str, tuple[int, int]], float]:
-        """Per-voxel results of one layer: (Dataset over voxel, feature spaces, alignment seconds)."""
-        tick = time.perf_counter()
-        stacked = hasattr(self.assembly, "stacked_bold") and hasattr(self.model, "fit_dataset")
-        tr = [self.design(feats, s, "train", layer, multi, zscore_targets=False if stacked else None)
-              for s in train_s]
-        X = np.concatenate([x.values for x, _ in tr])
-        if stacked:
-            # read a voxel block at a time by the solver (the same rows and z-scoring as the designs' Y)
-            Y = self.assembly.stacked_bold(train_s, [target_slice(self.trimming, "train")] * len(train_s),
-                                           zscore=self.zscore_targets)
-            if Y.shape[0] != X.shape[0]:
-                raise ValueError(f"training responses have {Y.shape[0]} rows, the design {X.shape[0]}")
-        else:
-            Y = da.concatenate([da.asarray(y) for _, y in tr], axis=0)
-        groups = np.concatenate([[s] * x.shape[0] for s, (x, _) in zip(train_s, tr)])
-        kw = dict(model_kwargs)
-        test_rows = None
-        if test_s:
-            te = [self.design(feats, s, "test", layer, multi) for s in test_s]
-            kw["X_test"] = np.concatenate([x.values for x, _ in te])
-            kw["y_test"] = np.concatenate([np.asarray(y) for _, y in te])
-            if hasattr(self.model, "fit_dataset"):
-                kw["groups_test"] = np.concatenate([[s] * x.shape[0] for s, (x, _) in zip(test_s, te)])
-            test_rows = kw["y_test"]
-            del te
-        first = tr[0][0]
-        del tr  # the per-story matrices: X and the lazy Y hold the same rows
-        align_s = time.perf_counter() - tick
-        if getattr(self.model, "model_name", None) == "banded_ridge":  # the bands: the recorded feature spaces
-            kw["feature_groups"] = first["feature_space"].values
-        ds = self._fit(X, Y, groups=groups, **kw)
-        if test_rows is not None and len(test_s) == 1:
-            gt = ground_truth_ceiling(self.assembly, test_s[0], test_rows, target_slice(self.trimming, "test"))
-            if gt is not None:
-                ds["noise_ceiling"] = ("voxel", gt)
-                ds.attrs["noise_ceiling_source"] = "ground truth"
-            elif "noise_ceiling" not in ds:
-                cc = self._repeats_ceiling(test_s[0], test_rows.shape[0])
-                if cc is not None:
-                    ds["noise_ceiling"] = ("voxel", cc)
-                    ds.attrs["noise_ceiling_source"] = "test repeats (cc_max)"
-        if "weights" in ds:
-            if self.save_weights:
-                ds = ds.assign_coords(feature_space=("feature", first["feature_space"].values),
-                                      delay=("feature", first["delay"].values))
-            else:
-                ds = ds.drop_vars(["weights", "intercept"], errors="ignore")
-        return ds, feature_space_slices(first), align_s
+        plan = self.plan()
+        with engine.cluster(self.client, announce=False) as cl:
+            feats, feat_of = plan._extract(cl)
+            if cl is not None:
+                feats = {k: v.result() for k, v in feats.items()}
+        run = plan.runs[0]
+        return {(s, i): fs for s in self.stories for i, fs in enumerate(feats[feat_of[(*run.key, s)]])}
 
     # ------------------------------------------------------------------------------------
-    def train(self, **model_kwargs) -> dict[str, Any]:
-        """Run the pipeline; return the metrics of the fitted layer (or the best of several,
-        with ``per_layer`` summaries), built from the saved results Dataset."""
+    def train(self) -> dict[str, Any]:
+        """Run the pipeline (:class:`scalenc.engine.Plan` of this subject and model); return
+        the metrics of the fitted layer (or the best of several, with ``per_layer``
+        summaries), built from the saved results Dataset."""
         if self.run_dir.exists() and not self.overwrite:
             raise FileExistsError(f"run {self.run_name!r} already exists in {self.results_dir}: pass "
                                   "overwrite=True (scalenc run --overwrite) or choose another run_name")
-        try:
-            return self._train(model_kwargs)
-        finally:
-            self._close_own_client()
-
-    def _close_own_client(self) -> None:
-        """Close a cluster this trainer started (from a name or address), so that it shuts down quietly."""
-        spec = getattr(self, "_own_client", None)
-        if spec is None or isinstance(self.client, (str, os.PathLike)) or self.client is None:
-            return
-        from .distributed.cluster import close_quietly
-
-        close_quietly(self.client)
-        self.client, self._own_client = spec, None
-
-    def _train(self, model_kwargs) -> dict[str, Any]:
+        out = self.plan().execute()
+        key = next(iter(out.datasets))
+        res, spaces, t = out.datasets[key], out.feature_spaces[key], out.timings
+        timings = {"extract": t["extract"], "align": t["align"], "fit": t["fit"], "write": t["write"]}
         tick = time.perf_counter()
-        timings = {"extract": 0.0, "align": 0.0, "fit": 0.0, "write": 0.0}
-        train_s, test_s = self.split()
-        if self.client is None and hasattr(self.assembly, "read_ahead"):
-            # in-process: the disk reads the responses while the features are extracted
-            self.assembly.read_ahead(train_s + test_s)
-        feats = self.extract()
-        timings["extract"] = time.perf_counter() - tick
-        layers, multi = self._layers(feats)
-        if self.banded_by == "layer":
-            if multi is None or len(layers) < 2:
-                raise ValueError("banded_by='layer' needs a multi-layer extractor and at least two layers "
-                                 "(layer_idx=[...])")
-            layers = [tuple(layers)]  # one banded fit, one band per layer
-        self._client()
-        per_layer, spaces = [], {}
-        for layer in tqdm(layers, desc="layers", unit="layer", disable=len(layers) == 1 or None):
-            tick = time.perf_counter()
-            ds, spaces, align_s = self.fit_layer(feats, train_s, test_s, layer, multi, **model_kwargs)
-            timings["align"] += align_s
-            timings["fit"] += time.perf_counter() - tick - align_s
-            per_layer.append(ds)
-            logger.info("layer %s: median r %.4f", "0" if layer is None else layer, float(np.nanmedian(ds["r"])))
-        tick = time.perf_counter()
-        labels = ["0" if lay is None else "+".join(map(str, lay)) if isinstance(lay, tuple) else str(lay)
-                  for lay in layers]
-        res = self._stack(per_layer, labels)
-        res.attrs["feature_spaces"] = _json_spaces(spaces)
-        config = self.config()
-        results_mod.save(self.run_dir, res, config=config, overwrite=self.overwrite)
         all_metrics = results_mod.layer_metrics(res)
         exp = make_logger(self.logger_backend, run_dir=self.run_dir, run_name=self.run_name,
-                          project=self.wandb_project_name, config=config)
+                          project=self.wandb_project_name, config=self.config())
         try:
             for step, m in enumerate(all_metrics.values()):
                 exp.log_scalars({k: v for k, v in results_mod.summary(m).items()
@@ -443,7 +240,7 @@ class AbstractTrainer:
                 exp.log_image("report", self.run_dir / "report.png")
         finally:
             exp.close()
-        timings["write"] = time.perf_counter() - tick
+        timings["write"] += time.perf_counter() - tick
         self.timings = timings
         self.results_ = res
         best_layer = max(all_metrics, key=lambda k: np.nanmedian(all_metrics[k]["correlations"]))
@@ -455,15 +252,6 @@ class AbstractTrainer:
         out["feature_spaces"] = spaces
         out["timings"] = timings
         return out
-
-    def _stack(self, per_layer: list[xr.Dataset], labels: list[str]) -> xr.Dataset:
-        """One Dataset with a ``layer`` dim; the noise ceiling (the same for every layer) once."""
-        ceiling = per_layer[0]["noise_ceiling"] if "noise_ceiling" in per_layer[0] else None
-        res = xr.concat([d.drop_vars("noise_ceiling", errors="ignore") for d in per_layer],
-                        dim=pd.Index(labels, name="layer"), combine_attrs="override")
-        if ceiling is not None:
-            res["noise_ceiling"] = ceiling
-        return res.assign_coords(voxel=("voxel", self.assembly.voxels["voxel"].values))
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration (written to ``config.toml``; :class:`RunConfig` keys,
@@ -493,83 +281,10 @@ class AbstractTrainer:
             downsample_config=self.downsample_config,
             trimming=None if self.trimming is None else {k: v for k, v in self.trimming.to_dict().items()
                                                           if v is not None},
-            model=model)
+            model=model, extractor_identities=engine.extractor_identities(self.feature_extractors))
         cfg = rc.to_dict()
         cfg.pop("overwrite")
         return cfg
 
 
-def predict(run, assembly=None, stories=None, *, layer=None, split: str = "train", client=None) -> xr.Dataset:
-    """Apply a saved run to (new) stories: its weights, its extractors and its alignment
-    settings (downsampler, FIR delays, trimming, z-scoring) from ``config.toml``.
-
-    Parameters
-    ----------
-    run : path or :class:`scalenc.results.Results`
-        A run saved with ``save_weights=True``.
-    assembly : Assembly or path, optional
-        Where the stories are (default: the run's assembly).
-    stories : list of str, optional
-        Default: every story of ``assembly``.
-    layer : label, optional
-        Default: the run's best layer (highest median r).
-    split : {"train", "test"}
-        Which trimming of the run to apply to the stories.
-    client : Dask client or address, optional
-        Extraction on a cluster, as in training.
-
-    Returns
-    -------
-    Dataset
-        ``prediction`` (tr, voxel) for all stories one after another, with ``tr_story`` and
-        ``tr_time`` coordinates on ``tr``; ``response`` (tr, voxel), the aligned (trimmed,
-        z-scored as in training) responses; ``r`` (story, voxel) per story and ``r_all``
-        (voxel) over all rows; attrs ``run``, ``layer``, ``split``.
-    """
-    res = run if isinstance(run, results_mod.Results) else results_mod.load(run)
-    if "weights" not in res.dataset:
-        raise ValueError(f"{res.path}: the run saved no weights; run it again with save_weights = true "
-                         "(save_weights=True)")
-    if not res.config:
-        raise ValueError(f"{res.path}: no config.toml, so the run's alignment settings are unknown")
-    label = res.best_layer if layer is None else str(layer)
-    saved = res.layer(label).load()
-    cfg = {k: v for k, v in res.config.items() if k != "cluster"}
-    if assembly is not None:
-        cfg["assembly"] = str(assembly.path if isinstance(assembly, Assembly) else assembly)
-    cfg.update(stories=None if stories is None else list(stories), logger_backend="none")
-    source = str(res.path / "config.toml")
-    tr = AbstractTrainer.from_config(RunConfig.from_dict(validate_config(cfg, source=source), source=source),
-                                     cluster=client, source=source)
-    feats = tr.extract()
-    layers, multi = tr._layers(feats)
-    match = [lay for lay in layers if ("0" if lay is None else str(lay)) == label]
-    if not match:
-        raise ValueError(f"layer {label!r} is not produced by the run's extractors (layers: {layers})")
-    W = np.asarray(saved["weights"].values, dtype=np.float64)
-    b = np.asarray(saved["intercept"].values, dtype=np.float64) if "intercept" in saved else 0.0
-    preds, resps, names, times, r = [], [], [], [], []
-    for s in tr.stories:
-        X, Y = tr.design(feats, s, split, match[0], multi)
-        if X.shape[1] != W.shape[0]:
-            raise ValueError(f"story {s!r}: {X.shape[1]} features but the run's weights have {W.shape[0]}")
-        P = X.values.astype(np.float64) @ W + b
-        Y = np.asarray(Y, dtype=np.float64)
-        preds.append(P)
-        resps.append(Y)
-        names += [s] * P.shape[0]
-        times.append(X["tr_time"].values)
-        r.append(pearson_r(Y, P))
-    P, Y = np.concatenate(preds), np.concatenate(resps)
-    voxel = saved["voxel"].values
-    return xr.Dataset({"prediction": (("tr", "voxel"), P.astype(np.float32)),
-                       "response": (("tr", "voxel"), Y.astype(np.float32)),
-                       "r": (("story", "voxel"), np.asarray(r)), "r_all": ("voxel", pearson_r(Y, P))},
-                      coords={"story": np.asarray(tr.stories, dtype=object), "voxel": voxel,
-                              "tr_story": ("tr", np.asarray(names, dtype=object)),
-                              "tr_time": ("tr", np.concatenate(times))},
-                      attrs={"run": str(res.path), "layer": label, "split": split})
-
-
-def _json_spaces(spaces: Mapping[str, tuple[int, int]]) -> str:
-    return json.dumps({k: list(v) for k, v in spaces.items()})
+predict = engine.predict

@@ -1,6 +1,8 @@
 """The pipeline: AbstractTrainer against a hand-wired composition, results, loggers, configs."""
 from __future__ import annotations
 
+import scalenc
+
 import json
 import os
 
@@ -298,7 +300,7 @@ def test_predict_applies_saved_weights_and_alignment(data, tmp_path, capsys):
     train = [design(s, "train") for s in asm.train_stories]
     W, b = ridge_closed_form(np.vstack([x for x, _ in train]), np.vstack([y for _, y in train]), m["best_alphas"])
     stories = [asm.train_stories[1], asm.test_stories[0]]
-    pred = results.load(tmp_path / "res" / "w").predict(stories=stories)
+    pred = scalenc.predict(tmp_path / "res" / "w", stories=stories)
     for s in stories:
         X, Y = design(s, "train")
         rows = pred["tr_story"].values == s
@@ -319,10 +321,10 @@ def test_predict_applies_saved_weights_and_alignment(data, tmp_path, capsys):
 
 
 def test_noise_ceiling_from_test_repeats_without_ground_truth(data, tmp_path, monkeypatch):
-    import scalenc.trainer as trainer_mod
+    from scalenc.assembly import Assembly
     from scalenc.ridge import noise_ceiling
 
-    monkeypatch.setattr(trainer_mod, "ground_truth_ceiling", lambda *a, **k: None)
+    monkeypatch.setattr(Assembly, "known_signal", lambda *a, **k: None)
     asm = data.assembly()
     m = AbstractTrainer(asm, _extractors(data, tmp_path / "cache"), model=NestedCVModel(alphas=ALPHAS),
                         trimming_config=TrimmingConfig.lebel(), results_dir=tmp_path, run_name="reps",

@@ -329,6 +329,26 @@ class Assembly:
             da = da.isel(voxel=self._voxel_index)
         return da.assign_coords(tr_time=("tr", ds["tr_time"].values))
 
+    def known_signal(self, story: str) -> np.ndarray | None:
+        """The noise-free signal ``(tr, voxel)`` of ``story`` when the assembly records one,
+        else None. Only simulated data knows it: its ``ground_truth`` attribute names a store
+        with ``/stories/<story>/signal`` (absolute, or relative to the assembly's folder).
+        The engine scores the ceiling of a test story against it."""
+        path = self.attrs.get("ground_truth")
+        if not path:
+            return None
+        p = Path(path) if Path(path).is_absolute() else Path(self.path).parent / path
+        if not p.exists():
+            return None
+        tree = xr.open_datatree(str(p), engine="zarr", consolidated=False)
+        try:
+            sig = tree[f"stories/{story}"]["signal"]
+        except KeyError:
+            return None
+        if self._voxel_index is not None:
+            sig = sig.isel(voxel=self._voxel_index)
+        return np.asarray(sig.values)
+
     def n_repeats(self, story: str) -> int:
         return int(self.tree[f"stories/{story}"].attrs.get("n_repeats", 1))
 

@@ -148,10 +148,18 @@ class NestedCVModel:
                               voxel_block=self.voxel_block, backend=self.backend, device=self.device,
                               dtype=self.dtype, x_side=x_side)
 
+    @property
+    def shares_x_side(self) -> bool:
+        """Whether fits on the same design can share :meth:`x_side` (plain ridge)."""
+        return self.model_name == "ridge_regression"
+
     def x_side(self, features, groups=None):
         """The ridge's X-side quantities of a test-set fit on ``features`` (its inner folds'
         Grams and eigendecompositions), to share between fits with the same training design
-        (``fit_dataset(..., x_side=...)``; :func:`scalenc.sweep`)."""
+        (``fit_dataset(..., x_side=...)``; :mod:`scalenc.engine`). The stories of the rows
+        come from a DataArray's ``story`` coordinate when ``groups`` is not given."""
+        if groups is None:
+            groups = _coord(features, "story")
         X = np.asarray(features)
         groups = None if groups is None else np.asarray(groups)
         folds = list(self._splitter(self.n_inner_folds, groups).split(len(X), groups))
@@ -237,8 +245,12 @@ class NestedCVModel:
             ``pvalue_method, alpha_fdr, mode`` ("test set" or "outer cv"), ``n_test``
             (rows scored per fit). See :mod:`scalenc.results`.
         """
-        if feature_groups is None and isinstance(features, xr.DataArray) and "feature_space" in features.coords:
-            feature_groups = features["feature_space"].values
+        if feature_groups is None:
+            feature_groups = _coord(features, "feature_space")
+        if groups is None:
+            groups = _coord(features, "story")
+        if groups_test is None and X_test is not None:
+            groups_test = _coord(X_test, "story")
         X = np.asarray(features)
         n = X.shape[0]
         if targets.shape[0] != n:
@@ -324,6 +336,13 @@ class NestedCVModel:
         ds["r_split"] = (("space", "voxel"), np.mean([p[1] for p in parts], axis=0))
         ds.coords["space"] = ("space", labels)
         ds.attrs["model_name"] = "banded_ridge"
+
+
+def _coord(a, name: str):
+    """A DataArray's coordinate ``name`` as an array (None otherwise)."""
+    if isinstance(a, xr.DataArray) and name in a.coords:
+        return np.asarray(a[name].values)
+    return None
 
 
 def _rows(a, idx):

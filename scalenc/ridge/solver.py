@@ -768,3 +768,15 @@ def ridge_closed_form(X, Y, alpha, *, fit_intercept: bool = True) -> tuple[np.nd
         sel = alpha == a
         W[:, sel] = np.linalg.solve(G + a * np.eye(G.shape[0]), C[:, sel])
     return W, my - mx @ W
+
+
+def predict_linear(X, coef, intercept=0.0):
+    """Predicted responses ``X @ coef + intercept`` of a fitted linear model: the one
+    prediction every estimator, model and the engine use (float64 for numpy inputs)."""
+    X = np.asarray(X)
+    coef = np.asarray(coef)
+    if X.shape[1] != coef.shape[0]:
+        raise ValueError(f"X has {X.shape[1]} features but the coefficients have {coef.shape[0]}")
+    dt = np.result_type(X.dtype, coef.dtype, np.float64) if X.dtype == np.float64 or coef.dtype == np.float64 \
+        else np.result_type(X.dtype, coef.dtype)
+    return X.astype(dt, copy=False) @ coef.astype(dt, copy=False) + np.asarray(intercept, dtype=dt)
