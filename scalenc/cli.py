@@ -30,7 +30,7 @@ from ._io import atomic_directory
 from .assembly import Assembly, lebel, load_assembly
 from .assembly.legacy import import_pickle
 from .assembly.writer import DEFAULT_VOXEL_CHUNK
-from . import sweep as sweep_mod
+from .sweep import from_config as sweep_from_config
 from .config import RunConfig, is_sweep, load_config
 from .engine import predict
 from .datasets import synthetic
@@ -228,7 +228,7 @@ def _cmd_demo(args) -> int:
 def _cmd_run(args) -> int:
     cfg = load_config(args.config)
     if is_sweep(cfg):
-        res = sweep_mod.from_config(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
+        res = sweep_from_config(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
         print(res.summary.to_string(index=False) if hasattr(res.summary, "to_string") else res.summary)
         print(f"sweep results (summary.csv, scaling.png, one run folder per subject and model): {res.path}")
         return 0

@@ -310,9 +310,10 @@ class Plan:
                 feat_of[(*run.key, story)] = key
         out: dict[tuple, Any] = {}
         if cl is None:
-            for key, (run, story) in tqdm(jobs.items(), desc="features (story x model)", unit="story",
-                                          disable=None):
-                out[key] = [ex.extract(run.assembly, story, layers=None) for ex in run.extractors]
+            todo = [(key, i) for key, (run, _) in jobs.items() for i in range(len(run.extractors))]
+            for key, i in tqdm(todo, desc="features (story x extractor)", unit="feature set", disable=None):
+                run, story = jobs[key]
+                out.setdefault(key, []).append(run.extractors[i].extract(run.assembly, story, layers=None))
             return out, feat_of
         from distributed import as_completed
 

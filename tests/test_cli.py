@@ -85,12 +85,13 @@ def test_error_messages_name_cli_flags(tmp_path, capsys):
 
 
 def test_features_progress_bar_counts_feature_sets(monkeypatch, tmp_path):
+    import scalenc.engine as engine_mod
     import scalenc.trainer as trainer_mod
     from scalenc.datasets import synthetic
     from scalenc.features import FeatureExtractorFactory
 
     bars = []
-    monkeypatch.setattr(trainer_mod, "tqdm", lambda it, **kw: bars.append(kw) or it)
+    monkeypatch.setattr(engine_mod, "tqdm", lambda it, **kw: bars.append(kw) or it)
     ds = synthetic(tmp_path / "d", n_stories=3, words_per_story=120, n_voxels=10, embedding_dim=4, audio=False,
                    progress=False)
     make = FeatureExtractorFactory.create_extractor
