@@ -85,7 +85,7 @@ def test_equals_himalaya_given_the_same_candidates_and_folds(bk, score):
 def test_one_space_equals_ridgecv():
     X, Y, _ = _two_spaces(seed=2)
     folds = _kfold(len(X))
-    b = BandedRidgeCV(groups=np.zeros(X.shape[1]), alphas=ALPHAS, cv=folds, dtype="float64").fit(X, Y)
+    b = BandedRidgeCV(feature_space=np.zeros(X.shape[1]), alphas=ALPHAS, cv=folds, dtype="float64").fit(X, Y)
     r = RidgeCV(alphas=ALPHAS, cv=folds, dtype="float64").fit(X, Y)
     assert b.candidates_.tolist() == [[1.0]]  # corner and Dirichlet draws coincide: deduplicated
     np.testing.assert_array_equal(b.alphas_, r.alphas_)
@@ -97,7 +97,7 @@ def test_one_space_equals_ridgecv():
 def test_split_assigns_each_voxel_to_its_space():
     X, Y, groups = _two_spaces(n=700, v=30, seed=3, noise=1.0)
     Xtr, Ytr, Xte, Yte = X[:500], Y[:500], X[500:], Y[500:]
-    m = BandedRidgeCV(groups=np.where(groups == 0, "A", "B"), alphas=ALPHAS, n_iter=10, cv=5, scoring="r2",
+    m = BandedRidgeCV(feature_space=np.where(groups == 0, "A", "B"), alphas=ALPHAS, n_iter=10, cv=5, scoring="r2",
                       dtype="float64").fit(Xtr, Ytr)
     assert m.spaces_ == ["A", "B"]
     truth = (np.arange(30) >= 15).astype(int)  # 0: space A, 1: space B
@@ -159,7 +159,7 @@ def test_variance_partitioning_of_fitted_submodels():
     tr, te = slice(0, 500), slice(500, None)
     r2 = {}
     for key, cols in ((("A",), groups == 0), (("B",), groups == 1), (("A", "B"), slice(None))):
-        m = BandedRidgeCV(groups=groups[cols], alphas=ALPHAS, n_iter=6, dtype="float64").fit(X[tr][:, cols], Y[tr])
+        m = BandedRidgeCV(feature_space=groups[cols], alphas=ALPHAS, n_iter=6, dtype="float64").fit(X[tr][:, cols], Y[tr])
         r2[key] = r2_score(Y[te], m.predict(X[te][:, cols]))
     parts = variance_partitioning(r2)
     uA, uB = parts[frozenset("A")], parts[frozenset("B")]
@@ -195,7 +195,7 @@ def test_candidates_and_bad_input():
     with pytest.raises(ValueError, match="gammas must be finite, >= 0"):
         solve_banded_ridge_cv(X, Y, groups, ALPHAS, folds, candidates=[[0.5, -0.5]])
     with pytest.raises(RuntimeError, match="not fitted"):
-        BandedRidgeCV(groups=groups).predict(X)
-    m = BandedRidgeCV(groups=groups, alphas=ALPHAS, n_iter=2).fit(X, Y)
+        BandedRidgeCV(feature_space=groups).predict(X)
+    m = BandedRidgeCV(feature_space=groups, alphas=ALPHAS, n_iter=2).fit(X, Y)
     with pytest.raises(ValueError, match="must have 17 features"):
         m.predict(X[:, :3])

@@ -47,16 +47,16 @@ def test_banded_with_one_space_equals_ridge(synthetic_small, tmp_path):
     kw = dict(alphas=np.logspace(-1, 4, 8), pvalue_method="analytic", dtype="float64")
     plain = NestedCVModel(**kw).fit_dataset(X, Y, X_test=Xt, y_test=Yt)
     banded = NestedCVModel(model_name="banded_ridge", **kw).fit_dataset(
-        X, Y, X_test=Xt, y_test=Yt, feature_groups=np.zeros(12, int))
+        X, Y, X_test=Xt, y_test=Yt, feature_space=np.zeros(12, int))
     np.testing.assert_allclose(banded["alpha"].values, plain["alpha"].values)
     np.testing.assert_allclose(banded["r"].values, plain["r"].values, rtol=1e-8, atol=1e-10)
     # one space: its correlation split is the joint r
     np.testing.assert_allclose(banded["r_split"].values[0], banded["r"].values, atol=1e-8)
 
 
-def test_banded_needs_feature_groups():
+def test_banded_needs_feature_space():
     X = np.random.default_rng(1).standard_normal((100, 4))
-    with pytest.raises(ValueError, match="feature_groups"):
+    with pytest.raises(ValueError, match="feature_space"):
         NestedCVModel(model_name="banded_ridge").fit_dataset(X, X[:, :2], X_test=X[:20], y_test=X[:20, :2])
 
 

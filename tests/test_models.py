@@ -32,7 +32,7 @@ ALPHAS = np.logspace(-1, 4, 8)
 
 def test_ridgecv_estimator_api():
     X, Y, groups = _data()
-    m = RidgeCV(alphas=ALPHAS, cv=4, dtype="float64").fit(X, Y, groups=groups)
+    m = RidgeCV(alphas=ALPHAS, cv=4, dtype="float64").fit(X, Y, stories=groups)
     folds = list(StoryKFold(4).split(len(X), groups))
     np.testing.assert_allclose(m.alphas_, _brute_alpha(X, Y, ALPHAS, folds))
     W, b = ridge_closed_form(X, Y, m.alphas_)
@@ -55,7 +55,7 @@ def test_nested_cv_train_test_mode_matches_brute_force():
     X, Y, Xt, Yt = Xa[:400], Ya[:400], Xa[400:], Ya[400:]
     groups = np.repeat(np.arange(4), 100)
     model = NestedCVModel(alphas=ALPHAS, n_inner_folds=5, chunk_length=20, seed=3, dtype="float64")
-    metrics, weights, best = model.fit_predict(X, Y, X_test=Xt, y_test=Yt, groups=groups)
+    metrics, weights, best = model.fit_predict(X, Y, X_test=Xt, y_test=Yt, stories=groups)
     folds = list(ChunkKFold(chunk_length=20, n_splits=5, seed=3).split(len(X), groups))
     np.testing.assert_allclose(best, _brute_alpha(X, Y, ALPHAS, folds))
     W, b = ridge_closed_form(X, Y, best)
@@ -75,7 +75,7 @@ def test_nested_cv_train_test_mode_matches_brute_force():
 def test_nested_cv_outer_loop_and_reproducibility():
     X, Y, groups = _data(seed=4)
     m1 = NestedCVModel(alphas=ALPHAS, n_outer_folds=4, n_inner_folds=3, folding="story", dtype="float64")
-    metrics, weights, best = m1.fit_predict(X, Y, groups=groups)
+    metrics, weights, best = m1.fit_predict(X, Y, stories=groups)
     assert metrics["fold_correlations"].shape == (4, 24)
     np.testing.assert_allclose(metrics["correlations"], metrics["fold_correlations"].mean(0))
     # the first outer fold by hand: story 0 (the largest-first assignment puts one story per fold)
@@ -112,7 +112,7 @@ def _null_rate(method, noise, n_perm=199, v=1500, seed=0):
     groups = np.repeat(np.arange(3), 100)
     kw = {} if method is None else {"pvalue_method": method, "n_permutations": n_perm}
     m = NestedCVModel(alphas=np.logspace(0, 4, 3), n_inner_folds=3, seed=seed, **kw)
-    ds = m.fit_dataset(X[:200], Y[:200], X_test=X[200:], y_test=Y[200:], groups=groups[:200])
+    ds = m.fit_dataset(X[:200], Y[:200], X_test=X[200:], y_test=Y[200:], stories=groups[:200])
     assert ds.attrs["pvalue_method"] == (method or m.pvalue_method) and ds["p"].shape == (v,)
     return float((ds["p"].values < 0.05).mean())
 
@@ -142,7 +142,7 @@ def test_outer_loop_permutes_within_stories(monkeypatch):
     orig = ncv.block_permutation_pvalues
     monkeypatch.setattr(ncv, "block_permutation_pvalues", lambda *a, **k: seen.append(k["groups"]) or orig(*a, **k))
     X, Y, groups = _data(seed=2)
-    NestedCVModel(alphas=ALPHAS, n_outer_folds=4, n_inner_folds=3, n_permutations=19).fit_predict(X, Y, groups=groups)
+    NestedCVModel(alphas=ALPHAS, n_outer_folds=4, n_inner_folds=3, n_permutations=19).fit_predict(X, Y, stories=groups)
     outer = [te for _, te in ChunkKFold(chunk_length=20, n_splits=4, seed=0).split(len(X), groups)]
     assert len(seen) == 4
     for g, te in zip(seen, outer):
@@ -162,7 +162,7 @@ def test_nested_cv_errors_and_alpha_squared():
     with pytest.raises(ValueError, match="unknown folding"):
         NestedCVModel(folding="timeseries")
     X, Y, _ = _data()
-    with pytest.raises(ValueError, match="folding='story' needs groups"):
+    with pytest.raises(ValueError, match="folding='story' needs the story of each row"):
         NestedCVModel(folding="story").fit_predict(X, Y, X_test=X, y_test=Y)
     with pytest.raises(ValueError, match="pass both X_test and y_test"):
         NestedCVModel().fit_predict(X, Y, X_test=X)
@@ -173,7 +173,7 @@ def test_nested_cv_errors_and_alpha_squared():
 
 def test_too_few_test_rows_fall_back_to_analytic_and_say_so(caplog):
     X, Y, groups = _data(seed=3)
-    ds = NestedCVModel(alphas=ALPHAS).fit_dataset(X, Y, X_test=X[:13], y_test=Y[:13], groups=groups)
+    ds = NestedCVModel(alphas=ALPHAS).fit_dataset(X, Y, X_test=X[:13], y_test=Y[:13], stories=groups)
     assert ds.attrs["pvalue_method"] == "analytic" and "too few" in caplog.text
     from scalenc.ridge import pearson_pvalues
 
@@ -185,7 +185,7 @@ def test_permutation_pvalues_do_not_depend_on_the_voxel_block():
 
     X, Y, groups = _data(seed=5)
     ds = NestedCVModel(alphas=ALPHAS, voxel_block=5, n_permutations=99).fit_dataset(
-        X[:300], Y[:300], X_test=X[300:], y_test=Y[300:], groups=groups[:300])
+        X[:300], Y[:300], X_test=X[300:], y_test=Y[300:], stories=groups[:300])
     pred = X[300:] @ ds["weights"].values + ds["intercept"].values
     np.testing.assert_allclose(ds["p"].values, block_permutation_pvalues(Y[300:], pred, n_permutations=99, seed=0),
                                rtol=0, atol=0)

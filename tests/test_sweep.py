@@ -139,12 +139,12 @@ def test_shared_x_side_gives_the_same_fit():
         noise = np.random.default_rng(seed)
         Y = X @ W + 2 * noise.standard_normal((240, 5))
         Yt = Xt @ W + 2 * noise.standard_normal((60, 5))
-        a = model.fit_dataset(X, Y, X_test=Xt, y_test=Yt, groups=groups)
-        b = model.fit_dataset(X, Y, X_test=Xt, y_test=Yt, groups=groups, x_side=side)
+        a = model.fit_dataset(X, Y, X_test=Xt, y_test=Yt, stories=groups)
+        b = model.fit_dataset(X, Y, X_test=Xt, y_test=Yt, stories=groups, x_side=side)
         for var in ("r", "alpha", "p", "weights"):
             np.testing.assert_array_equal(a[var].values, b[var].values)
     with pytest.raises(ValueError, match="x_side is for fits with a test set"):
-        model.fit_dataset(X, Y, groups=groups, x_side=side)
+        model.fit_dataset(X, Y, stories=groups, x_side=side)
 
 
 @pytest.mark.slow

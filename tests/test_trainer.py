@@ -70,7 +70,7 @@ def test_trainer_equals_hand_wired_pipeline(data, tmp_path):
     Xt, Yt = design(asm.test_stories[0], "test")
     groups = np.concatenate([[s] * x.shape[0] for s, (x, _) in zip(asm.train_stories, train)])
     ref, _, alphas = NestedCVModel(alphas=ALPHAS, seed=1, dtype="float64").fit_predict(
-        np.vstack([x for x, _ in train]), np.vstack([y for _, y in train]), X_test=Xt, y_test=Yt, groups=groups)
+        np.vstack([x for x, _ in train]), np.vstack([y for _, y in train]), X_test=Xt, y_test=Yt, stories=groups)
     np.testing.assert_allclose(m["correlations"], ref["correlations"], atol=1e-5)
     np.testing.assert_allclose(m["best_alphas"], alphas)
     for k in ("median_score", "mean_score", "std_score", "min_score", "max_score", "n_significant",

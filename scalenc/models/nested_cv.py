@@ -26,13 +26,12 @@ from scipy.special import chdtrc
 from ..results import to_metrics, voxel_dataset
 from ..ridge.cv import ChunkKFold, StoryKFold, contiguous_chunks
 from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, r2_score
-from ..ridge.banded import predict_split, solve_banded_ridge_cv
-from ..ridge.solver import local_workers, prepare_x, run_blocks, solve_ridge_cv
-from ..ridge.split import correlation_score_split, r2_score_split
+from ..ridge.solver import local_workers, predict_linear, run_blocks
+from .solvers import SOLVERS
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("ridge_regression", "banded_ridge")
+MODELS = tuple(SOLVERS)  # the registered solvers (scalenc.models.solvers)
 FOLDINGS = ("chunked", "story", "group")
 PVALUE_METHODS = ("analytic", "permutation")
 
@@ -47,7 +46,7 @@ class NestedCVModel:
         space b scaled by ``sqrt(gamma_b)``, gamma on the simplex, times the alpha grid),
         chosen by CV among ``candidates`` (or a Dirichlet random search of ``n_iter`` draws
         plus the one-space corners). The feature spaces are given to :meth:`fit_dataset` as
-        ``feature_groups`` (the trainer passes the spaces of its extractors). Results add
+        its design's ``feature_space`` coordinate (the engine's designs record each extractor's space). Results add
         ``gamma`` (space, voxel), ``r2_split`` and ``r_split`` (space, voxel): the product-measure
         R² split (parts sum to the joint R²) and the correlation split on the test rows.
     alphas : array, optional
@@ -66,8 +65,8 @@ class NestedCVModel:
     alpha_squared : bool
         Square ``alphas`` (HuthLab/LITcoder grid units).
     folding : {"chunked", "story"}
-        Inner/outer folds: shuffled contiguous chunks (within stories when ``groups`` are
-        given), or whole stories (``groups`` required; ``"group"`` is an alias).
+        Inner/outer folds: shuffled contiguous chunks (within stories when the rows' stories
+        are known), or whole stories (stories required; ``"group"`` is an alias).
     seed : int
         Seed of the chunk shuffles and permutations.
     pvalue_method : {"permutation", "analytic"}
@@ -92,8 +91,8 @@ class NestedCVModel:
                  pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int = 10,
                  backend: str | None = None, device: str | None = None, dtype: str = "float32",
                  voxel_block: int | None = 2_000, n_iter: int = 20, concentration=(0.1, 1.0), candidates=None):
-        if model_name not in MODELS:
-            raise ValueError(f"unknown model_name {model_name!r}; accepted: {MODELS}")
+        if model_name not in SOLVERS:
+            raise ValueError(f"unknown model_name {model_name!r}; accepted: {tuple(SOLVERS)}")
         if folding not in FOLDINGS:
             raise ValueError(f"unknown folding {folding!r}; accepted: {FOLDINGS}")
         if pvalue_method not in PVALUE_METHODS:
@@ -123,48 +122,63 @@ class NestedCVModel:
                 f"{self.n_outer_folds}, n_inner_folds={self.n_inner_folds}, folding={self.folding!r}, "
                 f"single_alpha={self.single_alpha}, use_corr={self.use_corr})")
 
-    def _splitter(self, n_splits: int, groups):
-        if self.folding == "story":
-            if groups is None:
-                raise ValueError("folding='story' needs groups (the story of each row)")
-            return StoryKFold(n_splits=n_splits, shuffle=False)
-        return ChunkKFold(chunk_length=self.chunk_length, n_splits=n_splits, seed=self.seed)
+    # -- what the registered solvers read ----------------------------------------------------
+    @property
+    def solver(self):
+        """The :class:`~scalenc.models.solvers.Solver` of ``model_name``."""
+        return SOLVERS[self.model_name]
 
-    def _fit(self, X, Y, groups, x_side=None, feature_groups=None):
-        folds = list(self._splitter(self.n_inner_folds, groups).split(len(X), groups))
-        if self.model_name == "banded_ridge":
-            if feature_groups is None:
-                raise ValueError("model_name='banded_ridge' needs feature_groups (the feature space of each column)")
-            if x_side is not None:
-                raise ValueError("x_side is for model_name='ridge_regression'")
-            alphas = self.alphas ** 2 if self.alpha_squared else self.alphas
-            return solve_banded_ridge_cv(X, Y, feature_groups, alphas, folds, candidates=self.candidates,
-                                         n_iter=self.n_iter, concentration=self.concentration,
-                                         random_state=self.seed, score="r" if self.use_corr else "r2",
-                                         voxel_block=self.voxel_block, backend=self.backend, device=self.device,
-                                         dtype=self.dtype)
-        return solve_ridge_cv(X, Y, self.alphas, folds, score="r" if self.use_corr else "r2",
-                              single_alpha=self.single_alpha, alpha_squared=self.alpha_squared,
-                              voxel_block=self.voxel_block, backend=self.backend, device=self.device,
-                              dtype=self.dtype, x_side=x_side)
+    @property
+    def score_name(self) -> str:
+        """Held-out score that chooses alphas: ``"r"`` or ``"r2"``."""
+        return "r" if self.use_corr else "r2"
+
+    @property
+    def penalties(self) -> np.ndarray:
+        """The alpha grid in ``alpha ||w||^2`` units (``alphas ** 2`` with ``alpha_squared``)."""
+        return self.alphas ** 2 if self.alpha_squared else self.alphas
+
+    @property
+    def solver_options(self) -> dict[str, Any]:
+        """The options every solver takes: ``backend``, ``device``, ``dtype``, ``voxel_block``."""
+        return {"backend": self.backend, "device": self.device, "dtype": self.dtype, "voxel_block": self.voxel_block}
 
     @property
     def shares_x_side(self) -> bool:
-        """Whether fits on the same design can share :meth:`x_side` (plain ridge)."""
-        return self.model_name == "ridge_regression"
+        """Whether fits on the same design can share :meth:`x_side` (the solver has a prepare step)."""
+        return self.solver.prepare is not None
 
-    def x_side(self, features, groups=None):
-        """The ridge's X-side quantities of a test-set fit on ``features`` (its inner folds'
-        Grams and eigendecompositions), to share between fits with the same training design
-        (``fit_dataset(..., x_side=...)``; :mod:`scalenc.engine`). The stories of the rows
-        come from a DataArray's ``story`` coordinate when ``groups`` is not given."""
-        if groups is None:
-            groups = _coord(features, "story")
+    def _splitter(self, n_splits: int, stories):
+        if self.folding == "story":
+            if stories is None:
+                raise ValueError("folding='story' needs the story of each row (a design with a 'story' coordinate, "
+                                 "or stories=...)")
+            return StoryKFold(n_splits=n_splits, shuffle=False)
+        return ChunkKFold(chunk_length=self.chunk_length, n_splits=n_splits, seed=self.seed)
+
+    def _fit(self, X, Y, stories, x_side=None, feature_space=None):
+        folds = list(self._splitter(self.n_inner_folds, stories).split(len(X), stories))
+        solver = self.solver
+        if solver.needs_feature_space and feature_space is None:
+            raise ValueError(f"model_name={self.model_name!r} needs the feature space of each column (a design with "
+                             "a 'feature_space' coordinate, or feature_space=...)")
+        if x_side is not None and solver.prepare is None:
+            raise ValueError(f"x_side is not shared by model_name={self.model_name!r}")
+        return solver.fit(self, X, Y, folds, feature_space=feature_space, x_side=x_side)
+
+    def x_side(self, features, stories=None):
+        """The solver's X-side quantities of a test-set fit on ``features`` (for ridge: its
+        inner folds' Grams and eigendecompositions), to share between fits with the same
+        training design (``fit_dataset(..., x_side=...)``; :mod:`scalenc.engine`). The stories
+        of the rows come from a DataArray's ``story`` coordinate when not given."""
+        if self.solver.prepare is None:
+            raise ValueError(f"model_name={self.model_name!r} has no shareable X side")
+        if stories is None:
+            stories = _coord(features, "story")
         X = np.asarray(features)
-        groups = None if groups is None else np.asarray(groups)
-        folds = list(self._splitter(self.n_inner_folds, groups).split(len(X), groups))
-        alphas = self.alphas ** 2 if self.alpha_squared else self.alphas
-        return prepare_x(X, folds, alphas, score="r" if self.use_corr else "r2", dtype=self.dtype)
+        stories = None if stories is None else np.asarray(stories)
+        folds = list(self._splitter(self.n_inner_folds, stories).split(len(X), stories))
+        return self.solver.prepare(self, X, folds)
 
     def _pvalues(self, y, pred, r, groups=None) -> tuple[np.ndarray, str]:
         """(p-values, the method used). The permutation test needs two blocks of equal
@@ -191,25 +205,28 @@ class NestedCVModel:
                            "(which ignore autocorrelation) are used instead", y.shape[0], self.permutation_block)
         return pearson_pvalues(r, y.shape[0]), "analytic"
 
-    def fit_predict(self, features, targets, X_test=None, y_test=None, groups=None, test_repeats=None,
-                    groups_test=None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    def fit_predict(self, features, targets, X_test=None, y_test=None, stories=None, test_repeats=None,
+                    stories_test=None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
         """Fit and evaluate (LITcoder's signature and return value).
 
         Parameters
         ----------
-        features : (n_train, n_features) array
-        targets : (n_train, n_voxels) array (numpy or voxel-chunked dask)
+        features : (n_train, n_features) array, or a labeled design
+            A ``(tr, feature)`` DataArray (:func:`scalenc.align.align_story`, the engine's
+            designs): the story of each row comes from its ``story`` coordinate and the
+            feature space of each column from ``feature_space``.
+        targets : (n_train, n_voxels) array (numpy, voxel-chunked dask, or StackedResponses)
         X_test, y_test : (n_test, n_features), (n_test, n_voxels), optional
             A held-out test set (e.g. the repeated test story): alphas are chosen by inner CV
             on the training rows, the model is refit on all of them and scored on the test
             set. Without them, an outer CV loop scores every outer fold.
-        groups : (n_train,) array, optional
-            Story of each training row (folds never mix stories inside a chunk; in the outer
-            loop, permutation blocks never straddle a story).
+        stories : (n_train,) array, optional
+            Story of each training row, for plain arrays (folds never mix stories inside a
+            chunk; in the outer loop, permutation blocks never straddle a story).
         test_repeats : (n_repeats, n_test, n_voxels) array, optional
             Repeats of the test story; adds the noise ceiling (``cc_max``) to the metrics.
-        groups_test : (n_test,) array, optional
-            Story of each test row (permutation blocks never straddle a story).
+        stories_test : (n_test,) array, optional
+            Story of each test row, for a plain ``X_test`` (permutation blocks never straddle a story).
 
         Returns
         -------
@@ -221,72 +238,73 @@ class NestedCVModel:
         weights : (n_features, n_voxels) ndarray
         best_alphas : (n_voxels,) ndarray
         """
-        ds = self.fit_dataset(features, targets, X_test=X_test, y_test=y_test, groups=groups,
-                              test_repeats=test_repeats, groups_test=groups_test)
+        ds = self.fit_dataset(features, targets, X_test=X_test, y_test=y_test, stories=stories,
+                              test_repeats=test_repeats, stories_test=stories_test)
         metrics = to_metrics(ds)
         coef, best = ds["weights"].values, ds["alpha"].values
         self.metrics_, self.coef_, self.best_alphas_ = metrics, coef, best
         return metrics, coef, best
 
-    def fit_dataset(self, features, targets, X_test=None, y_test=None, groups=None, test_repeats=None,
-                    groups_test=None, x_side=None, feature_groups=None) -> xr.Dataset:
+    def fit_dataset(self, features, targets, X_test=None, y_test=None, stories=None, test_repeats=None,
+                    stories_test=None, x_side=None, feature_space=None) -> xr.Dataset:
         """Fit and evaluate; return the per-voxel results as a Dataset.
 
         Same parameters as :meth:`fit_predict`, and ``x_side`` (with a test set): the
-        :meth:`x_side` of ``features`` and ``groups``, computed once for several fits;
-        ``feature_groups`` (n_features,): the feature space of each column (banded ridge;
-        taken from a DataArray's ``feature_space`` coordinate when ``features`` is one).
+        :meth:`x_side` of ``features``, computed once for several fits; ``feature_space``
+        (n_features,): the feature space of each column of a plain array (banded ridge).
 
         Returns
         -------
         Dataset over ``voxel``
             ``r, r2, alpha, p, q, significant, weights (feature, voxel), intercept``, ``r_fold (fold,
-            voxel)`` in outer-CV mode, ``noise_ceiling`` with ``test_repeats``; attributes
-            ``pvalue_method, alpha_fdr, mode`` ("test set" or "outer cv"), ``n_test``
-            (rows scored per fit). See :mod:`scalenc.results`.
+            voxel)`` in outer-CV mode, ``noise_ceiling`` with ``test_repeats``, the solver's own
+            outputs (banded ridge: ``gamma``, ``r2_split``, ``r_split`` over ``space``);
+            attributes ``model_name, pvalue_method, alpha_fdr, mode`` ("test set" or "outer
+            cv"), ``n_test`` (rows scored per fit). With a labeled design the weights carry
+            its ``feature_space`` and ``delay`` coordinates. See :mod:`scalenc.results`.
         """
-        if feature_groups is None:
-            feature_groups = _coord(features, "feature_space")
-        if groups is None:
-            groups = _coord(features, "story")
-        if groups_test is None and X_test is not None:
-            groups_test = _coord(X_test, "story")
+        if feature_space is None:
+            feature_space = _coord(features, "feature_space")
+        if stories is None:
+            stories = _coord(features, "story")
+        if stories_test is None and X_test is not None:
+            stories_test = _coord(X_test, "story")
         X = np.asarray(features)
         n = X.shape[0]
         if targets.shape[0] != n:
             raise ValueError(f"features have {n} rows but targets have {targets.shape[0]}")
         if (X_test is None) != (y_test is None):
             raise ValueError("pass both X_test and y_test, or neither")
-        groups = None if groups is None else np.asarray(groups)
+        stories = None if stories is None else np.asarray(stories)
         attrs = {"pvalue_method": self.pvalue_method}
         if self.pvalue_method == "permutation":
             attrs.update(n_permutations=int(self.n_permutations), permutation_block=int(self.permutation_block))
         if x_side is not None and X_test is None:
             raise ValueError("x_side is for fits with a test set (X_test, y_test); the outer-CV mode refits per fold")
         if X_test is not None:
-            res = self._fit(X, targets, groups, x_side, feature_groups)
+            res = self._fit(X, targets, stories, x_side, feature_space)
             Xt, yt = np.asarray(X_test), np.asarray(y_test)
             if Xt.shape[0] != yt.shape[0]:
                 raise ValueError(f"X_test has {Xt.shape[0]} rows but y_test has {yt.shape[0]}")
-            pred = Xt @ res.coef.astype(np.float64) + res.intercept
+            pred = predict_linear(Xt, res.coef, res.intercept)
             r = pearson_r(yt, pred)
-            p, used = self._pvalues(yt, pred, r, groups_test)
+            p, used = self._pvalues(yt, pred, r, stories_test)
             ds = voxel_dataset(r, p, alpha=res.best_alphas, r2=r2_score(yt, pred),
                                alpha_fdr=self.alpha_fdr, weights=res.coef, intercept=res.intercept,
                                attrs={**attrs, "pvalue_method": used, "mode": "test set",
                                       "n_test": int(yt.shape[0])})
-            self._add_split(ds, res, [(Xt, yt)])
+            self._add_outputs(ds, [(res, Xt, yt)])
         else:
-            outer = list(self._splitter(self.n_outer_folds, groups).split(n, groups))
+            outer = list(self._splitter(self.n_outer_folds, stories).split(n, stories))
             rs, ps, r2s, coefs, alphas, used, icepts, fits = [], [], [], [], [], set(), [], []
             for k, (tr, te) in enumerate(outer):
-                res = self._fit(X[tr], _rows(targets, tr), None if groups is None else groups[tr],
-                                feature_groups=feature_groups)
+                res = self._fit(X[tr], _rows(targets, tr), None if stories is None else stories[tr],
+                                feature_space=feature_space)
                 yt = np.asarray(_rows(targets, te))
-                pred = X[te] @ res.coef.astype(np.float64) + res.intercept
+                pred = predict_linear(X[te], res.coef, res.intercept)
                 r = pearson_r(yt, pred)
                 rs.append(r)
-                p, how = self._pvalues(yt, pred, r, None if groups is None else groups[te])
+                p, how = self._pvalues(yt, pred, r, None if stories is None else stories[te])
                 ps.append(p)
                 used.add(how)
                 r2s.append(r2_score(yt, pred))
@@ -302,40 +320,25 @@ class NestedCVModel:
                                intercept=np.mean(icepts, axis=0),
                                attrs={**attrs, "pvalue_method": "+".join(sorted(used)), "mode": "outer cv",
                                       "n_test": int(min(len(te) for _, te in outer))})
-            if self.model_name == "banded_ridge":
-                self._add_split_folds(ds, fits)
+            self._add_outputs(ds, fits)
         if test_repeats is not None:
             ds["noise_ceiling"] = ("voxel", noise_ceiling(np.asarray(test_repeats))["cc_max"])
             ds.attrs["noise_ceiling_source"] = "test repeats (cc_max)"
+        if isinstance(features, xr.DataArray) and "weights" in ds:
+            ds = ds.assign_coords({k: ("feature", features[k].values) for k in ("feature_space", "delay")
+                                   if k in features.coords})
         return ds
 
-
-    def _split_parts(self, res, Xt, yt):
-        parts = predict_split(Xt, np.asarray(res.coef, dtype=np.float64), res.space_of_feature, len(res.spaces))
-        return r2_score_split(yt, parts, center=True), correlation_score_split(yt, parts)
-
-    def _add_split(self, ds: xr.Dataset, res, tests) -> None:
-        """Banded ridge: per-space gammas and test split scores, dims (space, voxel)."""
-        if self.model_name != "banded_ridge":
+    def _add_outputs(self, ds: xr.Dataset, fits) -> None:
+        """The solver's own per-voxel outputs on the scored rows (averaged over outer folds)."""
+        outputs = self.solver.outputs
+        if outputs is None:
             return
-        (Xt, yt), = tests
-        r2s, rs = self._split_parts(res, Xt, yt)
-        labels = [str(s) for s in res.spaces]
-        ds["gamma"] = (("space", "voxel"), np.asarray(res.gammas, dtype=np.float64))
-        ds["r2_split"] = (("space", "voxel"), np.asarray(r2s, dtype=np.float64))
-        ds["r_split"] = (("space", "voxel"), np.asarray(rs, dtype=np.float64))
-        ds.coords["space"] = ("space", labels)
-        ds.attrs["model_name"] = "banded_ridge"
-
-    def _add_split_folds(self, ds: xr.Dataset, fits) -> None:
-        """Outer-CV banded ridge: split scores and gammas averaged over the outer folds."""
-        parts = [self._split_parts(res, Xt, yt) for res, Xt, yt in fits]
-        labels = [str(s) for s in fits[0][0].spaces]
-        ds["gamma"] = (("space", "voxel"), np.mean([np.asarray(res.gammas, float) for res, _, _ in fits], axis=0))
-        ds["r2_split"] = (("space", "voxel"), np.mean([p[0] for p in parts], axis=0))
-        ds["r_split"] = (("space", "voxel"), np.mean([p[1] for p in parts], axis=0))
-        ds.coords["space"] = ("space", labels)
-        ds.attrs["model_name"] = "banded_ridge"
+        parts = [outputs(self, res, Xt, yt) for res, Xt, yt in fits]
+        for name, (dims, _) in parts[0][0].items():
+            ds[name] = (dims, np.mean([np.asarray(p[0][name][1], dtype=np.float64) for p in parts], axis=0))
+        ds.coords.update(parts[0][1])
+        ds.attrs["model_name"] = self.model_name
 
 
 def _coord(a, name: str):

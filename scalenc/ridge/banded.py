@@ -28,25 +28,25 @@ import numpy as np
 from .backend import Backend, get_backend
 from .cv import check_cv
 from .scoring import pearson_r, r2_score
-from .solver import Output, cv_block, intercept, map_voxel_blocks, solver_targets, xside_for
+from .solver import Output, cv_block, intercept, map_voxel_blocks, predict_linear, solver_targets, xside_for
 from .split import correlation_score_split, r2_score_split
 
 __all__ = ["BandedRidgeCV", "BandedRidgeCVResult", "banded_candidates", "feature_spaces", "solve_banded_ridge_cv"]
 
 
-def feature_spaces(groups: Any, n_features: int | None = None) -> tuple[list, np.ndarray]:
+def feature_spaces(feature_space: Any, n_features: int | None = None) -> tuple[list, np.ndarray]:
     """Space labels in order of first appearance, and the space index of each column.
 
     Parameters
     ----------
-    groups : (n_features,) array-like
-        One label per column (ints, strings, ...).
+    feature_space : (n_features,) array-like
+        The feature space of each column (ints, strings, ...).
     n_features : int, optional
-        Checked against ``len(groups)``.
+        Checked against ``len(feature_space)``.
     """
-    g = np.asarray(groups)
+    g = np.asarray(feature_space)
     if g.ndim != 1 or (n_features is not None and g.size != n_features):
-        raise ValueError(f"groups must give one feature-space label per column of X ({n_features}), "
+        raise ValueError(f"feature_space must give one feature-space label per column of X ({n_features}), "
                          f"got shape {g.shape}")
     _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
@@ -145,7 +145,7 @@ class BandedRidgeCVResult:
             return self.best_alphas[None, :] / self.gammas
 
 
-def solve_banded_ridge_cv(X, Y, groups, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]], *,
+def solve_banded_ridge_cv(X, Y, feature_space, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]], *,
                           candidates=None, n_iter: int = 20, concentration: float | Sequence[float] = (0.1, 1.0),
                           random_state: int | None = 0, fit_intercept: bool = True, score: str = "r",
                           voxel_block: int | None = 10_000, backend: str | Backend | None = None,
@@ -157,8 +157,8 @@ def solve_banded_ridge_cv(X, Y, groups, alphas, folds: Sequence[tuple[np.ndarray
     ----------
     X : (n_trs, n_features) array
     Y : (n_trs, n_voxels) numpy, CuPy or torch array, or dask array chunked over voxels
-    groups : (n_features,) array-like
-        Feature-space label of each column.
+    feature_space : (n_features,) array-like
+        Feature-space label of each column (himalaya calls them ``groups``).
     alphas : (n_alphas,) array
         Penalty grid, ``alpha ||w||^2`` convention, applied to the scaled design.
     folds : list of (train_idx, test_idx)
@@ -184,7 +184,7 @@ def solve_banded_ridge_cv(X, Y, groups, alphas, folds: Sequence[tuple[np.ndarray
     if Y.ndim != 2 or Y.shape[0] != n:
         raise ValueError(f"Y must be 2-D with {n} rows like X, got shape {tuple(Y.shape)}")
     Y = solver_targets(Y)
-    spaces, space_of = feature_spaces(groups, p)
+    spaces, space_of = feature_spaces(feature_space, p)
     if candidates is None:
         candidates = banded_candidates(len(spaces), n_iter, concentration, random_state=random_state)
     candidates = _check_candidates(candidates, len(spaces))
@@ -209,10 +209,10 @@ def solve_banded_ridge_cv(X, Y, groups, alphas, folds: Sequence[tuple[np.ndarray
 def predict_split(X, coef: np.ndarray, space_of_feature: np.ndarray, n_spaces: int | None = None) -> np.ndarray:
     """(n_spaces, n_trs, n_voxels) predictions of each space, ``X_b @ coef_b`` (float64;
     no intercept: their sum plus the intercept is the joint prediction)."""
-    X = np.asarray(X, dtype=np.float64)
-    coef = np.asarray(coef, dtype=np.float64)
+    X, coef = np.asarray(X), np.asarray(coef)
     n_spaces = int(space_of_feature.max()) + 1 if n_spaces is None else n_spaces
-    return np.stack([X[:, space_of_feature == b] @ coef[space_of_feature == b] for b in range(n_spaces)])
+    return np.stack([predict_linear(X[:, space_of_feature == b], coef[space_of_feature == b])
+                     for b in range(n_spaces)])
 
 
 class BandedRidgeCV:
@@ -220,8 +220,9 @@ class BandedRidgeCV:
 
     Parameters
     ----------
-    groups : (n_features,) array-like
-        Feature-space label of each column of ``X`` (himalaya's ``groups``).
+    feature_space : (n_features,) array-like
+        Feature-space label of each column of ``X`` (himalaya's ``groups``; the
+        ``feature_space`` coordinate of a labeled design).
     alphas : (n_alphas,) array
         Alpha grid on the scaled design (default ``logspace(0, 6, 13)``).
     n_iter : int
@@ -249,18 +250,18 @@ class BandedRidgeCV:
     cv_scores_ : (n_candidates, n_alphas, n_voxels) ndarray
     candidates_ : (n_candidates, n_spaces) ndarray
     spaces_ : list
-        Space labels in order of first appearance in ``groups``.
+        Space labels in order of first appearance in ``feature_space``.
     n_features_in_ : int
     """
 
-    _PARAMS = ("groups", "alphas", "n_iter", "concentration", "candidates", "cv", "fit_intercept", "scoring",
+    _PARAMS = ("feature_space", "alphas", "n_iter", "concentration", "candidates", "cv", "fit_intercept", "scoring",
                "random_state", "voxel_block", "backend", "device", "dtype")
 
-    def __init__(self, groups=None, alphas=None, n_iter: int = 20, concentration=(0.1, 1.0), candidates=None,
+    def __init__(self, feature_space=None, alphas=None, n_iter: int = 20, concentration=(0.1, 1.0), candidates=None,
                  cv=5, *, fit_intercept: bool = True, scoring: str = "r", random_state: int | None = 0,
                  voxel_block: int | None = 10_000, backend: str | None = None, device: str | None = None,
                  dtype: str = "float32"):
-        self.groups = groups
+        self.feature_space = feature_space
         self.alphas = alphas
         self.n_iter = n_iter
         self.concentration = concentration
@@ -286,14 +287,13 @@ class BandedRidgeCV:
 
     def fit(self, X, Y, stories=None) -> BandedRidgeCV:
         """Fit on ``X`` (n_trs, n_features) and ``Y`` (n_trs, n_voxels); ``stories`` (n_trs,)
-        labels the story of each row (for story-grouped folds, as ``RidgeCV.fit``'s
-        ``groups``; here ``groups`` are the feature spaces)."""
+        labels the story of each row (for story-grouped folds, as in ``RidgeCV.fit``)."""
         n, p = np.shape(X)
         if np.shape(Y)[0] != n:
             raise ValueError(f"X has {n} rows but Y has {np.shape(Y)[0]}")
-        groups = np.zeros(p, np.int64) if self.groups is None else self.groups
+        spaces = np.zeros(p, np.int64) if self.feature_space is None else self.feature_space
         alphas = np.logspace(0, 6, 13) if self.alphas is None else self.alphas
-        res = solve_banded_ridge_cv(X, Y, groups, alphas, check_cv(self.cv, n, stories), candidates=self.candidates,
+        res = solve_banded_ridge_cv(X, Y, spaces, alphas, check_cv(self.cv, n, stories), candidates=self.candidates,
                                     n_iter=self.n_iter, concentration=self.concentration,
                                     random_state=self.random_state, fit_intercept=self.fit_intercept,
                                     score=self.scoring, voxel_block=self.voxel_block, backend=self.backend,
@@ -320,7 +320,7 @@ class BandedRidgeCV:
         X = self._check_X(X)
         if split:
             return predict_split(X, self.coef_, self.result_.space_of_feature, len(self.spaces_))
-        return X.astype(np.float64) @ self.coef_.astype(np.float64) + self.intercept_
+        return predict_linear(X, self.coef_, self.intercept_)
 
     def score(self, X, Y) -> np.ndarray:
         """Per-voxel score of the joint prediction (Pearson r, or R² with ``scoring="r2"``)."""

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_backend
 from .cv import check_cv
 from .scoring import pearson_r, r2_score
-from .solver import solve_ridge_cv
+from .solver import predict_linear, solve_ridge_cv
 
 
 class RidgeCV:
@@ -20,7 +19,7 @@ class RidgeCV:
     alphas : (n_alphas,) array
         Candidate penalties (default ``logspace(0, 6, 13)``).
     cv : int, splitter or list of (train, test)
-        An int means story-grouped K-fold when ``groups`` are passed to ``fit``, else
+        An int means story-grouped K-fold when ``stories`` are passed to ``fit``, else
         K-fold over contiguous 20-TR chunks (see :mod:`scalenc.ridge.cv`). Default 5.
     fit_intercept : bool
     scoring : {"r", "r2"}
@@ -78,14 +77,14 @@ class RidgeCV:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None)
         return f"RidgeCV({args})"
 
-    def fit(self, X, Y, groups=None) -> RidgeCV:
-        """Fit on ``X`` (n_trs, n_features) and ``Y`` (n_trs, n_voxels); ``groups`` (n_trs,)
+    def fit(self, X, Y, stories=None) -> RidgeCV:
+        """Fit on ``X`` (n_trs, n_features) and ``Y`` (n_trs, n_voxels); ``stories`` (n_trs,)
         labels the story of each row (for story-grouped folds)."""
         n = np.shape(X)[0]
         if np.shape(Y)[0] != n:
             raise ValueError(f"X has {n} rows but Y has {np.shape(Y)[0]}")
         alphas = np.logspace(0, 6, 13) if self.alphas is None else self.alphas
-        folds = check_cv(self.cv, n, groups)
+        folds = check_cv(self.cv, n, stories)
         res = solve_ridge_cv(X, Y, alphas, folds, fit_intercept=self.fit_intercept, score=self.scoring,
                              single_alpha=self.single_alpha, alpha_squared=self.alpha_squared,
                              voxel_block=self.voxel_block, backend=self.backend, device=self.device,
@@ -110,9 +109,8 @@ class RidgeCV:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
-        bk = get_backend(self.backend, self.device)
-        P = bk.asarray(X, dtype=self.dtype) @ bk.asarray(self.coef_, dtype=self.dtype)
-        return bk.to_numpy(P).astype(np.float64) + self.intercept_
+        return predict_linear(X, self.coef_, self.intercept_, backend=self.backend or "numpy", device=self.device,
+                              dtype=self.dtype)
 
     def score(self, X, Y) -> np.ndarray:
         """Per-voxel held-out score (Pearson r, or R² with ``scoring="r2"``), shape (n_voxels,)."""

@@ -770,13 +770,18 @@ def ridge_closed_form(X, Y, alpha, *, fit_intercept: bool = True) -> tuple[np.nd
     return W, my - mx @ W
 
 
-def predict_linear(X, coef, intercept=0.0):
-    """Predicted responses ``X @ coef + intercept`` of a fitted linear model: the one
-    prediction every estimator, model and the engine use (float64 for numpy inputs)."""
-    X = np.asarray(X)
-    coef = np.asarray(coef)
-    if X.shape[1] != coef.shape[0]:
-        raise ValueError(f"X has {X.shape[1]} features but the coefficients have {coef.shape[0]}")
-    dt = np.result_type(X.dtype, coef.dtype, np.float64) if X.dtype == np.float64 or coef.dtype == np.float64 \
-        else np.result_type(X.dtype, coef.dtype)
-    return X.astype(dt, copy=False) @ coef.astype(dt, copy=False) + np.asarray(intercept, dtype=dt)
+def predict_linear(X, coef, intercept=0.0, *, backend: str | Backend | None = None, device: str | None = None,
+                   dtype: str | None = None) -> np.ndarray:
+    """Predicted responses ``X @ coef + intercept`` of a fitted linear model, as float64
+    numpy: the one prediction every estimator, model and the engine use. Without
+    ``backend`` the product is float64 numpy; with one, it runs there in ``dtype`` (the
+    fit's) and only the result comes back."""
+    if backend is None:
+        X = np.asarray(X)
+        coef = np.asarray(coef)
+        if X.shape[-1] != coef.shape[0]:
+            raise ValueError(f"X has {X.shape[-1]} features but the coefficients have {coef.shape[0]}")
+        return X.astype(np.float64, copy=False) @ coef.astype(np.float64, copy=False) + intercept
+    bk = get_backend(backend, device)
+    P = bk.asarray(X, dtype=dtype) @ bk.asarray(coef, dtype=dtype)
+    return bk.to_numpy(P).astype(np.float64) + intercept
