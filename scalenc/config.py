@@ -257,7 +257,8 @@ def _extractors(items: list, base: Path, source: str, prefix: str) -> list[dict[
 def model_kwargs(table: dict[str, Any], model_cls, *, source: str = "config") -> dict[str, Any]:
     """Keyword arguments of ``model_cls`` from a ``[model]`` table, types checked against
     the constructor's defaults; ``alphas_logspace = [lo, hi, n]`` becomes ``alphas``."""
-    params = inspect.signature(model_cls).parameters
+    defaults = (model_cls.param_defaults() if hasattr(model_cls, "param_defaults")
+                else {k: p.default for k, p in inspect.signature(model_cls).parameters.items()})
     out = dict(table)
     if "alphas_logspace" in out:
         v = out.pop("alphas_logspace")
@@ -267,12 +268,12 @@ def model_kwargs(table: dict[str, Any], model_cls, *, source: str = "config") ->
         out["alphas"] = np.logspace(v[0], v[1], int(v[2]))
     elif "alphas" in out:
         _check(out["alphas"], list[float], "[model] key 'alphas'", source)
-    unknown = sorted(set(out) - set(params))
+    unknown = sorted(set(out) - set(defaults))
     if unknown:
         raise ConfigError(f"{source}: [model] unknown key(s) {unknown}; accepted: "
-                          f"{sorted([*params, 'alphas_logspace'])}")
+                          f"{sorted([*defaults, 'alphas_logspace'])}")
     for k, v in out.items():
-        default = params[k].default
+        default = defaults[k]
         if k != "alphas" and default is not None and default is not inspect.Parameter.empty:
             _check(v, type(default) if not isinstance(default, float) else float, f"[model] key {k!r}", source)
     return out

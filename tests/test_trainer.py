@@ -332,3 +332,12 @@ def test_noise_ceiling_from_test_repeats_without_ground_truth(data, tmp_path, mo
     reps = asm.bold_repeats(asm.test_stories[0]).values[:, 40:]
     assert m["noise_ceiling_source"] == "test repeats (cc_max)"
     np.testing.assert_allclose(m["noise_ceiling"], noise_ceiling(reps)["cc_max"], rtol=1e-12)
+
+
+def test_run_options_are_keywords_checked_against_runconfig(data, tmp_path):
+    with pytest.raises(TypeError, match="unexpected keyword.*'runname'.*run_name"):
+        AbstractTrainer(data.assembly(), _extractors(data, tmp_path / "cache"), runname="x")
+    tr = AbstractTrainer(data.assembly(), _extractors(data, tmp_path / "cache"), run_name="x", save_weights=True,
+                         story_selection=[1, 2, 3], results_dir=tmp_path)
+    cfg = tr.config()
+    assert cfg["run_name"] == "x" and cfg["save_weights"] is True and len(cfg["stories"]) == 3
