@@ -98,6 +98,7 @@ class RunConfig:
     trimming: dict | None = None
     model: dict = dataclasses.field(default_factory=dict)
     extractor_identities: list[str] | None = None
+    stack: list[dict] | None = None
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], *, source: str = "config") -> RunConfig:
@@ -188,6 +189,12 @@ def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", sourc
         raise ConfigError(f"{source}: give either 'extractors' (one model) or [[models]] (a sweep), not both")
     for key, value in cfg.items():
         hint = TOP_KEYS[key]
+        if key == "stack":
+            if not isinstance(value, list) or not all(isinstance(x, dict) and isinstance(x.get("name"), str)
+                                                      and type_ok(x.get("models"), list[str]) for x in value):
+                raise ConfigError(f"{source}: [[stack]] entries need a 'name' (string) and 'models' (a list of the "
+                                  "[[models]] names)")
+            continue
         if key == "models":
             if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
                 raise ConfigError(f"{source}: 'models' must be a non-empty array of tables ([[models]])")
@@ -217,13 +224,17 @@ def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", sourc
             if m["name"] in names:
                 raise ConfigError(f"{source}: {where}: model name {m['name']!r} given twice")
             names.add(m["name"])
-            extra = sorted(set(m) - {"name", "extractors"})
+            extra = sorted(set(m) - {"name", "extractors", "parameters"})
             if extra:
-                raise ConfigError(f"{source}: {where}: unknown key(s) {extra}; accepted: ['extractors', 'name']")
+                raise ConfigError(f"{source}: {where}: unknown key(s) {extra}; accepted: ['extractors', 'name', "
+                                  "'parameters']")
+            if "parameters" in m and not type_ok(m["parameters"], float):
+                raise ConfigError(f"{source}: {where}: 'parameters' (the model's parameter count) must be a number")
             if not isinstance(m.get("extractors"), list) or not m["extractors"]:
                 raise ConfigError(f"{source}: {where} needs a non-empty [[models.extractors]] array")
-            models.append({"name": m["name"], "extractors": _extractors(m["extractors"], base, source,
-                                                                        f"[[models]] {m['name']!r} extractor")})
+            models.append({"name": m["name"], "parameters": m.get("parameters"),
+                           "extractors": _extractors(m["extractors"], base, source,
+                                                     f"[[models]] {m['name']!r} extractor")})
         out["models"] = models
         return out
     out["extractors"] = _extractors(out["extractors"], base, source, "[[extractors]]")
