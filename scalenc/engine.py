@@ -162,7 +162,8 @@ def select_layers(extractors, first_sets, layer_idx=None, banded_by: str | None 
     ``first_sets``: one FeatureSet per extractor (any story). ``layer_idx`` in the tutorial
     API's numbering (a speech extractor counts as LITcoder); ``banded_by="layer"`` makes the
     selected layers one banded fit (a single tuple label)."""
-    multi = [(i, list(fs["layer"].values)) for i, fs in enumerate(first_sets) if fs.sizes["layer"] > 1]
+    multi = [(i, np.asarray(fs["layer"].values).tolist()) for i, fs in enumerate(first_sets)
+             if fs.sizes["layer"] > 1]  # plain Python labels: messages show 3, not np.int64(3)
     if len(multi) > 1:
         raise ValueError("more than one multi-layer extractor: choose layers with each extractor's layer_idx "
                          "config so that at most one contributes several layers")
