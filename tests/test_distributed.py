@@ -62,7 +62,9 @@ def test_local_cluster_and_scheduler_file(tmp_path):
         import json
 
         json.dump({"address": c.scheduler.address, "type": "Scheduler"}, open(sched, "w"))
-        c2 = client(str(sched))
+        with pytest.raises(ValueError, match=r"scheduler.json: the scheduler tls://.* uses TLS"):
+            client(str(sched))  # the cluster's certificate is needed
+        c2 = client(str(sched), security=c.cluster.security)
         assert c2.submit(lambda: 3).result() == 3
         c2.close()
     finally:
