@@ -1,5 +1,5 @@
-"""A real SLURM: ``scalenc run CONFIG --cluster <jobqueue yaml>`` with 2 worker jobs equals an
-in-process run; the ``scalenc:`` scale section of jobqueue YAMLs; ``deploy/slurm/local-slurm.sh``'s
+"""A real SLURM: ``scalenc run CONFIG --cluster <jobqueue yaml>`` with 2 worker jobs (over TLS
+with the run's certificate, removed at the end) equals an in-process run; the ``scalenc:`` scale section of jobqueue YAMLs; ``deploy/slurm/local-slurm.sh``'s
 refusals.
 
 The SLURM test needs a reachable SLURM (``sinfo`` answers with an idle or mixed partition):
@@ -84,6 +84,7 @@ def test_scalenc_run_on_slurm_with_two_worker_jobs_equals_in_process(tmp_path):
                      n_test_repeats=2, audio=False, voxel_chunk=16, seed=5)
     job_name = f"scalenc-test-{os.getpid()}"
     logs = tmp_path / "slurm-logs"
+    tls = tmp_path / "tls"  # the run certificate's parent directory (shared with the worker jobs)
     (tmp_path / "jobqueue.yaml").write_text(f"""
 jobqueue:
   slurm:
@@ -96,10 +97,13 @@ jobqueue:
     python: {sys.executable}
     local-directory: {tmp_path / "worker-space"}
     log-directory: {logs}
+    shared-temp-directory: {tls}
     death-timeout: 60
     job-script-prologue:
       - "export PYTHONPATH={ROOT} OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1"
       - "export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"
+      - "stat -c '%a %n' {tls}/scalenc-tls-* {tls}/scalenc-tls-*/* > {tmp_path}/tls-modes-$SLURM_JOB_ID"
+      - "cp \\"$0\\" {tmp_path}/job-script-$SLURM_JOB_ID"
 scalenc:
   jobs: 2
   wait-for-workers: 2
@@ -128,6 +132,18 @@ scalenc:
     outs = sorted(logs.glob(f"{job_name}-*.err")) + sorted(logs.glob(f"{job_name}-*.out"))
     assert len({p.stem for p in outs}) == 2, [p.name for p in outs]
     assert len(os.listdir(tmp_path / "cache-slurm")) == 2 * len(data.assembly().stories)
+
+    # TLS: the workers connected to a tls:// scheduler with the run certificate, which they saw
+    # in a private directory (0700, key 0600) and which is gone now that the cluster closed
+    modes, scripts = sorted(tmp_path.glob("tls-modes-*")), sorted(tmp_path.glob("job-script-*"))
+    assert len(modes) == len(scripts) == 2
+    for m, js in zip(modes, scripts):
+        seen = dict(line.split(" ", 1)[::-1] for line in m.read_text().splitlines())
+        (d,) = [k for k in seen if k.rsplit("/", 1)[-1].startswith("scalenc-tls-")]
+        assert seen[d] == "700" and seen[f"{d}/dask.key"] == "600", seen
+        script = js.read_text()  # the worker's command: a tls:// scheduler, the run's key
+        assert " tls://" in script and f"--tls-key {d}/dask.key" in script, script[-600:]
+    assert tls.is_dir() and list(tls.iterdir()) == []
     for _ in range(30):
         if not _squeue(job_name):
             break
