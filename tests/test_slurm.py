@@ -9,6 +9,7 @@ elsewhere the test is skipped with the reason.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -149,6 +150,35 @@ scalenc:
             break
         time.sleep(1)
     assert _squeue(job_name) == []
+
+
+@pytest.mark.slow
+def test_sbatch_script_runs_scheduler_workers_and_client_over_tls(tmp_path):
+    """deploy/slurm/scalenc.sbatch on one node (its #SBATCH sizes overridden): the scheduler
+    listens on tls:// only, the run finishes, and the job's certificate is gone afterwards."""
+    partition, why = _slurm_partition()
+    if partition is None:
+        pytest.skip(why)
+    from scalenc.datasets import synthetic
+
+    data = synthetic(tmp_path / "data", n_stories=4, words_per_story=200, n_voxels=16, embedding_dim=8,
+                     n_test_repeats=2, audio=False, voxel_chunk=16, seed=6)
+    (tmp_path / "sb.toml").write_text(CONFIG.format(name="sb", assembly=data.assembly_path,
+                                                    embeddings=data.embeddings_path))
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SCALENC_PYTHON=sys.executable, SCALENC_RUN_DIR=str(run_dir))
+    r = subprocess.run(["sbatch", "--wait", "-p", partition, "--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=1",
+                        "--mem=2G", "--time=00:10:00", f"--job-name=scalenc-sb-{os.getpid()}",
+                        f"--output={tmp_path / 'job.out'}", str(ROOT / "deploy/slurm/scalenc.sbatch"),
+                        str(tmp_path / "sb.toml")], capture_output=True, text=True, timeout=400, env=env,
+                       cwd=tmp_path)
+    out = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
+    assert r.returncode == 0, (r.stderr + out)[-3000:]
+    assert "run sb: median r" in out
+    log = (run_dir / "scheduler.log").read_text()
+    assert re.search(r"Scheduler at:\s+tls://", log) and "Register worker addr: tls://" in log, log[-2000:]
+    assert not list(run_dir.glob("scalenc-tls-*"))  # the job's certificate was removed at the end
+    assert np.isfinite(results.load(tmp_path / "out" / "sb").layer()["r"].values).all()
 
 
 # ---- the scalenc: section of jobqueue YAMLs (no SLURM needed) ------------------------------
