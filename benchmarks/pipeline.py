@@ -58,6 +58,7 @@ def child(args) -> None:
     asm = Assembly(work / "data" / "SYN01.zarr")
     cache = work / f"cache-{args.mode}"
     shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(work / "results" / args.mode, ignore_errors=True)  # a repeated run of this mode
     lm = work / "tiny-gpt2"
     if "lm" in args.extractors and not lm.exists():
         build_tiny_lm(lm, [str(w) for s in asm.stories for w in asm.words(s).word.values])

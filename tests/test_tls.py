@@ -224,3 +224,31 @@ def test_run_certificate_remove_and_cli_option(tmp_path, capsys):
     # --security: a missing file is a one-line error naming it, before the config is read
     assert main(["run", str(tmp_path / "none.toml"), "--security", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml not found" in capsys.readouterr().err
+
+
+def test_cuda_cluster_gets_the_run_certificate_and_a_local_dashboard(monkeypatch):
+    """client("cuda") (dask-cuda's LocalCUDACluster, a LocalCluster subclass; faked here where
+    dask-cuda is absent) is started with TLS and a localhost dashboard."""
+    import sys
+    import types
+
+    from distributed import LocalCluster
+
+    from scalenc.distributed import has_gpu_workers
+    from scalenc.distributed.cluster import close_quietly
+
+    seen = {}
+
+    def fake_cuda_cluster(**kwargs):
+        seen.update(kwargs)
+        return LocalCluster(n_workers=1, threads_per_worker=1, processes=False, **kwargs)
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(LocalCUDACluster=fake_cuda_cluster))
+    c = client("cuda")
+    try:
+        assert seen["security"].require_encryption and "PRIVATE KEY" in seen["security"].tls_worker_key
+        assert seen["dashboard_address"] == "127.0.0.1:8787"
+        assert c.scheduler.address.startswith("tls://") and has_gpu_workers(c)
+        assert _refused(c.scheduler.address.replace("tls://", "tcp://"), None)
+    finally:
+        close_quietly(c)
