@@ -252,3 +252,20 @@ def test_cuda_cluster_gets_the_run_certificate_and_a_local_dashboard(monkeypatch
         assert _refused(c.scheduler.address.replace("tls://", "tcp://"), None)
     finally:
         close_quietly(c)
+
+
+def test_cli_security_option_sets_the_default_of_client(tmp_path, monkeypatch):
+    """`scalenc run --security off|FILE`: what scalenc.distributed.client uses when the trainer
+    or the sweep calls it without security=."""
+    import scalenc.cli as cli
+    from scalenc.distributed.security import resolve
+
+    seen = []
+    monkeypatch.setattr(cli, "_cmd_run_secured", lambda args: seen.append(resolve(None)) or 0)
+    cert = RunCertificate(tmp_path)
+    for opt, check in ((["--security", "off"], lambda s: s is False),
+                       (["--security", str(cert.config)], lambda s: s.tls_client_key == str(cert.key)),
+                       ([], lambda s: s is None)):
+        assert cli.main(["run", "c.toml", *opt]) == 0
+        assert check(seen.pop()), opt
+    assert resolve(None) is None  # the default is restored after the run
