@@ -10,6 +10,10 @@ Each configuration runs in a fresh child process so that peak memory is its own.
 
     python benchmarks/pipeline.py --record
     python benchmarks/pipeline.py --sizes 10x2000
+    python benchmarks/pipeline.py --sizes 10x2000 --modes cluster cluster-notls --repeats-cluster 3  # TLS cost
+
+The cluster mode is scalenc's ``local_cluster`` (TLS with a certificate made for the run);
+``cluster-notls`` the same with ``security=False``.
 
 Against LITcoder (``--litcoder PATH``, a checkout of LITcoder whose ``encoding`` package is
 imported from that path; ``--litcoder-python`` an interpreter whose environment has
