@@ -166,7 +166,8 @@ def test_sbatch_script_runs_scheduler_workers_and_client_over_tls(tmp_path):
     (tmp_path / "sb.toml").write_text(CONFIG.format(name="sb", assembly=data.assembly_path,
                                                     embeddings=data.embeddings_path))
     run_dir = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), SCALENC_PYTHON=sys.executable, SCALENC_RUN_DIR=str(run_dir))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SCALENC_PYTHON=sys.executable, SCALENC_RUN_DIR=str(run_dir),
+               DASK_LOGGING__DISTRIBUTED="info")  # the scheduler's log says where it listens
     r = subprocess.run(["sbatch", "--wait", "-p", partition, "--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=1",
                         "--mem=2G", "--time=00:10:00", f"--job-name=scalenc-sb-{os.getpid()}",
                         f"--output={tmp_path / 'job.out'}", str(ROOT / "deploy/slurm/scalenc.sbatch"),
