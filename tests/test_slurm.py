@@ -215,6 +215,7 @@ def test_yaml_jobs_are_submitted_through_the_scheduler_command(tmp_path, monkeyp
     cancel.chmod(0o755)
     y = tmp_path / "q.yaml"
     y.write_text(f"jobqueue:\n  slurm:\n    cores: 1\n    memory: 1GiB\n    log-directory: {tmp_path}\n"
+                 f"    shared-temp-directory: {tmp_path / 'tls'}\n"
                  f"scalenc:\n  jobs: 3\n  wait-for-workers: 1\n  wait-timeout: 1\n")
     import dask_jobqueue.slurm as js
 
