@@ -32,7 +32,6 @@ import contextlib
 import logging
 import os
 import shutil
-import stat
 import sys
 import tempfile
 import weakref
@@ -197,11 +196,6 @@ def use_security(security: Any):
         yield
     finally:
         _default[0] = before
-
-
-def is_private(path: str | os.PathLike) -> bool:
-    """Whether only the owner can read (or enter) ``path``."""
-    return stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
 
 
 def main(argv: list[str] | None = None) -> int:
