@@ -9,7 +9,7 @@
     scalenc assembly import-pickle IN.pkl OUT.zarr
     scalenc assembly info PATH [--json]
     scalenc assembly check PATH
-    scalenc run CONFIG.toml [--cluster ...] [--overwrite]
+    scalenc run CONFIG.toml [--cluster ...] [--security FILE|off] [--overwrite]
     scalenc predict RUN_DIR [--assembly PATH] [--stories ...] [--out PRED.zarr]
     scalenc demo [--out DIR]
 """
@@ -234,6 +234,15 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from .distributed.security import load_security, use_security
+
+    sec = args.security
+    sec = False if sec is not None and sec.lower() == "off" else (None if sec is None else load_security(sec))
+    with use_security(sec):
+        return _cmd_run_secured(args)
+
+
+def _cmd_run_secured(args) -> int:
     cfg = load_config(args.config)
     if is_sweep(cfg):
         res = sweep_from_config(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
@@ -363,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="TOML run configuration (see scalenc.config)")
     r.add_argument("--cluster", default=None, help="override: local, an address, slurm, a jobqueue .yaml")
     r.add_argument("--overwrite", action="store_true", help="replace the results of an existing run_name")
+    r.add_argument("--security", default=None, metavar="FILE|off",
+                   help="TLS certificates for --cluster (a YAML of Dask's distributed.comm.tls settings); off: no TLS. "
+                        "Default: clusters scalenc starts use a certificate made for the run, an existing scheduler "
+                        "the Dask configuration's")
     r.set_defaults(func=_cmd_run)
 
     pr = sub.add_parser("predict", help="apply a saved run (weights + alignment settings) to stories")
