@@ -147,17 +147,19 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from .assembly.chunks import check_store
+    from .assembly.chunks import check_metadata, check_store
 
     if not Path(args.path).is_dir():
         raise FileNotFoundError(f"assembly store not found: {args.path}")
+    n_meta = len(check_metadata(args.path)[0])
     n, problems = check_store(args.path)
     for line in problems:
         print(f"scalenc: error: {line}", file=sys.stderr)
     if problems:
-        print(f"{args.path}: {len(problems)} of {n} chunks missing or unreadable", file=sys.stderr)
+        meta = f"{n_meta} metadata files (zarr.json) missing or unreadable; " if n_meta else ""
+        print(f"{args.path}: {meta}{len(problems) - n_meta} of {n} chunks missing or unreadable", file=sys.stderr)
         return 2
-    print(f"{args.path}: all {n} chunks present and readable")
+    print(f"{args.path}: metadata whole, all {n} chunks present and readable")
     return 0
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from .chunks import CheckedChunks, check_store
+from .chunks import CheckedChunks, check_metadata, check_store
 from .legacy import import_pickle, pickle_provenance
 from .stacked import StackedResponses
 from .writer import (DEFAULT_VOXEL_CHUNK, SCHEMA_VERSION, AssemblyChunkError,  # noqa: F401 (re-exported)
@@ -146,6 +146,8 @@ class Assembly:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"assembly store not found: {self.path}")
+        if _stories is None and _voxels is None:  # a subset's source was checked already
+            _require_metadata(self.path)
         try:
             self._root = zarr.open_group(str(self.path), mode="r")
         except Exception as e:  # noqa: BLE001 - re-raised with the path
@@ -509,6 +511,17 @@ class Assembly:
     def __repr__(self) -> str:
         return (f"<scalenc.Assembly {self.dataset}/{self.subject}: {len(self._stories)} stories, "
                 f"{self.n_voxels} voxels, TR {self.tr_seconds} s, test {self.test_stories}>")
+
+
+def _require_metadata(path: Path) -> None:
+    """One :class:`AssemblyError` line naming the first missing or unreadable ``zarr.json``
+    of the groups and arrays the schema expects (a deleted story folder, a corrupt file)."""
+    if not path.is_dir() or not (path / "zarr.json").is_file() and not any(path.iterdir()):
+        raise AssemblyError(f"{path}: not a zarr assembly store ({'empty folder' if path.is_dir() else 'a file'})")
+    problems, _ = check_metadata(path)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise AssemblyError(f"{problems[0]}{more}; damaged store: see `scalenc assembly check {path}`")
 
 
 class _DaskRepeats:
