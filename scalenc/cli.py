@@ -9,6 +9,7 @@
     scalenc assembly import-pickle IN.pkl OUT.zarr
     scalenc assembly info PATH [--json]
     scalenc assembly check PATH
+    scalenc assembly relocate PATH --audio-root NEWDIR
     scalenc run CONFIG.toml [--cluster ...] [--overwrite]
     scalenc predict RUN_DIR [--assembly PATH] [--stories ...] [--out PRED.zarr]
     scalenc demo [--out DIR]
@@ -160,6 +161,16 @@ def _cmd_check(args) -> int:
         print(f"{args.path}: {meta}{len(problems) - n_meta} of {n} chunks missing or unreadable", file=sys.stderr)
         return 2
     print(f"{args.path}: metadata whole, all {n} chunks present and readable")
+    return 0
+
+
+def _cmd_relocate(args) -> int:
+    from .assembly import relocate
+
+    new = relocate(args.path, args.audio_root)
+    for s, p in new.items():
+        print(f"{s:<32} {p}")
+    print(f"{args.path}: audio of {len(new)} stories re-pointed to {args.audio_root}")
     return 0
 
 
@@ -340,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     ck = asub.add_parser("check", help="read and decode every chunk of a .zarr assembly")
     ck.add_argument("path")
     ck.set_defaults(func=_cmd_check)
+
+    rl = asub.add_parser("relocate", help="re-point the stories' audio files to a new folder (the data moved)")
+    rl.add_argument("path", help="a .zarr assembly")
+    rl.add_argument("--audio-root", required=True, help="folder now holding the audio files (same file names)")
+    rl.set_defaults(func=_cmd_relocate)
 
     r = sub.add_parser("run", help="run the pipeline from a TOML config")
     r.add_argument("config", help="TOML run configuration (see scalenc.config)")
