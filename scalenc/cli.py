@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import dask
@@ -291,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--overwrite", action="store_true")
     bl.set_defaults(func=_cmd_build_lebel)
 
-    def bids_flags(q, tr_default):
+    def bids_flags(q, tr_default, mask_help="brain mask NIfTI (default: the fMRIPrep desc-brain_mask)"):
         q.add_argument("--subject", required=True)
-        q.add_argument("--mask", default=None, help="brain mask NIfTI (default: the fMRIPrep desc-brain_mask)")
+        q.add_argument("--mask", default=None, help=mask_help)
         q.add_argument("--tr", type=float, default=tr_default,
                        help=f"repetition time, s, checked against the _bold.json sidecar (default {tr_default})")
         q.add_argument("--test-stories", nargs="*", default=[])
@@ -314,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--word-clock", default="audio", choices=["audio", "scan"],
                     help="word times count from the audio start (default) or from the first volume")
     bb.add_argument("--mesh", default=None, help="mesh of GIFTI runs, e.g. fsaverage6 (recorded)")
-    bids_flags(bb, None)
+    bids_flags(bb, None, mask_help="brain mask NIfTI: required for NIfTI runs unless --surface (GIFTI runs need none)")
     bb.set_defaults(func=_cmd_build_bids)
 
     bn = bsub.add_parser("narratives", help="Narratives (OpenNeuro ds002345) layout")
@@ -385,7 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Python keyword arguments named in library errors -> the CLI flags that set them
-_FLAGS = {"overwrite=True": "--overwrite", "pass overwrite": "pass --overwrite"}
+_FLAGS = {"overwrite=True": "--overwrite", "pass overwrite": "pass --overwrite", "pass mask=": "pass --mask",
+          "(mask=)": "(--mask)", "(surface=)": "(--surface)", "no tr= given": "no --tr given",
+          "pass grid_offset=": "pass --grid-offset",
+          "give onset= or an events.tsv": "give an onset or events column in the run table (--runs)"}
 
 
 def _cli_message(e: BaseException) -> str:
@@ -410,6 +414,10 @@ def _library_verbosity(verbose: int) -> None:
         logging.getLogger("distributed").setLevel(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    logger.warning("%s", message)
+
+
 def _stdout_gone() -> int:
     """The reader of our stdout went away (``scalenc ... | head``): stop quietly."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -423,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     _library_verbosity(args.verbose)
     try:
-        code = int(args.func(args) or 0)
+        with warnings.catch_warnings():  # a library warning is one log line here, not two lines of source
+            warnings.showwarning = _warning_line
+            code = int(args.func(args) or 0)
         sys.stdout.flush()
         return code
     except BrokenPipeError:

@@ -362,8 +362,7 @@ class AssemblyWriter:
         if nan.any() or const.any():
             msg = (f"story {story!r}{f' ({source})' if source else ''}: {int(nan.sum())} voxels contain NaN and "
                    f"{int(const.sum())} are constant; they are kept and flagged in voxel_valid")
-            warnings.warn(msg, stacklevel=3)
-            logger.warning(msg)
+            warnings.warn(msg, stacklevel=3)  # once: the command line shows warnings as log lines
         self._has_nan |= nan
         self._constant |= const
 
