@@ -327,3 +327,17 @@ def test_whole_store_metadata_passes(tmp_path, capsys):
     assert sorted(arrays) == want
     assert main(["assembly", "check", str(tmp_path / "a.zarr")]) == 0
     assert "metadata whole" in capsys.readouterr().out
+
+
+def test_run_on_a_damaged_store_names_the_file(tmp_path, capsys):
+    import shutil
+
+    _write(tmp_path / "a.zarr", np.random.default_rng(6))
+    shutil.rmtree(tmp_path / "a.zarr/stories/b")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'assembly = "{tmp_path / "a.zarr"}"\nresults_dir = "{tmp_path / "res"}"\n'
+                   '[[extractors]]\nmodality = "wordrate"\n')
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"story 'b': {tmp_path / 'a.zarr/stories/b/zarr.json'} is missing" in err[0], err
+    assert not (tmp_path / "res").exists() or not any((tmp_path / "res").iterdir())
