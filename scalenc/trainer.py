@@ -163,7 +163,7 @@ class AbstractTrainer:
         self.stories = self._select(story_selection)
         from .align.story import check_delays  # integers, non-empty, each reaching the kept rows of every story
         self.fir_delays = check_delays(fir_delays, self.assembly, self.stories, self.trimming,
-                                       self.split()[1] if self.use_train_test_split else ())
+                                       self.assembly.test_stories if self.use_train_test_split else ())
         self.run_dir = self.results_dir / self.run_name
 
     def _select(self, story_selection) -> list[str]:
