@@ -482,7 +482,8 @@ def test_validate_delays_matches_brute_force_zero_columns():
             for d in range(-n - 2, n + 3):
                 zero = not fir(X, [d])[kept].any()
                 if zero:
-                    with pytest.raises(ValueError, match=f"delay {d} TRs leaves no stimulus in the kept rows of story 's'"):
+                    with pytest.raises(ValueError, match=f"delay {d} TRs leaves no stimulus in the kept rows of "
+                                                         f"story 's'"):
                         validate_delays([d], kept=kept, n_rows=n, story="s")
                 else:
                     assert validate_delays([d], kept=kept, n_rows=n, story="s") == [d]
