@@ -44,7 +44,11 @@ def test_trainer_defaults_are_the_run_config_defaults():
             default = getattr(DEFAULTS, key)
             assert (list(par.default) if isinstance(par.default, tuple) else par.default) == default, p
             checked += 1
-    assert checked >= 15
+    assert checked >= 9
+    from scalenc.trainer import RUN_OPTIONS  # the run options: keywords whose defaults are RunConfig's
+
+    assert set(RUN_OPTIONS.values()) <= set(RunConfig.__dataclass_fields__)
+    assert len(RUN_OPTIONS) + checked >= 17
 
 
 def test_saved_config_reruns_from_another_folder_from_the_cache(data, tmp_path, monkeypatch, capsys):
