@@ -15,7 +15,14 @@
 ``roi_summary.csv``
     median r (and split scores) per ROI, when there are ROI labels.
 ``report.html``
-    all of the above on one page with the summary numbers per layer.
+    one self-contained interactive page (:mod:`scalenc.plot.interactive`): the maps of
+    ``export/`` on the brain with a selector, a threshold slider and hover values, median r per
+    layer, the ROI table, summary numbers, configuration and timings, ``report.png`` inlined.
+``export/``
+    every map as data (NIfTI, GIFTI per hemisphere, or .npy without a layout) with JSON
+    sidecars, BIDS-derivatives names (:mod:`scalenc.plot.export`).
+
+Only the documented variables of ``results.zarr`` (:data:`RESULT_VARIABLES`) are read.
 
 Subject-space runs without a layout get a slice mosaic when a mask is given, and pycortex
 flatmaps when a pycortex subject is given (arguments of :func:`report`, or the run
@@ -39,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .export import export_maps, run_maps
 from .maps import BrainSpace, brain_map, flatmap, mask_from_nifti, save_figure, significant_values, split_maps
 from .roi import as_labels, plot_roi_summary, roi_summary
 
@@ -81,6 +89,7 @@ class RunSummary:
         nc = self.res.noise_ceiling
         self.ceiling = None if nc is None else np.asarray(nc, float)
         self.ceiling_source = self._ceiling_source()
+        self.subject = str(self.config.get("subject") or self.root.attrs.get("subject") or "")
 
     def _ceiling_source(self) -> str | None:
         layer_metrics = self.metrics.get("layers", {}) if isinstance(self.metrics.get("layers"), dict) else {}
@@ -106,6 +115,7 @@ class RunSummary:
             from ..assembly import Assembly
 
             asm = Assembly(str(path))
+            self.subject = self.subject or asm.subject
             vox = asm.voxels
             if asm.voxel_space is not None and "voxel_space" not in vox.attrs:
                 vox = vox.assign_attrs(voxel_space=asm.voxel_space)
@@ -251,7 +261,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = True, dpi: int = 100,
-           mask=None, pycortex: tuple[str, str] | None = None, pycortex_mask: str = "thick") -> Path:
+           mask=None, pycortex: tuple[str, str] | None = None, pycortex_mask: str = "thick",
+           export: bool = True) -> Path:
     """Draw the report of a saved run (module docstring); return the path of ``report.png``.
 
     Parameters
@@ -261,7 +272,11 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
     maps : bool
         Draw brain maps when the voxels' layout is known (needs nilearn).
     html_page : bool
-        Also write ``report.html``.
+        Also write ``report.html`` (interactive, :mod:`scalenc.plot.interactive`, when plotly is
+        installed; else a static page of the PNGs).
+    export : bool
+        Also write the maps as NIfTI / GIFTI / .npy with JSON sidecars under ``export/``
+        (:mod:`scalenc.plot.export`).
     dpi : int
     mask : (z, y, x) bool array or path to a mask NIfTI, optional
         For subject-space voxels without a layout (LeBel hf5): voxel ``i`` is the ``i``-th
@@ -284,13 +299,13 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
     try:
         with dask.config.set(scheduler="synchronous"):
             return _report(run_dir, maps=maps, html_page=html_page, dpi=dpi, mask=mask, pycortex=pycortex,
-                           pycortex_mask=pycortex_mask)
+                           pycortex_mask=pycortex_mask, export=export)
     finally:
         if gc_enabled:
             gc.enable()
 
 
-def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask) -> Path:
+def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask, export=True) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -371,8 +386,22 @@ def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask) -> 
                 ax.imshow(images[2 * i + k][1])
     fig.suptitle(headline(s), fontsize=11)
     out = save_figure(fig, s.path / "report.png", dpi=dpi)
+    specs = run_maps(s) if (export or html_page) else []
+    if export:
+        try:
+            export_maps(s, space, maps=specs)
+        except ImportError as e:
+            logger.warning("report: no NIfTI/GIFTI export (%s)", e)
     if html_page:
-        _write_text(s.path / "report.html", _html(s, map_files, roi_table))
+        try:
+            from .interactive import interactive_html
+
+            page = interactive_html(s, space, specs, roi_table=roi_table, vox=vox,
+                                    png=Path(out).read_bytes(), map_files=map_files)
+        except ImportError as e:
+            logger.warning("report: report.html without interactive maps (%s; pip install plotly)", e)
+            page = _html(s, map_files, roi_table)
+        _write_text(s.path / "report.html", page)
     return Path(out)
 
 

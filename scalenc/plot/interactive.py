@@ -1,0 +1,353 @@
+"""The run's interactive ``report.html``: one self-contained file (plotly's JavaScript inlined, the
+maps embedded as base64 float32), opened from disk with no network.
+
+What the page holds (:func:`interactive_html`):
+
+- a brain view coloured by any map of :func:`scalenc.plot.export.run_maps`, chosen with a
+  selector: fsaverage5 inflated surfaces (plotly ``mesh3d``, dorsal view, left hemisphere on the
+  left; fsaverage6 / fsaverage voxels on their fsaverage5 vertices, as the PNG maps), three
+  orthogonal slices of a volume (plotly heatmaps; the sliders move the cursor, a click moves it
+  to the voxel), or, without a layout (LeBel hf5), each voxel's value against its position in
+  the results (WebGL scatter);
+- a threshold slider: voxels with ``|value|`` below the chosen fraction of the map's colour
+  limit are drawn as background;
+- hover on a voxel: its index, ROI and every map's value (r, ceiling, r / ceiling, alpha,
+  q, splits, best layer);
+- median r per layer (with the median ceiling), the ROI table, the summary numbers per layer,
+  the run's configuration (``config.toml``) and timings (``metrics.json`` ``timings``, when the
+  run recorded them), and the static ``report.png`` inlined.
+
+``report.html#map=<desc>&threshold=<fraction>`` opens with that map and threshold (through the
+same selector and slider events a user triggers). When the page has drawn its first map it
+logs ``scalenc-report-rendered <ms since navigation start>`` to the console and sets
+``document.body.dataset.rendered``.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from .maps import FSAVERAGE5_HEMI, SURFACE_VERTICES, BrainSpace, _fsaverage5
+
+#: colour scales (plotly's format; the page colours surfaces and scatter points with the same stops)
+DIVERGING = [[0.0, "#053061"], [0.2, "#2166ac"], [0.4, "#92c5de"], [0.5, "#f7f7f7"], [0.6, "#f4a582"],
+             [0.8, "#d6604d"], [1.0, "#b2182b"]]
+SEQUENTIAL = [[0.0, "#440154"], [0.25, "#3b528b"], [0.5, "#21918c"], [0.75, "#5ec962"], [1.0, "#fde725"]]
+
+
+def _b64(a, dtype) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype).tobytes()).decode("ascii")
+
+
+def _limits(values: np.ndarray, diverging: bool, levels) -> tuple[float, float]:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if levels:
+        keys = [float(k) for k in levels]
+        return min(keys), max(max(keys), min(keys) + 1)
+    if not v.size:
+        return (-1.0, 1.0) if diverging else (0.0, 1.0)
+    if diverging:
+        top = float(np.percentile(np.abs(v), 99)) or float(np.abs(v).max()) or 1.0
+        return -top, top
+    lo, hi = float(v.min()), float(np.percentile(v, 99))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def _view(space: BrainSpace | None, n: int) -> dict[str, Any]:
+    if space is not None and space.kind == "surface" and space.space in SURFACE_VERTICES:
+        half = SURFACE_VERTICES[space.space] // 2
+        idx = np.asarray(space.index, np.int64)
+        right = idx >= half
+        local = idx - right * half
+        fs5 = np.where(local < FSAVERAGE5_HEMI, local + right * FSAVERAGE5_HEMI, -1)  # nested icosahedra
+        meshes = _fsaverage5("inflated")
+        hemis = {}
+        for key, hemi in (("L", "left"), ("R", "right")):
+            coords, faces, sulc = meshes[hemi]
+            c = np.array(coords, float)
+            c[:, 0] += (-5 - c[:, 0].max()) if key == "L" else (5 - c[:, 0].min())   # side by side
+            hemis[key] = {"xyz": _b64(c, np.float32), "faces": _b64(faces, np.int32), "sulc": _b64(sulc > 0, np.uint8)}
+        return {"kind": "surface", "space": space.space, "vertex": _b64(fs5, np.int32), "hemis": hemis,
+                "nHemi": FSAVERAGE5_HEMI}
+    if space is not None and space.volume_shape is not None:
+        return {"kind": "volume", "space": space.space, "shape": [int(x) for x in space.volume_shape],
+                "index": _b64(space.index, np.int32),
+                "affine": None if space.affine is None else np.asarray(space.affine, float).tolist()}
+    return {"kind": "none", "n": int(n)}
+
+
+def payload(s, space: BrainSpace | None, maps, vox=None) -> dict[str, Any]:
+    """The data the page draws (JSON-ready)."""
+    from .report import _nanmedian
+
+    n = int(s.r[s.best].shape[0])
+    items = []
+    for m in maps:
+        lo, hi = _limits(m.values, m.diverging, m.levels)
+        items.append({"desc": m.desc, "label": m.label, "units": m.units, "diverging": bool(m.diverging),
+                      "levels": m.levels, "cmin": lo, "cmax": hi, "data": _b64(m.values, np.float32)})
+    roi = None
+    if vox is not None and "roi" in getattr(vox, "variables", {}):
+        from .roi import as_labels
+
+        labels = as_labels(vox["roi"].values)
+        if labels.shape == (n,):
+            names, codes = np.unique(labels, return_inverse=True)
+            roi = {"names": names.tolist(), "codes": _b64(codes, np.int32)}
+    return {"run": s.run_name, "best": s.best, "layers": s.layers, "n": n,
+            "maps": items, "view": _view(space, n), "roi": roi,
+            "layerCurve": {"layers": s.layers, "median_r": [_nanmedian(s.r[x]) for x in s.layers],
+                           "median_ceiling": None if s.ceiling is None else _nanmedian(s.ceiling),
+                           "ceiling_source": s.ceiling_source},
+            "scales": {"diverging": DIVERGING, "sequential": SEQUENTIAL}}
+
+
+def _table(header, rows) -> str:
+    e = html.escape
+    return ("<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in header) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def interactive_html(s, space: BrainSpace | None, maps, *, roi_table=None, vox=None, png: bytes | None = None,
+                     map_files=()) -> str:
+    """The page (module docstring) as one string."""
+    from plotly.offline import get_plotlyjs
+
+    from .report import headline
+
+    e = html.escape
+    data = json.dumps(payload(s, space, maps, vox), allow_nan=False, default=_json_default)
+    layer_metrics = s.metrics.get("layers", {}) if isinstance(s.metrics.get("layers"), dict) else {}
+    keys: list[str] = []
+    for m in layer_metrics.values():
+        keys += [k for k in m if k not in keys and isinstance(m[k], (int, float)) and not isinstance(m[k], bool)]
+    summary = _table(["layer", *keys], [[lay, *(_fmt(layer_metrics.get(lay, {}).get(k, "")) for k in keys)]
+                                        for lay in s.layers])
+    roi_html = ""
+    if roi_table is not None:
+        meas = [str(m) for m in roi_table["measure"].values]
+        roi_html = "<h2>Median per ROI</h2>" + _table(["roi", "voxels", *meas], [
+            [str(lab), str(int(roi_table["n_voxels"].values[j])), *(f"{v:.4f}" for v in roi_table["median"].values[:, j])]
+            for j, lab in enumerate(roi_table["roi"].values)])
+    cfg_path = s.path / "config.toml"
+    config_text = cfg_path.read_text(encoding="utf-8") if cfg_path.exists() else "(no config.toml)"
+    timings = s.metrics.get("timings") or s.root.attrs.get("timings")
+    if isinstance(timings, str):
+        try:
+            timings = json.loads(timings)
+        except ValueError:
+            timings = {"timings": timings}
+    timing_html = (_table(["stage", "seconds"], [[k, _fmt(v)] for k, v in timings.items()])
+                   if isinstance(timings, dict) and timings else "<p>not recorded by this run</p>")
+    options = "".join(f"<option value='{e(m.desc)}'>{e(m.label)}</option>" for m in maps)
+    static = ""
+    if png is not None:
+        static = ("<h2>Static report</h2><img alt='report.png' style='max-width:100%' src='data:image/png;base64,"
+                  + base64.b64encode(png).decode("ascii") + "'>")
+    if map_files:
+        static += "<p>PNG maps next to this file: " + ", ".join(
+            f"<a href='{e(os.path.relpath(p, s.path))}'>{e(t)}</a>" for t, p in map_files) + "</p>"
+    return _PAGE.format(
+        title=e(s.run_name), headline=e(headline(s)), path=e(str(s.path)),
+        ceiling=e(s.ceiling_source or ("none" if s.ceiling is None else "source not recorded")),
+        options=options, plotly=get_plotlyjs(), data=data.replace("</", "<\\/"), summary=summary, roi=roi_html,
+        config=e(config_text), timings=timing_html, static=static, script=_SCRIPT)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o))
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body{{font-family:sans-serif;margin:1em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px}} pre{{background:#f6f6f6;padding:6px;font-size:12px}}
+#controls{{display:flex;gap:1.5em;align-items:center;flex-wrap:wrap}} #slicectl{{display:flex;gap:1em}}
+</style>
+<script>{plotly}</script>
+</head><body>
+<h1>{title}</h1>
+<p>{headline}</p><p>{path}; noise ceiling: {ceiling}</p>
+<div id="controls">
+<label>map <select id="map-select">{options}</select></label>
+<label>threshold |value| &ge; <input type="range" id="threshold" min="0" max="1" step="0.01" value="0">
+<span id="threshold-value">0</span></label>
+</div>
+<div id="slicectl"></div>
+<div id="brain" style="width:100%;height:620px"></div>
+<div id="layers" style="width:100%;max-width:720px;height:320px"></div>
+{roi}
+<h2>Summary per layer</h2>{summary}
+<h2>Timings</h2>{timings}
+<h2>Configuration</h2><pre>{config}</pre>
+{static}
+<script type="application/json" id="scalenc-data">{data}</script>
+<script>{script}</script>
+</body></html>
+"""
+
+_SCRIPT = r"""
+(function () {
+"use strict";
+const D = JSON.parse(document.getElementById("scalenc-data").textContent);
+const brain = document.getElementById("brain");
+const sel = document.getElementById("map-select"), thr = document.getElementById("threshold");
+const thrValue = document.getElementById("threshold-value");
+function bytes(b64) { const s = atob(b64), u = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) u[i] = s.charCodeAt(i); return u.buffer; }
+const f32 = b => new Float32Array(bytes(b)), i32 = b => new Int32Array(bytes(b)), u8 = b => new Uint8Array(bytes(b));
+const cache = {};
+function values(m) { if (!cache[m.desc]) cache[m.desc] = f32(m.data); return cache[m.desc]; }
+const byDesc = {}; D.maps.forEach(m => { byDesc[m.desc] = m; });
+function hex(c) { return [1, 3, 5].map(i => parseInt(c.substr(i, 2), 16)); }
+const scales = {diverging: D.scales.diverging.map(([t, c]) => [t, hex(c)]),
+                sequential: D.scales.sequential.map(([t, c]) => [t, hex(c)])};
+function colour(m, v) {            // the plotly colourscale's colour of v (clamped to [cmin, cmax])
+  const st = scales[m.diverging ? "diverging" : "sequential"];
+  let t = (v - m.cmin) / (m.cmax - m.cmin); t = Math.max(0, Math.min(1, t));
+  for (let i = 1; i < st.length; i++) if (t <= st[i][0]) {
+    const a = st[i - 1], b = st[i], f = (t - a[0]) / (b[0] - a[0] || 1);
+    return "rgb(" + [0, 1, 2].map(k => Math.round(a[1][k] + f * (b[1][k] - a[1][k]))).join(",") + ")"; }
+  const c = st[st.length - 1][1]; return "rgb(" + c.join(",") + ")";
+}
+function cut(m) { return Number(thr.value) * Math.max(Math.abs(m.cmin), Math.abs(m.cmax)); }
+function shown(m, v, c) { return Number.isFinite(v) && Math.abs(v) >= c; }
+const roiCodes = D.roi ? i32(D.roi.codes) : null;
+function fmt(v) { return Number.isFinite(v) ? (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0)
+  ? v.toExponential(3) : v.toPrecision(4)) : "n/a"; }
+function hover(i) {                // every map's value at voxel i
+  let s = "voxel " + i + (roiCodes ? " (" + D.roi.names[roiCodes[i]] + ")" : "");
+  D.maps.forEach(m => { const v = values(m)[i];
+    s += "<br>" + m.label + ": " + (m.levels && Number.isFinite(v) ? m.levels[String(v)] : fmt(v)); });
+  return s;
+}
+function colourbar(m) {
+  return {colorscale: m.diverging ? D.scales.diverging : D.scales.sequential, cmin: m.cmin, cmax: m.cmax,
+          showscale: true, colorbar: {title: {text: m.units}}};
+}
+const V = D.view;
+let draw, ready;
+
+if (V.kind === "surface") {
+  const vert = i32(V.vertex), nH = V.nHemi, total = 2 * nH;
+  const voxelAt = new Int32Array(total).fill(-1);
+  vert.forEach((vx, i) => { if (vx >= 0) voxelAt[vx] = i; });
+  const hemis = ["L", "R"].map((h, k) => {
+    const xyz = f32(V.hemis[h].xyz), f = i32(V.hemis[h].faces), sulc = u8(V.hemis[h].sulc);
+    const n = xyz.length / 3, x = [], y = [], z = [], I = [], J = [], K = [], text = [];
+    for (let j = 0; j < n; j++) { x.push(xyz[3 * j]); y.push(xyz[3 * j + 1]); z.push(xyz[3 * j + 2]);
+      const vx = voxelAt[k * nH + j]; text.push(vx >= 0 ? hover(vx) : "no voxel"); }
+    for (let j = 0; j < f.length; j += 3) { I.push(f[j]); J.push(f[j + 1]); K.push(f[j + 2]); }
+    return {x, y, z, I, J, K, text, sulc, offset: k * nH, n};
+  });
+  function colours(m, h) {
+    const v = values(m), c = cut(m), out = new Array(h.n);
+    for (let j = 0; j < h.n; j++) { const vx = voxelAt[h.offset + j], val = vx >= 0 ? v[vx] : NaN;
+      out[j] = shown(m, val, c) ? colour(m, val) : (h.sulc[j] ? "rgb(120,120,120)" : "rgb(200,200,200)"); }
+    return out;
+  }
+  draw = function (m) {
+    const traces = hemis.map(h => ({type: "mesh3d", x: h.x, y: h.y, z: h.z, i: h.I, j: h.J, k: h.K,
+      vertexcolor: colours(m, h), text: h.text, hovertemplate: "%{text}<extra></extra>", flatshading: false,
+      lighting: {ambient: 0.75, diffuse: 0.35, specular: 0.05}}));
+    traces.push({type: "scatter3d", mode: "markers", x: [0], y: [0], z: [0], hoverinfo: "skip",
+                 marker: Object.assign({size: 0.1, opacity: 0, color: [m.cmin]}, colourbar(m)), showlegend: false});
+    const axis = {visible: false};
+    return Plotly.react(brain, traces, {margin: {l: 0, r: 0, t: 30, b: 0}, title: {text: m.label},
+      scene: {xaxis: axis, yaxis: axis, zaxis: axis, aspectmode: "data",
+              camera: {eye: {x: 0, y: 0, z: 1.6}, up: {x: 0, y: 1, z: 0}, projection: {type: "orthographic"}}},
+      uirevision: "brain"}, {responsive: true});
+  };
+} else if (V.kind === "volume") {
+  const sh = V.shape, idx = i32(V.index), N = sh[0] * sh[1] * sh[2];
+  const at = new Int32Array(N).fill(-1); idx.forEach((f, i) => { at[f] = i; });
+  const ctl = document.getElementById("slicectl"), cur = [0, 1, 2].map(a => Math.floor(sh[a] / 2));
+  const r = values(D.maps[0]); let best = -Infinity;
+  idx.forEach((f, i) => { if (r[i] > best) { best = r[i];
+    cur[0] = Math.floor(f / (sh[1] * sh[2])); cur[1] = Math.floor(f / sh[2]) % sh[1]; cur[2] = f % sh[2]; } });
+  const sliders = [0, 1, 2].map(a => { const l = document.createElement("label");
+    l.textContent = "axis " + a + " "; const s = document.createElement("input");
+    s.type = "range"; s.min = 0; s.max = sh[a] - 1; s.value = cur[a]; s.id = "slice-" + a;
+    s.addEventListener("input", () => { cur[a] = Number(s.value); draw(current()); });
+    l.appendChild(s); ctl.appendChild(l); return s; });
+  // three panels: the slice with axis 2, axis 1, axis 0 fixed at the cursor
+  const panels = [[0, 1, 2], [0, 2, 1], [1, 2, 0]];   // [column axis, row axis, fixed axis]
+  function slice(m, p) {
+    const [ca, ra, fa] = p, v = values(m), c = cut(m), z = [], text = [];
+    for (let rr = 0; rr < sh[ra]; rr++) { const zr = [], tr = [];
+      for (let cc = 0; cc < sh[ca]; cc++) { const ijk = [0, 0, 0]; ijk[ca] = cc; ijk[ra] = rr; ijk[fa] = cur[fa];
+        const vx = at[(ijk[0] * sh[1] + ijk[1]) * sh[2] + ijk[2]], val = vx >= 0 ? v[vx] : NaN;
+        zr.push(shown(m, val, c) ? val : null); tr.push(vx >= 0 ? hover(vx) : ""); }
+      z.push(zr); text.push(tr); }
+    return {z, text};
+  }
+  draw = function (m) {
+    const traces = panels.map((p, k) => { const s = slice(m, p);
+      return Object.assign({type: "heatmap", z: s.z, text: s.text, hovertemplate: "%{text}<extra></extra>",
+        xaxis: "x" + (k + 1), yaxis: "y" + (k + 1), zmin: m.cmin, zmax: m.cmax, showscale: k === 2,
+        colorscale: m.diverging ? D.scales.diverging : D.scales.sequential, colorbar: {title: {text: m.units}}}); });
+    const lay = {margin: {l: 30, r: 10, t: 30, b: 30}, title: {text: m.label}, plot_bgcolor: "#dddddd",
+                 grid: {rows: 1, columns: 3, pattern: "independent"}};
+    panels.forEach((p, k) => { lay["xaxis" + (k + 1)] = {title: {text: "axis " + p[0]}, constrain: "domain"};
+      lay["yaxis" + (k + 1)] = {title: {text: "axis " + p[1]}, scaleanchor: "x" + (k + 1)}; });
+    return Plotly.react(brain, traces, lay, {responsive: true});
+  };
+  ready = () => brain.on("plotly_click", ev => { const pt = ev.points[0]; const k = pt.curveNumber, p = panels[k];
+    cur[p[0]] = pt.x; cur[p[1]] = pt.y; p.slice(0, 2).forEach(a => { sliders[a].value = cur[a]; });
+    draw(current()); });
+} else {
+  const n = D.n, x = Array.from({length: n}, (_, i) => i), text = x.map(hover);
+  draw = function (m) {
+    const v = values(m), c = cut(m), y = new Array(n), col = new Array(n);
+    for (let i = 0; i < n; i++) { const ok = shown(m, v[i], c); y[i] = ok ? v[i] : null; col[i] = ok ? v[i] : m.cmin; }
+    return Plotly.react(brain, [{type: "scattergl", mode: "markers", x: x, y: y, text: text,
+      hovertemplate: "%{text}<extra></extra>",
+      marker: Object.assign({size: 3, color: col}, colourbar(m))}],
+      {margin: {l: 50, r: 10, t: 30, b: 40}, title: {text: m.label + " (no brain layout: voxels in results order)"},
+       xaxis: {title: {text: "voxel (position in results.zarr)"}}, yaxis: {title: {text: m.units}}},
+      {responsive: true});
+  };
+}
+
+function current() { return byDesc[sel.value]; }
+let last;
+function update() { thrValue.textContent = fmt(cut(current())); last = draw(current()); return last; }
+sel.addEventListener("change", update);
+thr.addEventListener("input", update);
+
+const lc = D.layerCurve;
+if (lc.layers.length > 1) {
+  const tr = [{type: "scatter", mode: "lines+markers", x: lc.layers.map(String), y: lc.median_r, name: "median r"}];
+  if (lc.median_ceiling !== null) tr.push({type: "scatter", mode: "lines", x: lc.layers.map(String),
+    y: lc.layers.map(() => lc.median_ceiling), name: "median ceiling (" + (lc.ceiling_source || "source?") + ")",
+    line: {dash: "dash"}});
+  Plotly.newPlot("layers", tr, {title: {text: "median r per layer"}, xaxis: {title: {text: "layer", type: "category"}},
+    yaxis: {title: {text: "median r"}, rangemode: "tozero"}, margin: {t: 40}});
+} else { document.getElementById("layers").style.display = "none"; }
+
+const params = new URLSearchParams(location.hash.slice(1));
+if (params.get("threshold") !== null) thr.value = params.get("threshold");
+if (params.get("map") && byDesc[params.get("map")]) {   // as a user's choice: the selector's change event
+  sel.value = params.get("map"); sel.dispatchEvent(new Event("change"));
+} else { update(); }
+const first = last;
+Promise.resolve(first).then(() => { if (ready) ready();
+  const ms = performance.now(); document.body.dataset.rendered = String(ms);
+  console.log("scalenc-report-rendered " + ms.toFixed(0)); });
+})();
+"""
