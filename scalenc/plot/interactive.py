@@ -25,9 +25,16 @@ logs ``scalenc-report-rendered <ms since navigation start>`` to the console and 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -351,3 +358,62 @@ Promise.resolve(first).then(() => { if (ready) ready();
   console.log("scalenc-report-rendered " + ms.toFixed(0)); });
 })();
 """
+
+
+# ------------------------------------------------------------------------------ headless browser
+#: chromium's own performance hints, not the page's messages
+BROWSER_HINTS = ("Canvas2D: Multiple readback operations", "GPU stall due to ReadPixels",
+                 "Automatic fallback to software WebGL has been deprecated")
+
+
+@dataclasses.dataclass
+class BrowserRun:
+    """What :func:`open_in_chromium` saw: the screenshot, the page's console messages (chromium's
+    :data:`BROWSER_HINTS` left out), the page's ``scalenc-report-rendered`` time (ms since
+    navigation start; None when it did not render) and the browser's wall time (s)."""
+
+    png: Path
+    console: list[str]
+    rendered_ms: float | None
+    wall_s: float
+
+
+def chromium_binary() -> str | None:
+    """The headless browser found on PATH (Debian's ``chromium``), or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def open_in_chromium(page: str | os.PathLike, png: str | os.PathLike, *, fragment: str = "",
+                     size: tuple[int, int] = (1200, 900), budget_ms: int | None = 20000,
+                     timeout: float = 180) -> BrowserRun:
+    """Open ``page`` (a local file, ``#fragment`` appended) in headless Chromium, screenshot it to
+    ``png`` and return the console (``--enable-logging=stderr``). WebGL through SwiftShader (no GPU).
+    ``budget_ms``: virtual time to let the page settle before the screenshot (None: the load event)."""
+    exe = chromium_binary()
+    if exe is None:
+        raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
+    url = Path(page).resolve().as_uri() + (f"#{fragment}" if fragment else "")
+    with tempfile.TemporaryDirectory(prefix="scalenc-chromium-") as profile:
+        cmd = [exe, "--headless", "--no-sandbox", "--disable-dev-shm-usage", "--hide-scrollbars",
+               "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-first-run",
+               f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}", "--enable-logging=stderr",
+               "--v=0", f"--screenshot={Path(png).resolve()}"]
+        if budget_ms:
+            cmd.append(f"--virtual-time-budget={int(budget_ms)}")
+        tick = time.perf_counter()
+        proc = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=timeout, check=False)
+        wall = time.perf_counter() - tick
+    msgs = [m.group(1) for m in re.finditer(r':CONSOLE[:(]\d+\)?\] "(.*?)", source:', proc.stderr, re.S)]
+    rendered = None
+    for m in msgs:
+        if m.startswith("scalenc-report-rendered "):
+            rendered = float(m.split()[1])
+    console = [m for m in msgs if not m.startswith("scalenc-report-rendered ")
+               and not any(m.startswith(h) for h in BROWSER_HINTS)]
+    if not Path(png).exists():
+        raise RuntimeError(f"chromium wrote no screenshot of {page} (exit {proc.returncode}): {proc.stderr[-800:]}")
+    return BrowserRun(Path(png), console, rendered, wall)
