@@ -3,6 +3,8 @@ no console messages, the screenshot's colours follow the values, and choosing an
 selector's change event, through ``#map=``) or a threshold changes it. Skipped without chromium."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -34,8 +36,8 @@ def _cold(px):
     return (b > 0.35) & (b - r > 0.25)
 
 
-def _save(path, r, split=None, coords=None):
-    ds = results_mod.voxel_dataset(r, np.full(r.shape, 0.01), alpha=np.ones(r.shape))
+def _save(path, r, split=None, coords=None, alpha=None):
+    ds = results_mod.voxel_dataset(r, np.full(r.shape, 0.01), alpha=np.ones(r.shape) if alpha is None else alpha)
     if split is not None:
         ds["r2_split"] = (("space", "voxel"), split)
         ds = ds.assign_coords(space=np.array(["wordrate", "embeddings"], object))
@@ -82,8 +84,10 @@ def test_surface_report_renders_and_follows_the_chosen_map(tmp_path):
 def test_report_without_layout_plots_voxels_in_results_order(tmp_path):
     n = 3000
     first = np.arange(n) < n // 2
-    r = np.where(first, 0.5, -0.5)
-    run = _save(tmp_path / "flat", r)
+    rng = np.random.default_rng(0)
+    r = np.where(first, 0.5, -0.5) + rng.uniform(-0.01, 0.01, n)
+    alpha = 10.0 ** rng.integers(0, 5, n)
+    run = _save(tmp_path / "flat", r, alpha=alpha)
     plot.report(run, dpi=30, maps=False)
     b = open_in_chromium(run / "report.html", tmp_path / "flat.png")
     assert b.console == [], b.console
@@ -92,3 +96,11 @@ def test_report_without_layout_plots_voxels_in_results_order(tmp_path):
     hot, cold = np.nonzero(_hot(px))[1], np.nonzero(_cold(px))[1]
     assert hot.size > 500 and cold.size > 500
     assert np.percentile(hot, 95) < np.percentile(cold, 5)     # the first voxels (left on x) hot, the rest cold
+    # a voxel's values, as hovering shows them, equal the results'
+    b = open_in_chromium(run / "report.html", tmp_path / "dom.png", fragment="voxel=1234", dom=True)
+    shown = dict(re.findall(r'data-map="(\w+)">[^<:]*: ([^<]+)<', b.dom))
+    ds = results_mod.load(run).layer()
+    assert float(shown["r"]) == pytest.approx(ds["r"].values[1234], rel=1e-3)
+    assert float(shown["alpha"]) == pytest.approx(alpha[1234], rel=1e-3)
+    assert float(shown["q"]) == pytest.approx(ds["q"].values[1234], rel=1e-3)
+    assert shown["significant"] == ("significant" if ds["significant"].values[1234] else "not significant")

@@ -18,7 +18,8 @@ What the page holds (:func:`interactive_html`):
   run recorded them), and the static ``report.png`` inlined.
 
 ``report.html#map=<desc>&threshold=<fraction>`` opens with that map and threshold (through the
-same selector and slider events a user triggers). When the page has drawn its first map it
+same selector and slider events a user triggers); ``&voxel=<i>`` shows voxel ``i``'s values as
+hovering it does (``i``: position in ``results.zarr``). When the page has drawn its first map it
 logs ``scalenc-report-rendered <ms since navigation start>`` to the console and sets
 ``document.body.dataset.rendered``.
 """
@@ -197,6 +198,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px}} pre{{background:#f
 </div>
 <div id="slicectl"></div>
 <div id="brain" style="width:100%;height:620px"></div>
+<div id="voxel-info" style="font-size:12px;padding:4px;min-height:3em">hover or click a voxel to see its values</div>
 <div id="layers" style="width:100%;max-width:720px;height:320px"></div>
 {roi}
 <h2>Summary per layer</h2>{summary}
@@ -237,10 +239,12 @@ function shown(m, v, c) { return Number.isFinite(v) && Math.abs(v) >= c; }
 const roiCodes = D.roi ? i32(D.roi.codes) : null;
 function fmt(v) { return Number.isFinite(v) ? (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0)
   ? v.toExponential(3) : v.toPrecision(4)) : "n/a"; }
+const esc = t => String(t).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
 function hover(i) {                // every map's value at voxel i
-  let s = "voxel " + i + (roiCodes ? " (" + D.roi.names[roiCodes[i]] + ")" : "");
+  let s = "<b>voxel " + i + (roiCodes ? " (" + esc(D.roi.names[roiCodes[i]]) + ")" : "") + "</b>";
   D.maps.forEach(m => { const v = values(m)[i];
-    s += "<br>" + m.label + ": " + (m.levels && Number.isFinite(v) ? m.levels[String(v)] : fmt(v)); });
+    s += " &nbsp;|&nbsp; <span data-map='" + esc(m.desc) + "'>" + esc(m.label) + ": "
+      + esc(m.levels && Number.isFinite(v) ? m.levels[String(v)] : fmt(v)) + "</span>"; });
   return s;
 }
 function colourbar(m) {
@@ -248,7 +252,10 @@ function colourbar(m) {
           showscale: true, colorbar: {title: {text: m.units}}};
 }
 const V = D.view;
-let draw, ready;
+let draw, ready, voxelOf;
+const info = document.getElementById("voxel-info");
+function showVoxel(ev) { const i = voxelOf(ev.points[0]);
+  info.innerHTML = (i !== undefined && i >= 0) ? hover(i) : "no voxel here"; }
 
 if (V.kind === "surface") {
   const vert = i32(V.vertex), nH = V.nHemi, total = 2 * nH;
@@ -256,11 +263,11 @@ if (V.kind === "surface") {
   vert.forEach((vx, i) => { if (vx >= 0) voxelAt[vx] = i; });
   const hemis = ["L", "R"].map((h, k) => {
     const xyz = f32(V.hemis[h].xyz), f = i32(V.hemis[h].faces), sulc = u8(V.hemis[h].sulc);
-    const n = xyz.length / 3, x = [], y = [], z = [], I = [], J = [], K = [], text = [];
-    for (let j = 0; j < n; j++) { x.push(xyz[3 * j]); y.push(xyz[3 * j + 1]); z.push(xyz[3 * j + 2]);
-      const vx = voxelAt[k * nH + j]; text.push(vx >= 0 ? hover(vx) : "no voxel"); }
-    for (let j = 0; j < f.length; j += 3) { I.push(f[j]); J.push(f[j + 1]); K.push(f[j + 2]); }
-    return {x, y, z, I, J, K, text, sulc, offset: k * nH, n};
+    const n = xyz.length / 3, x = new Float32Array(n), y = new Float32Array(n), z = new Float32Array(n);
+    for (let j = 0; j < n; j++) { x[j] = xyz[3 * j]; y[j] = xyz[3 * j + 1]; z[j] = xyz[3 * j + 2]; }
+    const m = f.length / 3, I = new Int32Array(m), J = new Int32Array(m), K = new Int32Array(m);
+    for (let j = 0; j < m; j++) { I[j] = f[3 * j]; J[j] = f[3 * j + 1]; K[j] = f[3 * j + 2]; }
+    return {x, y, z, I, J, K, sulc, offset: k * nH, n};
   });
   function colours(m, h) {
     const v = values(m), c = cut(m), out = new Array(h.n);
@@ -270,7 +277,7 @@ if (V.kind === "surface") {
   }
   draw = function (m) {
     const traces = hemis.map(h => ({type: "mesh3d", x: h.x, y: h.y, z: h.z, i: h.I, j: h.J, k: h.K,
-      vertexcolor: colours(m, h), text: h.text, hovertemplate: "%{text}<extra></extra>", flatshading: false,
+      vertexcolor: colours(m, h), hoverinfo: "none", flatshading: false,
       lighting: {ambient: 0.75, diffuse: 0.35, specular: 0.05}}));
     traces.push({type: "scatter3d", mode: "markers", x: [0], y: [0], z: [0], hoverinfo: "skip",
                  marker: Object.assign({size: 0.1, opacity: 0, color: [m.cmin]}, colourbar(m)), showlegend: false});
@@ -280,6 +287,7 @@ if (V.kind === "surface") {
               camera: {eye: {x: 0, y: 0, z: 1.6}, up: {x: 0, y: 1, z: 0}, projection: {type: "orthographic"}}},
       uirevision: "brain"}, {responsive: true});
   };
+  voxelOf = pt => pt.curveNumber < 2 ? voxelAt[hemis[pt.curveNumber].offset + pt.pointNumber] : -1;
 } else if (V.kind === "volume") {
   const sh = V.shape, idx = i32(V.index), N = sh[0] * sh[1] * sh[2];
   const at = new Int32Array(N).fill(-1); idx.forEach((f, i) => { at[f] = i; });
@@ -294,20 +302,21 @@ if (V.kind === "surface") {
     l.appendChild(s); ctl.appendChild(l); return s; });
   // three panels: the slice with axis 2, axis 1, axis 0 fixed at the cursor
   const panels = [[0, 1, 2], [0, 2, 1], [1, 2, 0]];   // [column axis, row axis, fixed axis]
+  function flat(p, cc, rr) { const ijk = [0, 0, 0]; ijk[p[0]] = cc; ijk[p[1]] = rr; ijk[p[2]] = cur[p[2]];
+    return (ijk[0] * sh[1] + ijk[1]) * sh[2] + ijk[2]; }
+  voxelOf = pt => at[flat(panels[pt.curveNumber], pt.x, pt.y)];
   function slice(m, p) {
-    const [ca, ra, fa] = p, v = values(m), c = cut(m), z = [], text = [];
-    for (let rr = 0; rr < sh[ra]; rr++) { const zr = [], tr = [];
-      for (let cc = 0; cc < sh[ca]; cc++) { const ijk = [0, 0, 0]; ijk[ca] = cc; ijk[ra] = rr; ijk[fa] = cur[fa];
-        const vx = at[(ijk[0] * sh[1] + ijk[1]) * sh[2] + ijk[2]], val = vx >= 0 ? v[vx] : NaN;
-        zr.push(shown(m, val, c) ? val : null); tr.push(vx >= 0 ? hover(vx) : ""); }
-      z.push(zr); text.push(tr); }
-    return {z, text};
+    const [ca, ra, fa] = p, v = values(m), c = cut(m), z = [];
+    for (let rr = 0; rr < sh[ra]; rr++) { const zr = [];
+      for (let cc = 0; cc < sh[ca]; cc++) { const vx = at[flat(p, cc, rr)], val = vx >= 0 ? v[vx] : NaN;
+        zr.push(shown(m, val, c) ? val : null); }
+      z.push(zr); }
+    return z;
   }
   draw = function (m) {
-    const traces = panels.map((p, k) => { const s = slice(m, p);
-      return Object.assign({type: "heatmap", z: s.z, text: s.text, hovertemplate: "%{text}<extra></extra>",
+    const traces = panels.map((p, k) => ({type: "heatmap", z: slice(m, p), hovertemplate: "%{z:.4g}<extra></extra>",
         xaxis: "x" + (k + 1), yaxis: "y" + (k + 1), zmin: m.cmin, zmax: m.cmax, showscale: k === 2,
-        colorscale: m.diverging ? D.scales.diverging : D.scales.sequential, colorbar: {title: {text: m.units}}}); });
+        colorscale: m.diverging ? D.scales.diverging : D.scales.sequential, colorbar: {title: {text: m.units}}}));
     const lay = {margin: {l: 30, r: 10, t: 30, b: 30}, title: {text: m.label}, plot_bgcolor: "#dddddd",
                  grid: {rows: 1, columns: 3, pattern: "independent"}};
     panels.forEach((p, k) => { lay["xaxis" + (k + 1)] = {title: {text: "axis " + p[0]}, constrain: "domain"};
@@ -318,12 +327,13 @@ if (V.kind === "surface") {
     cur[p[0]] = pt.x; cur[p[1]] = pt.y; p.slice(0, 2).forEach(a => { sliders[a].value = cur[a]; });
     draw(current()); });
 } else {
-  const n = D.n, x = Array.from({length: n}, (_, i) => i), text = x.map(hover);
+  const n = D.n, x = new Float32Array(n); for (let i = 0; i < n; i++) x[i] = i;
+  voxelOf = pt => pt.pointNumber;
   draw = function (m) {
     const v = values(m), c = cut(m), y = new Array(n), col = new Array(n);
     for (let i = 0; i < n; i++) { const ok = shown(m, v[i], c); y[i] = ok ? v[i] : null; col[i] = ok ? v[i] : m.cmin; }
-    return Plotly.react(brain, [{type: "scattergl", mode: "markers", x: x, y: y, text: text,
-      hovertemplate: "%{text}<extra></extra>",
+    return Plotly.react(brain, [{type: "scattergl", mode: "markers", x: x, y: y,
+      hovertemplate: "voxel %{x}: %{y:.4g}<extra></extra>",
       marker: Object.assign({size: 3, color: col}, colourbar(m))}],
       {margin: {l: 50, r: 10, t: 30, b: 40}, title: {text: m.label + " (no brain layout: voxels in results order)"},
        xaxis: {title: {text: "voxel (position in results.zarr)"}}, yaxis: {title: {text: m.units}}},
@@ -353,7 +363,9 @@ if (params.get("map") && byDesc[params.get("map")]) {   // as a user's choice: t
   sel.value = params.get("map"); sel.dispatchEvent(new Event("change"));
 } else { update(); }
 const first = last;
+if (params.get("voxel") !== null) info.innerHTML = hover(Number(params.get("voxel")));
 Promise.resolve(first).then(() => { if (ready) ready();
+  brain.on("plotly_hover", showVoxel); brain.on("plotly_click", showVoxel);
   const ms = performance.now(); document.body.dataset.rendered = String(ms);
   console.log("scalenc-report-rendered " + ms.toFixed(0)); });
 })();
@@ -376,6 +388,7 @@ class BrowserRun:
     console: list[str]
     rendered_ms: float | None
     wall_s: float
+    dom: str | None = None
 
 
 def chromium_binary() -> str | None:
@@ -389,10 +402,11 @@ def chromium_binary() -> str | None:
 
 def open_in_chromium(page: str | os.PathLike, png: str | os.PathLike, *, fragment: str = "",
                      size: tuple[int, int] = (1200, 900), budget_ms: int | None = 20000,
-                     timeout: float = 180) -> BrowserRun:
+                     timeout: float = 180, dom: bool = False) -> BrowserRun:
     """Open ``page`` (a local file, ``#fragment`` appended) in headless Chromium, screenshot it to
     ``png`` and return the console (``--enable-logging=stderr``). WebGL through SwiftShader (no GPU).
-    ``budget_ms``: virtual time to let the page settle before the screenshot (None: the load event)."""
+    ``budget_ms``: virtual time to let the page settle before the screenshot (None: the load event).
+    ``dom``: print the page's DOM instead of a screenshot (``BrowserRun.dom``)."""
     exe = chromium_binary()
     if exe is None:
         raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
@@ -401,7 +415,7 @@ def open_in_chromium(page: str | os.PathLike, png: str | os.PathLike, *, fragmen
         cmd = [exe, "--headless", "--no-sandbox", "--disable-dev-shm-usage", "--hide-scrollbars",
                "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-first-run",
                f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}", "--enable-logging=stderr",
-               "--v=0", f"--screenshot={Path(png).resolve()}"]
+               "--v=0", "--dump-dom" if dom else f"--screenshot={Path(png).resolve()}"]
         if budget_ms:
             cmd.append(f"--virtual-time-budget={int(budget_ms)}")
         tick = time.perf_counter()
@@ -414,6 +428,6 @@ def open_in_chromium(page: str | os.PathLike, png: str | os.PathLike, *, fragmen
             rendered = float(m.split()[1])
     console = [m for m in msgs if not m.startswith("scalenc-report-rendered ")
                and not any(m.startswith(h) for h in BROWSER_HINTS)]
-    if not Path(png).exists():
+    if not Path(png).exists() and not dom:
         raise RuntimeError(f"chromium wrote no screenshot of {page} (exit {proc.returncode}): {proc.stderr[-800:]}")
-    return BrowserRun(Path(png), console, rendered, wall)
+    return BrowserRun(Path(png), console, rendered, wall, proc.stdout if dom else None)
