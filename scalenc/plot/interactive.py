@@ -7,8 +7,8 @@ What the page holds (:func:`interactive_html`):
   selector: fsaverage5 inflated surfaces (plotly ``mesh3d``, dorsal view, left hemisphere on the
   left; fsaverage6 / fsaverage voxels on their fsaverage5 vertices, as the PNG maps), three
   orthogonal slices of a volume (plotly heatmaps; the sliders move the cursor, a click moves it
-  to the voxel), or, without a layout (LeBel hf5), each voxel's value against its position in
-  the results (WebGL scatter);
+  to the voxel), or, without a layout (LeBel hf5), an image of the voxels in results order
+  (voxel ``i`` at row ``i // W``, column ``i % W``, ``W = ceil(sqrt(n))``);
 - a threshold slider: voxels with ``|value|`` below the chosen fraction of the map's colour
   limit are drawn as background;
 - hover on a voxel: its index, ROI and every map's value (r, ceiling, r / ceiling, alpha,
@@ -320,23 +320,28 @@ if (V.kind === "surface") {
     const lay = {margin: {l: 30, r: 10, t: 30, b: 30}, title: {text: m.label}, plot_bgcolor: "#dddddd",
                  grid: {rows: 1, columns: 3, pattern: "independent"}};
     panels.forEach((p, k) => { lay["xaxis" + (k + 1)] = {title: {text: "axis " + p[0]}, constrain: "domain"};
-      lay["yaxis" + (k + 1)] = {title: {text: "axis " + p[1]}, scaleanchor: "x" + (k + 1)}; });
+      lay["yaxis" + (k + 1)] = {title: {text: "axis " + p[1]}, scaleanchor: "x" + (k + 1), constrain: "domain"}; });
     return Plotly.react(brain, traces, lay, {responsive: true});
   };
   ready = () => brain.on("plotly_click", ev => { const pt = ev.points[0]; const k = pt.curveNumber, p = panels[k];
     cur[p[0]] = pt.x; cur[p[1]] = pt.y; p.slice(0, 2).forEach(a => { sliders[a].value = cur[a]; });
     draw(current()); });
 } else {
-  const n = D.n, x = new Float32Array(n); for (let i = 0; i < n; i++) x[i] = i;
-  voxelOf = pt => pt.pointNumber;
+  // no layout: the voxels in results order, wrapped into the rows of an image
+  const n = D.n, W = Math.ceil(Math.sqrt(n)), H = Math.ceil(n / W);
+  voxelOf = pt => { const i = pt.y * W + pt.x; return i < n ? i : -1; };
   draw = function (m) {
-    const v = values(m), c = cut(m), y = new Array(n), col = new Array(n);
-    for (let i = 0; i < n; i++) { const ok = shown(m, v[i], c); y[i] = ok ? v[i] : null; col[i] = ok ? v[i] : m.cmin; }
-    return Plotly.react(brain, [{type: "scattergl", mode: "markers", x: x, y: y,
-      hovertemplate: "voxel %{x}: %{y:.4g}<extra></extra>",
-      marker: Object.assign({size: 3, color: col}, colourbar(m))}],
-      {margin: {l: 50, r: 10, t: 30, b: 40}, title: {text: m.label + " (no brain layout: voxels in results order)"},
-       xaxis: {title: {text: "voxel (position in results.zarr)"}}, yaxis: {title: {text: m.units}}},
+    const v = values(m), c = cut(m), z = [];
+    for (let r = 0; r < H; r++) { const row = new Array(W);
+      for (let k = 0; k < W; k++) { const i = r * W + k; row[k] = i < n && shown(m, v[i], c) ? v[i] : null; }
+      z.push(row); }
+    return Plotly.react(brain, [Object.assign({type: "heatmap", z: z, hovertemplate:
+      "row %{y}, column %{x}: %{z:.4g}<extra></extra>", zmin: m.cmin, zmax: m.cmax, showscale: true,
+      colorscale: m.diverging ? D.scales.diverging : D.scales.sequential, colorbar: {title: {text: m.units}}})],
+      {margin: {l: 50, r: 10, t: 30, b: 40}, plot_bgcolor: "#dddddd",
+       title: {text: m.label + " (no brain layout: voxel i at row i / " + W + ", column i % " + W + ")"},
+       xaxis: {title: {text: "voxel % " + W}, constrain: "domain"},
+       yaxis: {title: {text: "voxel / " + W + " (rows)"}, scaleanchor: "x", autorange: "reversed"}},
       {responsive: true});
   };
 }
@@ -346,16 +351,6 @@ let last;
 function update() { thrValue.textContent = fmt(cut(current())); last = draw(current()); return last; }
 sel.addEventListener("change", update);
 thr.addEventListener("input", update);
-
-const lc = D.layerCurve;
-if (lc.layers.length > 1) {
-  const tr = [{type: "scatter", mode: "lines+markers", x: lc.layers.map(String), y: lc.median_r, name: "median r"}];
-  if (lc.median_ceiling !== null) tr.push({type: "scatter", mode: "lines", x: lc.layers.map(String),
-    y: lc.layers.map(() => lc.median_ceiling), name: "median ceiling (" + (lc.ceiling_source || "source?") + ")",
-    line: {dash: "dash"}});
-  Plotly.newPlot("layers", tr, {title: {text: "median r per layer"}, xaxis: {title: {text: "layer", type: "category"}},
-    yaxis: {title: {text: "median r"}, rangemode: "tozero"}, margin: {t: 40}});
-} else { document.getElementById("layers").style.display = "none"; }
 
 const params = new URLSearchParams(location.hash.slice(1));
 if (params.get("threshold") !== null) thr.value = params.get("threshold");
@@ -367,7 +362,19 @@ if (params.get("voxel") !== null) info.innerHTML = hover(Number(params.get("voxe
 Promise.resolve(first).then(() => { if (ready) ready();
   brain.on("plotly_hover", showVoxel); brain.on("plotly_click", showVoxel);
   const ms = performance.now(); document.body.dataset.rendered = String(ms);
-  console.log("scalenc-report-rendered " + ms.toFixed(0)); });
+  console.log("scalenc-report-rendered " + ms.toFixed(0));
+  setTimeout(layerCurve, 0); });
+function layerCurve() {
+  const lc = D.layerCurve;
+  if (lc.layers.length > 1) {
+    const tr = [{type: "scatter", mode: "lines+markers", x: lc.layers.map(String), y: lc.median_r, name: "median r"}];
+    if (lc.median_ceiling !== null) tr.push({type: "scatter", mode: "lines", x: lc.layers.map(String),
+      y: lc.layers.map(() => lc.median_ceiling), name: "median ceiling (" + (lc.ceiling_source || "source?") + ")",
+      line: {dash: "dash"}});
+    Plotly.newPlot("layers", tr, {title: {text: "median r per layer"}, xaxis: {title: {text: "layer", type: "category"}},
+      yaxis: {title: {text: "median r"}, rangemode: "tozero"}, margin: {t: 40}});
+  } else { document.getElementById("layers").style.display = "none"; }
+}
 })();
 """
 
