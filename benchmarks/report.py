@@ -49,7 +49,8 @@ def make_run(path: Path, n: int, seed: int = 0) -> Path:
     parts = []
     for lay in ("3", "6", "9"):
         r = np.clip(rng.normal(0.05, 0.08, n), -0.3, 0.9).astype(np.float32)
-        ds = results_mod.voxel_dataset(r, rng.uniform(0, 1, n), alpha=10.0 ** rng.integers(0, 5, n))
+        p = np.where(r > 0.15, 1e-4, rng.uniform(0, 1, n))             # some significant voxels
+        ds = results_mod.voxel_dataset(r, p, alpha=10.0 ** rng.integers(0, 5, n))
         ds["r2_split"] = (("space", "voxel"), rng.normal(0.01, 0.02, (2, n)).astype(np.float32))
         ds = ds.assign_coords(space=np.array(["wordrate", "embeddings"], object))
         parts.append(ds.expand_dims(layer=[lay]))

@@ -460,3 +460,12 @@ def test_report_draws_a_mosaic_from_a_mask_for_subject_space_runs(tmp_path):
     other = _save(tmp_path / "subj2", {"0": _metrics(r[:-1], r[:-1] > 0.3)}, config={"run_name": "x"})
     plot.report(other, mask=mask, dpi=40)                       # wrong voxel count: logged, no maps
     assert not (other / "maps").exists()
+
+
+def test_report_without_significant_voxels_draws_the_other_maps(tmp_path):
+    mask = np.zeros((2, 6, 6), bool)
+    mask[:, 1:5, 1:5] = True
+    r = np.linspace(-0.2, 0.3, int(mask.sum()))
+    run = _save(tmp_path / "none-sig", {"0": _metrics(r, np.zeros(r.shape, bool))}, config={"run_name": "n"})
+    plot.report(run, mask=mask, dpi=30)                          # a map of only NaN is skipped, not an error
+    assert sorted(p.name for p in (run / "maps").iterdir()) == ["r.png"]

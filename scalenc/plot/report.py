@@ -232,6 +232,9 @@ def _draw_maps(s: RunSummary, draw, out_dir: Path, dpi: int, prefix: str = "") -
     written = []
     for key, title, values, label in todo:
         vmax = split_vmax.get(label) or None
+        if not np.isfinite(np.asarray(values, float)).any():       # e.g. no significant voxel
+            logger.info("report: map %r has no finite value; not drawn", title)
+            continue
         fig = draw(values, title=title, label=label, vmax=vmax)
         path = out_dir / f"{prefix}{_safe(key)}.png"
         save_figure(fig, path, dpi=dpi)
