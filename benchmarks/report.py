@@ -9,8 +9,9 @@ spaces (r2_split) and a noise ceiling, saved through ``scalenc.results.save``, i
 - ``fsaverage5``: 20,484 vertices: GIFTI exports, the inflated surfaces (WebGL).
 
 For each: report.html size, the page's own render time (``scalenc-report-rendered``: ms from
-navigation start until the first map is drawn; median of ``--opens`` opens) and chromium's
-wall time (start, load, screenshot, exit), the export time, and the PNG report time
+navigation start until the first map is drawn; median of ``--opens`` opens), chromium's wall
+time (start, load, screenshot, exit) and the CPU seconds of its processes (what a busy machine
+does not inflate), next to plotly's own ``write_html`` page of one heatmap and an empty page, the export time, and the PNG report time
 (``report(..., html_page=False, export=False)``, what every run draws) of this checkout and of
 ``--reference`` (a checkout of scalenc before the interactive report, e.g. the main branch;
 its report() draws the PNGs and a static page). Each report time is the best of 2 runs in a
@@ -117,7 +118,19 @@ def plain_plotly(folder: Path, n: int, opens: int) -> dict:
     runs = [open_in_chromium(page, folder / f"plain{i}.png", budget_ms=None) for i in range(opens)]
     return {"mb": page.stat().st_size / 1e6,
             "rendered_ms": float(np.median([r.rendered_ms for r in runs if r.rendered_ms is not None] or [np.nan])),
-            "wall_s": float(np.median([r.wall_s for r in runs]))}
+            "wall_s": float(np.median([r.wall_s for r in runs])), "cpu_s": float(np.median([r.cpu_s for r in runs]))}
+
+
+def blank_page(folder: Path, opens: int) -> dict:
+    """Chromium's own floor: an empty page (start, load, screenshot, exit)."""
+    from scalenc.plot.interactive import open_in_chromium
+
+    page = folder / "blank.html"
+    page.write_text("<!doctype html><html><body><script>console.log('scalenc-report-rendered ' + "
+                    "performance.now());</script></body></html>")
+    runs = [open_in_chromium(page, folder / f"blank{i}.png", budget_ms=None) for i in range(opens)]
+    return {"mb": page.stat().st_size / 1e6, "rendered_ms": float(np.median([r.rendered_ms for r in runs])),
+            "wall_s": float(np.median([r.wall_s for r in runs])), "cpu_s": float(np.median([r.cpu_s for r in runs]))}
 
 
 def main(argv=None) -> None:
@@ -167,25 +180,30 @@ def main(argv=None) -> None:
                          "rendered_ms": float(np.median([x for x in rendered if x is not None] or [np.nan])),
                          "not_rendered": sum(x is None for x in rendered),
                          "wall_s": float(np.median([o.wall_s for o in opens])), "errors": errors,
+                         "cpu_s": float(np.median([o.cpu_s for o in opens])),
                          "export_s": export_s, "png_new": png_new, "full_new": full_new, "png_ref": png_ref,
                          "n_export": len(list((run / "export").iterdir()))})
             print(json.dumps(rows[-1]), flush=True)
         plain = plain_plotly(tmp, N_LEBEL, args.opens)
-        print(json.dumps({"plain": plain}), flush=True)
+        blank = blank_page(tmp, args.opens)
+        print(json.dumps({"plain": plain, "blank": blank}), flush=True)
     date = datetime.date.today().isoformat()
     lines = [f"### report at LeBel scale: 3 layers, 2 feature spaces, noise ceiling, {date}", "",
              f"machine: {machine()} (shared with other jobs: load average {os.getloadavg()[0]:.1f}); "
              f"chromium headless, WebGL through SwiftShader; {args.opens} opens each", "",
-             "| layout | voxels | report.html MB | rendered (ms, median) | chromium wall (s) | console messages | "
-             "export (s) | files in export/ | PNG report (s) | reference PNG report (s) | full report (s) |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "| page | voxels | report.html MB | rendered (ms, median) | chromium wall (s) | chromium CPU (s) | "
+             "console messages | export (s) | files in export/ | PNG report (s) | reference PNG report (s) | "
+             "full report (s) |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['layout']} | {r['n']} | {r['mb']:.1f} | {r['rendered_ms']:.0f}"
                      f"{' (' + str(r['not_rendered']) + ' not rendered)' if r['not_rendered'] else ''} | "
-                     f"{r['wall_s']:.1f} | {len(r['errors'])} | {r['export_s']:.2f} | {r['n_export']} | "
+                     f"{r['wall_s']:.1f} | {r['cpu_s']:.1f} | {len(r['errors'])} | {r['export_s']:.2f} | {r['n_export']} | "
                      f"{r['png_new']:.2f} | {r['png_ref']:.2f} | {r['full_new']:.2f} |")
     lines.append(f"| reference: plotly `write_html` of one {N_LEBEL}-value heatmap | {N_LEBEL} | {plain['mb']:.1f} | "
-                 f"{plain['rendered_ms']:.0f} | {plain['wall_s']:.1f} | | | | | | |")
+                 f"{plain['rendered_ms']:.0f} | {plain['wall_s']:.1f} | {plain['cpu_s']:.1f} | | | | | | |")
+    lines.append(f"| floor: an empty page | | 0.0 | {blank['rendered_ms']:.0f} | {blank['wall_s']:.1f} | "
+                 f"{blank['cpu_s']:.1f} | | | | | | |")
     lines += ["", "Targets: report.html < 20 MB, rendered < 3,000 ms at 95,556 voxels; PNG report time as the "
               "reference's (which also writes its static report.html)."]
     emit("\n".join(lines) + "\n", args.record)

@@ -389,13 +389,46 @@ BROWSER_HINTS = ("Canvas2D: Multiple readback operations", "GPU stall due to Rea
 class BrowserRun:
     """What :func:`open_in_chromium` saw: the screenshot, the page's console messages (chromium's
     :data:`BROWSER_HINTS` left out), the page's ``scalenc-report-rendered`` time (ms since
-    navigation start; None when it did not render) and the browser's wall time (s)."""
+    navigation start; None when it did not render), the browser's wall time (s) and the CPU
+    seconds of its processes (user + system, all of them; the same page costs the same CPU on a
+    busy machine, where wall times grow)."""
 
     png: Path
     console: list[str]
     rendered_ms: float | None
     wall_s: float
     dom: str | None = None
+    cpu_s: float | None = None
+
+
+def _cpu_while_running(proc: subprocess.Popen, timeout: float) -> float | None:
+    """Wait for ``proc``; return the user + system CPU seconds of it and its descendants (sampled
+    every 20 ms with psutil: chromium's renderer and GPU processes are not reaped into our
+    ``RUSAGE_CHILDREN``), or None without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        if psutil is not None:
+            try:
+                root = psutil.Process(proc.pid)
+                for p in [root, *root.children(recursive=True)]:
+                    try:
+                        t = p.cpu_times()
+                        seen[p.pid] = t.user + t.system
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                pass
+        time.sleep(0.02)
+    return sum(seen.values()) if psutil is not None else None
 
 
 def chromium_binary() -> str | None:
@@ -426,9 +459,14 @@ def open_in_chromium(page: str | os.PathLike, png: str | os.PathLike, *, fragmen
         if budget_ms:
             cmd.append(f"--virtual-time-budget={int(budget_ms)}")
         tick = time.perf_counter()
-        proc = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=timeout, check=False)
-        wall = time.perf_counter() - tick
-    msgs = [m.group(1) for m in re.finditer(r':CONSOLE[:(]\d+\)?\] "(.*?)", source:', proc.stderr, re.S)]
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(cmd + [url], stdout=out, stderr=err, text=True)
+            cpu = _cpu_while_running(proc, timeout)
+            wall = time.perf_counter() - tick
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+    msgs = [m.group(1) for m in re.finditer(r':CONSOLE[:(]\d+\)?\] "(.*?)", source:', stderr, re.S)]
     rendered = None
     for m in msgs:
         if m.startswith("scalenc-report-rendered "):
@@ -436,5 +474,5 @@ def open_in_chromium(page: str | os.PathLike, png: str | os.PathLike, *, fragmen
     console = [m for m in msgs if not m.startswith("scalenc-report-rendered ")
                and not any(m.startswith(h) for h in BROWSER_HINTS)]
     if not Path(png).exists() and not dom:
-        raise RuntimeError(f"chromium wrote no screenshot of {page} (exit {proc.returncode}): {proc.stderr[-800:]}")
-    return BrowserRun(Path(png), console, rendered, wall, proc.stdout if dom else None)
+        raise RuntimeError(f"chromium wrote no screenshot of {page} (exit {proc.returncode}): {stderr[-800:]}")
+    return BrowserRun(Path(png), console, rendered, wall, stdout if dom else None, cpu)
