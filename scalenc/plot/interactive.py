@@ -110,10 +110,14 @@ def payload(s, space: BrainSpace | None, maps, vox=None) -> dict[str, Any]:
             roi = {"names": names.tolist(), "codes": _b64(codes, np.int32)}
     return {"run": s.run_name, "best": s.best, "layers": s.layers, "n": n,
             "maps": items, "view": _view(space, n), "roi": roi,
-            "layerCurve": {"layers": s.layers, "median_r": [_nanmedian(s.r[x]) for x in s.layers],
-                           "median_ceiling": None if s.ceiling is None else _nanmedian(s.ceiling),
+            "layerCurve": {"layers": s.layers, "median_r": [_finite(_nanmedian(s.r[x])) for x in s.layers],
+                           "median_ceiling": None if s.ceiling is None else _finite(_nanmedian(s.ceiling)),
                            "ceiling_source": s.ceiling_source},
             "scales": {"diverging": DIVERGING, "sequential": SEQUENTIAL}}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
 
 
 def _table(header, rows) -> str:
