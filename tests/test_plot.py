@@ -417,6 +417,16 @@ def test_report_of_a_synthetic_run_with_mni_layout(tmp_path):
         assert float(med) == pytest.approx(np.median(m["correlations"][sel]), rel=1e-5)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["layers"]["0"]["noise_ceiling_source"] == "ground truth"
+    page = (run / "report.html").read_text()                   # the interactive page: ROI table, configuration
+    assert "<h2>Median per ROI</h2>" in page and all(f"<td>{lab}</td>" in page for lab in set(roi.tolist()))
+    assert "run_name = &quot;demo-run&quot;" in page or 'run_name = "demo-run"' in page
+    sub = f"sub-{asm.subject}_" if asm.subject else ""
+    nii = run / "export" / f"{sub}space-{asm.voxels.attrs['space']}_desc-r_stat.nii.gz"   # the exports, through the trainer
+    import nibabel as nib
+
+    img = nib.load(str(nii))
+    ijk = np.unravel_index(asm.voxels["mask_indices"].values, img.shape)
+    np.testing.assert_allclose(np.asarray(img.dataobj)[ijk], np.float32(m["correlations"]), rtol=1e-6)
 
 
 @pytest.mark.slow
