@@ -421,7 +421,8 @@ def test_report_of_a_synthetic_run_with_mni_layout(tmp_path):
     assert "<h2>Median per ROI</h2>" in page and all(f"<td>{lab}</td>" in page for lab in set(roi.tolist()))
     assert "run_name = &quot;demo-run&quot;" in page or 'run_name = "demo-run"' in page
     sub = f"sub-{asm.subject}_" if asm.subject else ""
-    nii = run / "export" / f"{sub}space-{asm.voxels.attrs['space']}_desc-r_stat.nii.gz"   # the exports, through the trainer
+    # the exports, through the trainer
+    nii = run / "export" / f"{sub}space-{asm.voxels.attrs['space']}_desc-r_stat.nii.gz"
     import nibabel as nib
 
     img = nib.load(str(nii))

@@ -20,6 +20,7 @@ from .export import MapSpec, export_maps, run_maps
 from .report import RunSummary, headline, report, summary_panels
 from .roi import plot_roi_summary, roi_summary
 
-__all__ = ["BrainSpace", "MapError", "MapSpec", "export_maps", "run_maps", "RunSummary", "brain_map", "color_limit", "flatmap", "mask_from_nifti",
+__all__ = ["BrainSpace", "MapError", "MapSpec", "export_maps", "run_maps",
+           "RunSummary", "brain_map", "color_limit", "flatmap", "mask_from_nifti",
            "mosaic", "plot_roi_summary", "report", "roi_summary", "save_figure", "significant_values",
            "split_maps", "summary_panels", "headline", "surface_map", "volume_map"]

@@ -151,7 +151,8 @@ def interactive_html(s, space: BrainSpace | None, maps, *, roi_table=None, vox=N
     if roi_table is not None:
         meas = [str(m) for m in roi_table["measure"].values]
         roi_html = "<h2>Median per ROI</h2>" + _table(["roi", "voxels", *meas], [
-            [str(lab), str(int(roi_table["n_voxels"].values[j])), *(f"{v:.4f}" for v in roi_table["median"].values[:, j])]
+            [str(lab), str(int(roi_table["n_voxels"].values[j])),
+             *(f"{v:.4f}" for v in roi_table["median"].values[:, j])]
             for j, lab in enumerate(roi_table["roi"].values)])
     cfg_path = s.path / "config.toml"
     config_text = cfg_path.read_text(encoding="utf-8") if cfg_path.exists() else "(no config.toml)"
