@@ -156,7 +156,8 @@ class NestedCVModel:
         groups = None if groups is None else np.asarray(groups)
         folds = list(self._splitter(self.n_inner_folds, groups).split(len(X), groups))
         alphas = self.alphas ** 2 if self.alpha_squared else self.alphas
-        return prepare_x(X, folds, alphas, score="r" if self.use_corr else "r2", dtype=self.dtype)
+        return prepare_x(X, folds, alphas, score="r" if self.use_corr else "r2", dtype=self.dtype,
+                         backend=self.backend, device=self.device)
 
     def _pvalues(self, y, pred, r, groups=None) -> tuple[np.ndarray, str]:
         """(p-values, the method used). The permutation test needs two blocks of equal

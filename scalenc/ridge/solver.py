@@ -249,7 +249,7 @@ def _map_arrays(obj, fn):
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.replace(obj, **{f.name: _map_arrays(getattr(obj, f.name), fn)
                                            for f in dataclasses.fields(obj) if f.name not in _HOST_ONLY})
-    if isinstance(obj, tuple):
+    if isinstance(obj, (tuple, list)):
         return tuple(_map_arrays(o, fn) for o in obj)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
