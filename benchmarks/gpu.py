@@ -147,7 +147,7 @@ def ridge(args, size) -> list[tuple]:
         same = float(np.mean(res.best_alpha_index[sub] == ref.best_alpha_index)) * 100
         dscore = float(np.abs(res.cv_scores[:, sub] - ref.cv_scores).max())
         rows.append((f"ridge CV ({name})", f"n {n:,}, p {p:,}, v {v:,}, {A} alphas, {K} folds",
-                     f"{t_all:.2f} s (X side {t_x:.2f} s, voxel side {t_y:.2f} s, {flops / t_y / 1e12:.2f} TFLOP/s); "
+                     f"{t_all:.2f} s (X side {t_x:.2f} s, voxel side {t_y:.2f} s, {flops / t_y / 1e12:.3g} TFLOP/s); "
                      f"same alpha as float64 on {same:.1f} % of {sub.size:,} voxels, max CV-score diff {dscore:.1e}"))
         del Y, res, xs
     return rows

@@ -233,3 +233,25 @@ def test_voxel_block_from_free_device_memory():
     got = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64", voxel_block=3, backend=gpu)  # one block of 40
     np.testing.assert_array_equal(got.best_alpha_index, ref.best_alpha_index)
     np.testing.assert_allclose(got.coef, ref.coef, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", GPU_BACKENDS)
+def test_gpu_x_side_lives_on_the_device_and_blocks_fill_it(name):
+    """On a CUDA backend the X side's device copy is on the GPU (made by prepare_x itself), the
+    voxel block grows past the CPU default to fill free memory, and the fit equals numpy's."""
+    from scalenc.ridge.backend import unavailable
+
+    if unavailable(name):
+        pytest.skip(unavailable(name))
+    bk = get_backend(name)
+    X, Y, folds = _problem(v=300)
+    xs = solver.prepare_x(X, folds, ALPHAS, dtype="float64", backend=bk)
+    dev = solver._DEVICE_COPIES[(id(xs), bk)][1]
+    Q = dev.candidates[0].folds[0].basis.Q
+    assert "cuda" in str(getattr(Q, "device", "cuda")) and type(Q).__module__.split(".")[0] in ("torch", "cupy")
+    assert solver.device_voxel_block(2_048, bk, 28_000, 3_072, 5, 10 ** 6) > 2_048
+    ref = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64", backend="numpy", voxel_block=50)
+    got = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64", backend=bk, voxel_block=50, x_side=xs)
+    np.testing.assert_array_equal(got.best_alpha_index, ref.best_alpha_index)
+    np.testing.assert_allclose(got.coef, ref.coef, rtol=1e-9, atol=1e-12)
