@@ -14,7 +14,8 @@ Rows (each section runs on its own; a failure becomes that row's result, not an 
   20,000 voxels, word rate + embeddings + a random 12 x 768 GPT-2 at lookback 256, default
   :class:`~scalenc.NestedCVModel` with permutation p-values; ``--quick``: 4 x 300, 2 x 64
   GPT-2 at lookback 32), once on the CPU (numpy, LM on the CPU) and once on ``--device``
-  (torch backend, LM there): seconds of each, their ratio, largest r difference.
+  (torch backend, LM there), each after an untimed warm-up run on a tiny set: seconds of
+  each, their ratio, largest r difference.
 - **speech**: :class:`~scalenc.features.speech.SpeechExtractor` on random Whisper and
   HuBERT models (``features_speech.py``'s; hidden 384, 4 layers; ``--quick``: 32, 1) over
   60 s of tones (600 windows of 16 s, stride 0.1 s; ``--quick``: 4 s, 8 windows of 1.5 s):
@@ -166,17 +167,26 @@ def trainer(args, size) -> list[tuple]:
     lm = build_tiny_lm(work / "gpt2", [str(w) for s in asm.stories for w in asm.words(s).word.values],
                        n_layer=c["n_layer"], n_embd=c["n_embd"], n_head=c["n_head"])
     make = FeatureExtractorFactory.create_extractor
+    small = synthetic(work / "warmup", n_stories=3, words_per_story=300, n_voxels=50, audio=False, seed=1,
+                      overwrite=True).assembly()
     out = {}
     gpu_backend = "torch_cuda" if args.device.startswith("cuda") else "torch"
-    for label, device, backend in (("cpu", "cpu", "numpy"), (args.device, args.device, gpu_backend)):
-        cache = work / f"cache-{label}-{backend}"
+    runs = (("cpu", "cpu", "numpy"), (args.device, args.device, gpu_backend))
+
+    def train(assembly, label, device, backend, tag):
+        cache = work / f"cache-{tag}-{label}-{backend}"
         exs = [make("wordrate", None, {"include_phonemes": False}, cache),
                make("embeddings", str(ds.embeddings_path), {}, cache),
                make("language_model", str(lm), {"lookback": c["lookback"], "layer_idx": c["n_layer"] // 2,
                                                   "device": device}, cache)]
+        return AbstractTrainer(assembly, exs, model=NestedCVModel(backend=backend), results_dir=work / "results",
+                               run_name=f"{tag}-{label}-{backend}", logger_backend="none", overwrite=True).train()
+
+    for run in runs:  # imports, model loads, kernel compilation: not timed
+        train(small, *run, "warmup")
+    for label, device, backend in runs:
         t0 = time.perf_counter()
-        m = AbstractTrainer(asm, exs, model=NestedCVModel(backend=backend), results_dir=work / "results",
-                            run_name=f"{label}-{backend}", logger_backend="none", overwrite=True).train()
+        m = train(asm, label, device, backend, "timed")
         _sync(device)
         out[label, backend] = (time.perf_counter() - t0, np.asarray(m["correlations"], np.float64),
                                m.get("timings", {}))
