@@ -385,9 +385,17 @@ class SpeechExtractor(FeatureExtractor):
             Audio is loaded with ``librosa.load(path, sr=target_sample_rate, mono=True)``;
             must equal the feature extractor's ``sampling_rate``.
         ``dtype`` : {"float32", "float16", "bfloat16"}, default "float32"
-            Model weights and inputs; features are stored as float32.
+            Model weights and inputs; features are stored as float32 (bfloat16 on the
+            CPU: largest difference about 2 % of the largest feature on a tiny HuBERT,
+            ``benchmarks/gpu.py``).
+        ``prefetch`` : int, default 2
+            Batches whose CPU side (window slicing, log-mel / normalisation, padding) a
+            producer thread prepares ahead of the model (0: none).
+        ``device_map`` : str or dict, optional
+            Passed to ``from_pretrained`` (``"auto"``: a model too big for one GPU spread
+            over the node's GPUs by accelerate).
     cache_dir : path-like, optional
-        Feature cache root; the key covers the config (not layer, batch_size, device),
+        Feature cache root; the key covers the config (not layer, batch_size, device, prefetch, device_map),
         the model folder's files (or Hub id and commit) and the audio file's bytes.
 
     Notes
