@@ -195,7 +195,7 @@ def trainer(args, size) -> list[tuple]:
     return [("trainer CPU vs device", f"{c['n_stories']} stories x {c['n_voxels']:,} voxels, word rate + embeddings "
              f"+ random GPT-2 {c['n_layer']}x{c['n_embd']} (lookback {c['lookback']})",
              f"CPU {t_cpu:.1f} s ({parts(tm_cpu)}) vs {args.device}/{gpu_backend} {t_dev:.1f} s ({parts(tm_dev)}): "
-             f"{t_cpu / t_dev:.2f}x; max |r diff| {np.nanmax(np.abs(r_cpu - r_dev)):.1e}, "
+             f"{t_cpu / t_dev:.2f}x; largest r difference {np.nanmax(np.abs(r_cpu - r_dev)):.1e}, "
              f"median r {np.nanmedian(r_dev):.3f}")]
 
 
@@ -245,10 +245,11 @@ def speech(args, size) -> list[tuple]:
             t_ref = time.perf_counter() - t0
             mods = out["module_features"]
             ref = np.stack([np.asarray(mods[k], np.float32) for k in sorted(mods, key=lambda k: int(k.split(".")[-1]))])
-            res += (f"; reference (batchsz 64) {t_ref:.2f} s: {t_ref / t:.2f}x; max |diff| "
+            res += (f"; reference (batchsz 64) {t_ref:.2f} s: {t_ref / t:.2f}x; largest difference "
                     f"{float(np.abs(ref - ours).max()):.1e}")
         half = SpeechExtractor(model_dir, {**base, "dtype": "bfloat16"}).compute(stim, "story")["features"].values
-        res += f"; bfloat16 vs float32: max |diff| / max |x| {np.abs(half - ours).max() / np.abs(ours).max():.1e}"
+        rel = np.abs(half - ours).max() / np.abs(ours).max()
+        res += f"; bfloat16 vs float32: largest difference / largest value {rel:.1e}"
         rows.append((f"speech ({kind})", f"{c['seconds']:g} s audio, {K} windows of {c['context'] + c['chunk']:g} s, "
                      f"hidden {c['d_model']}, {c['layers']} layers, batch {c['batch']}", res))
     return rows
@@ -275,8 +276,8 @@ def lm(args, size) -> list[tuple]:
     t = time.perf_counter() - t0
     half = LanguageModelExtractor(str(folder), dict(cfg, dtype="bfloat16")).compute(asm, "s")["features"].values
     return [("LM extractor", f"random GPT-2 {c['n_layer']}x{c['n_embd']}, {c['words']:,} words, lookback "
-             f"{c['lookback']}", f"{c['words'] / t:,.0f} words/s ({t:.2f} s); bfloat16 vs float32: max |diff| / "
-             f"max |x| {np.abs(half - fs).max() / np.abs(fs).max():.1e}")]
+             f"{c['lookback']}", f"{c['words'] / t:,.0f} words/s ({t:.2f} s); bfloat16 vs float32: largest difference / "
+             f"largest value {np.abs(half - fs).max() / np.abs(fs).max():.1e}")]
 
 
 def dask_cuda(args, size) -> list[tuple]:
@@ -306,7 +307,7 @@ def dask_cuda(args, size) -> list[tuple]:
         t = time.perf_counter() - t0
     same = float(np.mean(got.best_alpha_index == ref.best_alpha_index)) * 100
     return [("dask-cuda", f"{what}; n {n:,}, p {p}, v {v:,}",
-             f"{n_workers} worker(s), {t:.2f} s; same alpha as in-process on {same:.1f} % of voxels, max |coef diff| "
+             f"{n_workers} worker(s), {t:.2f} s; same alpha as in-process on {same:.1f} % of voxels, largest coef difference "
              f"{np.abs(got.coef - ref.coef).max():.1e}")]
 
 
