@@ -276,8 +276,8 @@ def lm(args, size) -> list[tuple]:
     t = time.perf_counter() - t0
     half = LanguageModelExtractor(str(folder), dict(cfg, dtype="bfloat16")).compute(asm, "s")["features"].values
     return [("LM extractor", f"random GPT-2 {c['n_layer']}x{c['n_embd']}, {c['words']:,} words, lookback "
-             f"{c['lookback']}", f"{c['words'] / t:,.0f} words/s ({t:.2f} s); bfloat16 vs float32: largest difference / "
-             f"largest value {np.abs(half - fs).max() / np.abs(fs).max():.1e}")]
+             f"{c['lookback']}", f"{c['words'] / t:,.0f} words/s ({t:.2f} s); bfloat16 vs float32: largest "
+             f"difference / largest value {np.abs(half - fs).max() / np.abs(fs).max():.1e}")]
 
 
 def dask_cuda(args, size) -> list[tuple]:
@@ -307,7 +307,8 @@ def dask_cuda(args, size) -> list[tuple]:
         t = time.perf_counter() - t0
     same = float(np.mean(got.best_alpha_index == ref.best_alpha_index)) * 100
     return [("dask-cuda", f"{what}; n {n:,}, p {p}, v {v:,}",
-             f"{n_workers} worker(s), {t:.2f} s; same alpha as in-process on {same:.1f} % of voxels, largest coef difference "
+             f"{n_workers} worker(s), {t:.2f} s; same alpha as in-process on {same:.1f} % of voxels, "
+             f"largest coef difference "
              f"{np.abs(got.coef - ref.coef).max():.1e}")]
 
 

@@ -67,7 +67,8 @@ def test_gpu_check_runs_on_the_cpu_with_quick_sizes(tmp_path):
         assert float(re.search(r"max CV-score diff ([\d.e+-]+)", rows[f"ridge CV ({b})"]).group(1)) < 1e-4
     assert float(re.search(r"largest r difference ([\d.e+-]+)", rows["trainer CPU vs device"]).group(1)) < 1e-3
     for name in ("speech (whisper)", "speech (hubert)", "LM extractor"):
-        rel = float(re.search(r"bfloat16 vs float32: largest difference / largest value ([\d.e+-]+)", rows[name]).group(1))
+        rel = float(re.search(r"bfloat16 vs float32: largest difference / largest value ([\d.e+-]+)",
+                              rows[name]).group(1))
         assert 0 < rel < 0.1
     assert float(rows["LM extractor"].split(" words/s")[0].replace(",", "")) > 0
     assert rows["dask-cuda"].startswith("skipped: no CUDA device")

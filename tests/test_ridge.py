@@ -63,7 +63,8 @@ def test_weights_equal_closed_form(backend, dtype, tol):
 def test_chosen_alphas_equal_brute_force(backend, score, fit_intercept):
     X, Y = _data(seed=1)
     folds = _kfold(len(X))
-    res = solve_ridge_cv(X, Y, ALPHAS, folds, score=score, fit_intercept=fit_intercept, backend=backend, dtype="float64")
+    res = solve_ridge_cv(X, Y, ALPHAS, folds, score=score, fit_intercept=fit_intercept, backend=backend,
+                         dtype="float64")
     S = _brute_scores(X, Y, ALPHAS, folds, score, fit_intercept)
     np.testing.assert_allclose(res.fold_scores, S, atol=1e-9)
     np.testing.assert_array_equal(res.best_alpha_index, S.mean(0).argmax(0))

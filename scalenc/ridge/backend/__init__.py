@@ -91,4 +91,5 @@ def array_module_of(x: Any) -> str:
     return {"cupy": "cupy", "torch": "torch", "dask": "dask"}.get(mod, "numpy")
 
 
-__all__ = ["BACKENDS", "CHECKED", "GPU_BACKENDS", "Backend", "array_module_of", "get_backend", "host_array", "unavailable", "use_backend"]
+__all__ = ["BACKENDS", "CHECKED", "GPU_BACKENDS", "Backend", "array_module_of", "get_backend", "host_array",
+           "unavailable", "use_backend"]
