@@ -115,21 +115,25 @@ def ridge(args, size) -> list[tuple]:
     X, W = _ridge_problem(n, p, v)
     sub = np.arange(min(v, size["f64_voxels"]))
     rows = []
-    ref = None
+    # the float64 reference's X side (numpy, CPU), computed once and shared by every backend's check
+    xs64 = prepare_x(X.astype(np.float64), folds, alphas, dtype="float64", backend="numpy")
     for name in _backends(args.device):
         bk = get_backend(name)
-        g = torch.Generator(device="cpu").manual_seed(1)
-        # Y on the device already (as a trainer's responses would be): made there in blocks
+        # Y made on the device already (as a trainer's responses would be), with the device's RNG
         Xd = bk.asarray(X)
-        Y = bk.xp.empty((n, v), dtype=Xd.dtype) if name != "torch" and name != "torch_cuda" else \
-            torch.empty((n, v), dtype=torch.float32, device=bk.device)
+        if name.startswith("torch"):
+            g = torch.Generator(device=bk.device).manual_seed(1)
+            Y = torch.empty((n, v), dtype=torch.float32, device=bk.device)
+            noise = lambda shape: torch.randn(shape, generator=g, device=bk.device)  # noqa: E731
+        else:  # numpy, cupy
+            Y = bk.xp.empty((n, v), dtype=bk.xp.float32)
+            rs = np.random.default_rng(1) if name == "numpy" else bk.xp.random.RandomState(1)
+            noise = lambda shape: rs.standard_normal(size=shape, dtype=bk.xp.float32)  # noqa: E731
         step = 8_192
         for a in range(0, v, step):
             b = min(v, a + step)
-            noise = torch.randn((n, b - a), generator=g).numpy()
-            Y[:, a:b] = Xd @ bk.asarray(W[:, a:b]) + bk.asarray(noise)
-        Xsub_host = X
-        Ysub_host = bk.to_numpy(Y[:, sub]) if name != "numpy" else Y[:, sub]
+            Y[:, a:b] = Xd @ bk.asarray(W[:, a:b]) + noise((n, b - a))
+        Ysub_host = bk.to_numpy(Y[:, sub]).astype(np.float64)
         del Xd
         bk.synchronize()
         t0 = time.perf_counter()
@@ -142,15 +146,18 @@ def ridge(args, size) -> list[tuple]:
         t_y = t_all - t_x
         r = int(min(p, n))
         flops = 2 * n * p * v + K * (2 * p * r * v + A * (2 * r * r * v + 4 * r * v)) + 4 * p * r * v
-        if ref is None:  # float64 numpy on a voxel subset: the reference every backend is checked against
-            ref = solve_ridge_cv(Xsub_host.astype(np.float64), Ysub_host.astype(np.float64), alphas, folds,
-                                 backend="numpy", dtype="float64", return_coef=False, progress=False)
+        ref = solve_ridge_cv(X.astype(np.float64), Ysub_host, alphas, folds, backend="numpy", dtype="float64",
+                             return_coef=False, progress=False, x_side=xs64)  # float64 numpy on a voxel subset
         same = float(np.mean(res.best_alpha_index[sub] == ref.best_alpha_index)) * 100
         dscore = float(np.abs(res.cv_scores[:, sub] - ref.cv_scores).max())
         rows.append((f"ridge CV ({name})", f"n {n:,}, p {p:,}, v {v:,}, {A} alphas, {K} folds",
                      f"{t_all:.2f} s (X side {t_x:.2f} s, voxel side {t_y:.2f} s, {flops / t_y / 1e12:.3g} TFLOP/s); "
                      f"same alpha as float64 on {same:.1f} % of {sub.size:,} voxels, max CV-score diff {dscore:.1e}"))
         del Y, res, xs
+        if name == "cupy":  # hand the pool's memory back before the next backend sizes its blocks
+            bk.xp.get_default_memory_pool().free_all_blocks()
+        elif name == "torch_cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
