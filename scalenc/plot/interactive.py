@@ -90,10 +90,14 @@ def _view(space: BrainSpace | None, n: int) -> dict[str, Any]:
     return {"kind": "none", "n": int(n)}
 
 
+def _nanmedian(a) -> float:
+    a = np.asarray(a, float)
+    a = a[np.isfinite(a)]
+    return float(np.median(a)) if a.size else float("nan")
+
+
 def payload(s, space: BrainSpace | None, maps, vox=None) -> dict[str, Any]:
     """The data the page draws (JSON-ready)."""
-    from .report import _nanmedian
-
     n = int(s.r[s.best].shape[0])
     items = []
     for m in maps:
@@ -133,11 +137,10 @@ def _fmt(v) -> str:
 
 
 def interactive_html(s, space: BrainSpace | None, maps, *, roi_table=None, vox=None, png: bytes | None = None,
-                     map_files=()) -> str:
-    """The page (module docstring) as one string."""
+                     map_files=(), title: str = "") -> str:
+    """The page (module docstring) as one string; ``title``: the run's headline (the caller's,
+    :func:`scalenc.plot.report.headline`)."""
     from plotly.offline import get_plotlyjs
-
-    from .report import headline
 
     e = html.escape
     data = json.dumps(payload(s, space, maps, vox), allow_nan=False, default=_json_default)
@@ -173,7 +176,7 @@ def interactive_html(s, space: BrainSpace | None, maps, *, roi_table=None, vox=N
         static += "<p>PNG maps next to this file: " + ", ".join(
             f"<a href='{e(os.path.relpath(p, s.path))}'>{e(t)}</a>" for t, p in map_files) + "</p>"
     return _PAGE.format(
-        title=e(s.run_name), headline=e(headline(s)), path=e(str(s.path)),
+        title=e(s.run_name), headline=e(title), path=e(str(s.path)),
         ceiling=e(s.ceiling_source or ("none" if s.ceiling is None else "source not recorded")),
         options=options, plotly=get_plotlyjs(), data=data.replace("</", "<\\/"), summary=summary, roi=roi_html,
         config=e(config_text), timings=timing_html, static=static, script=_SCRIPT)

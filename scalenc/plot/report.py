@@ -400,7 +400,7 @@ def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask, exp
             from .interactive import interactive_html
 
             page = interactive_html(s, space, specs, roi_table=roi_table, vox=vox,
-                                    png=Path(out).read_bytes(), map_files=map_files)
+                                    png=Path(out).read_bytes(), map_files=map_files, title=headline(s))
         except ImportError as e:
             logger.warning("report: report.html without interactive maps (%s; pip install plotly)", e)
             page = _html(s, map_files, roi_table)
