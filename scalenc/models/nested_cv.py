@@ -24,17 +24,17 @@ import xarray as xr
 from scipy.special import chdtrc
 
 from ..results import to_metrics, voxel_dataset
-from ..ridge.cv import ChunkKFold, StoryKFold, contiguous_chunks
-from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, r2_score
+from ..ridge.cv import ChunkKFold, StoryKFold
+from ..ridge.scoring import noise_ceiling, pearson_r, r2_score, significance
 from ..ridge.banded import predict_split, solve_banded_ridge_cv
-from ..ridge.solver import local_workers, prepare_x, run_blocks, solve_ridge_cv
+from ..ridge.solver import prepare_x, solve_ridge_cv
 from ..ridge.split import correlation_score_split, r2_score_split
 
 logger = logging.getLogger(__name__)
 
 MODELS = ("ridge_regression", "banded_ridge")
 FOLDINGS = ("chunked", "story", "group")
-PVALUE_METHODS = ("analytic", "permutation")
+PVALUE_METHODS = ("analytic", "permutation", "effective_dof")
 
 
 class NestedCVModel:
@@ -70,14 +70,19 @@ class NestedCVModel:
         given), or whole stories (``groups`` required; ``"group"`` is an alias).
     seed : int
         Seed of the chunk shuffles and permutations.
-    pvalue_method : {"permutation", "analytic"}
+    pvalue_method : {"permutation", "effective_dof", "analytic"}
         ``"permutation"`` (default): one-sided block-permutation test within stories
         (:func:`~scalenc.ridge.scoring.block_permutation_pvalues`), calibrated on
-        autocorrelated data. ``"analytic"``: LITcoder's Student-t p-values of Pearson r,
-        which assume independent samples.
-    n_permutations, permutation_block : int
-        Block-permutation test settings (the smallest p is ``1 / (n_permutations + 1)``;
-        the test rows need at least two blocks of ``permutation_block`` TRs).
+        autocorrelated data; on a test set too short for it (fewer distinct block orderings
+        than ``n_permutations``) the effective-degrees-of-freedom t-test is used instead,
+        with a warning, and ``pvalue_method`` says so (:func:`~scalenc.ridge.scoring.significance`).
+        ``"effective_dof"``: that t-test (:func:`~scalenc.ridge.scoring.effective_dof_pvalues`).
+        ``"analytic"``: LITcoder's Student-t p-values of Pearson r, which assume independent samples.
+    n_permutations : int
+        Permutations (the smallest p is ``1 / (n_permutations + 1)``).
+    permutation_block : int or "auto"
+        Block length in TRs; ``"auto"`` (default) chooses it from the test rows'
+        autocorrelation (:func:`~scalenc.ridge.scoring.choose_block_length`, at least 10).
     backend, device, dtype, voxel_block
         Passed to :func:`~scalenc.ridge.solver.solve_ridge_cv`. ``voxel_block`` (default
         2000) bounds the response-side memory to about rows x voxel_block x 8 bytes per
@@ -89,7 +94,7 @@ class NestedCVModel:
     def __init__(self, model_name: str = "ridge_regression", alphas=None, n_outer_folds: int = 5,
                  n_inner_folds: int = 5, chunk_length: int = 20, single_alpha: bool = False, use_corr: bool = True,
                  alpha_fdr: float = 0.05, alpha_squared: bool = False, folding: str = "chunked", seed: int = 0,
-                 pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int = 10,
+                 pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int | str = "auto",
                  backend: str | None = None, device: str | None = None, dtype: str = "float32",
                  voxel_block: int | None = 2_000, n_iter: int = 20, concentration=(0.1, 1.0), candidates=None):
         if model_name not in MODELS:
@@ -159,29 +164,14 @@ class NestedCVModel:
         return prepare_x(X, folds, alphas, score="r" if self.use_corr else "r2", dtype=self.dtype)
 
     def _pvalues(self, y, pred, r, groups=None) -> tuple[np.ndarray, str]:
-        """(p-values, the method used). The permutation test needs two blocks of equal
-        length among the scored rows; with fewer rows the analytic p-values are used, with
-        a warning, and the method says so."""
-        if self.pvalue_method == "permutation":
-            starts, stops = contiguous_chunks(y.shape[0], self.permutation_block, groups)
-            if np.unique(stops - starts, return_counts=True)[1].max() > 1:
-                # voxel blocks bound the (n_permutations, block) null; every block gets the same
-                # permutations (same seed), so the p-values do not depend on the block size
-                v = y.shape[1]
-                step = max(1, min(v, self.voxel_block or v, 2000))
-                spans = [slice(a, min(a + step, v)) for a in range(0, v, step)]
-                p = np.empty(v)
-
-                def one(sl):
-                    return block_permutation_pvalues(y[:, sl], pred[:, sl], block_length=self.permutation_block,
-                                                     n_permutations=self.n_permutations, seed=self.seed,
-                                                     groups=groups)
-
-                run_blocks(one, spans, p.__setitem__, workers=local_workers(len(spans)))
-                return p, "permutation"
-            logger.warning("only %d scored rows: too few for blocks of %d TRs to permute; analytic p-values "
-                           "(which ignore autocorrelation) are used instead", y.shape[0], self.permutation_block)
-        return pearson_pvalues(r, y.shape[0]), "analytic"
+        """(p-values, the method used): :func:`scalenc.ridge.scoring.significance` (block length
+        from the data with ``permutation_block="auto"``; too few test rows for the permutation
+        test: the effective-degrees-of-freedom t-test, with a warning)."""
+        p, info = significance(y, pred, method=self.pvalue_method, block_length=self.permutation_block,
+                               n_permutations=self.n_permutations, seed=self.seed, groups=groups,
+                               voxel_block=self.voxel_block)
+        self._pvalue_info = info
+        return p, info["pvalue_method"]
 
     def fit_predict(self, features, targets, X_test=None, y_test=None, groups=None, test_repeats=None,
                     groups_test=None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -248,7 +238,7 @@ class NestedCVModel:
         groups = None if groups is None else np.asarray(groups)
         attrs = {"pvalue_method": self.pvalue_method}
         if self.pvalue_method == "permutation":
-            attrs.update(n_permutations=int(self.n_permutations), permutation_block=int(self.permutation_block))
+            attrs.update(n_permutations=int(self.n_permutations), permutation_block=str(self.permutation_block))
         if x_side is not None and X_test is None:
             raise ValueError("x_side is for fits with a test set (X_test, y_test); the outer-CV mode refits per fold")
         if X_test is not None:
@@ -259,6 +249,7 @@ class NestedCVModel:
             pred = Xt @ res.coef.astype(np.float64) + res.intercept
             r = pearson_r(yt, pred)
             p, used = self._pvalues(yt, pred, r, groups_test)
+            attrs.update(self._pvalue_info)
             ds = voxel_dataset(r, p, alpha=res.best_alphas, r2=r2_score(yt, pred),
                                alpha_fdr=self.alpha_fdr, weights=res.coef, intercept=res.intercept,
                                attrs={**attrs, "pvalue_method": used, "mode": "test set",
