@@ -1,0 +1,97 @@
+"""Calibrated p-values: block length from autocorrelation (AR(1) nulls), short test sets
+(effective degrees of freedom), degenerate voxels, the ceiling-normalised correlation."""
+import logging
+
+import numpy as np
+import pytest
+from scipy.signal import lfilter
+
+from scalenc.ridge.scoring import (autocorrelation, choose_block_length, degenerate_voxels,
+                                   distinct_block_orderings, effective_dof_pvalues, noise_ceiling,
+                                   normalized_correlation, significance)
+
+
+def _ar1(rng, rho, n, v):
+    e = rng.standard_normal((n + 100, v))
+    return lfilter([np.sqrt(1 - rho ** 2)], [1, -rho], e, axis=0)[100:]
+
+
+def _within_two_sd(rate, v, level=0.05):
+    return abs(rate - level) <= 2 * np.sqrt(level * (1 - level) / v)
+
+
+def test_autocorrelation_of_ar1_and_orderings():
+    rng = np.random.default_rng(0)
+    x = _ar1(rng, 0.6, 4000, 50)
+    acf = autocorrelation(x, 3).mean(axis=1)
+    np.testing.assert_allclose(acf, [0.6, 0.36, 0.216], atol=0.02)
+    # within stories: a series and its copy stacked as two stories has the same autocorrelation
+    two = np.concatenate([x[:, :5], x[:, :5]])
+    np.testing.assert_allclose(autocorrelation(two, 3, groups=np.repeat([0, 1], 4000)), autocorrelation(x[:, :5], 3))
+    # orderings: 30 rows in blocks of 10: 3! = 6; 28 rows: blocks 10, 10, 8: 2
+    assert distinct_block_orderings(30, 10) == 6 and distinct_block_orderings(28, 10) == 2
+    assert distinct_block_orderings(70, 10) == 5040 and distinct_block_orderings(70, 10, cap=100) == 100
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6, 0.8])
+def test_block_permutation_calibrated_on_ar1_nulls(rho):
+    # independent AR(1) responses and predictions (the hardest case: both autocorrelated);
+    # the block length from the data keeps the false-positive rate within 2 binomial sd of 5 %
+    # (over seeds the rate at rho 0.8 averages about 5.5 %: the blocks lose up to 5 % of the
+    # null variance by design, see choose_block_length)
+    rng = np.random.default_rng(11)
+    n, v = 1200, 1500
+    y, pred = _ar1(rng, rho, n, v), _ar1(rng, rho, n, v)
+    p, info = significance(y, pred, n_permutations=300, seed=1)
+    assert info["pvalue_method"] == "permutation"
+    L = info["permutation_block"]
+    # at least 10 TRs and past the lag where the AR(1) autocorrelation falls below 0.1
+    assert L >= max(10, int(np.ceil(np.log(0.1) / np.log(rho))))
+    assert _within_two_sd(float(np.mean(p < 0.05)), v), (rho, L, np.mean(p < 0.05))
+    if rho == 0.8:
+        # a fixed 10-TR block is too short there: too many false positives
+        p10, _ = significance(y, pred, n_permutations=300, seed=1, block_length=10)
+        assert np.mean(p10 < 0.05) > 0.05 + 2 * np.sqrt(0.05 * 0.95 / v)
+
+
+def test_choose_block_length_grows_with_autocorrelation():
+    rng = np.random.default_rng(1)
+    lengths = [choose_block_length(_ar1(rng, rho, 800, 200), _ar1(rng, rho, 800, 200)) for rho in (0.0, 0.6, 0.9)]
+    assert lengths[0] == 10 and lengths[0] < lengths[1] < lengths[2]
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6])
+def test_short_test_set_uses_effective_dof_and_is_calibrated(rho, caplog):
+    # 30 rows (the synthetic test story with the tutorials' trimming): blocks of 10 TRs give
+    # only 6 orderings, so the effective-dof t-test is used; it holds the 5 % level
+    rng = np.random.default_rng(int(rho * 100))
+    n, v = 30, 6000
+    y, pred = _ar1(rng, rho, n, v), _ar1(rng, rho, n, v)
+    with caplog.at_level(logging.WARNING):
+        p, info = significance(y, pred, n_permutations=1000)
+    assert info["pvalue_method"] == "effective_dof" and "distinct block orderings" in caplog.text
+    np.testing.assert_array_equal(p, effective_dof_pvalues(y, pred))
+    assert _within_two_sd(float(np.mean(p < 0.05)), v), np.mean(p < 0.05)
+    if rho == 0.6:  # the uncorrected t-test (n - 2 dof) is too liberal on the same data
+        from scalenc.ridge.scoring import pearson_pvalues, pearson_r
+
+        naive = pearson_pvalues(pearson_r(y, pred), n)
+        assert np.mean(naive < 0.05) > 0.05 + 4 * np.sqrt(0.05 * 0.95 / v)
+
+
+def test_effective_dof_matches_a_direct_computation():
+    rng = np.random.default_rng(2)
+    n = 40
+    y, q = _ar1(rng, 0.5, n, 3), _ar1(rng, 0.5, n, 3)
+    from scipy import stats
+
+    for j in range(3):
+        a, b = y[:, j] - y[:, j].mean(), q[:, j] - q[:, j].mean()
+        M = n // 5
+        ra = [np.sum(a[k:] * a[:-k]) / np.sum(a * a) + 1 / n for k in range(1, M + 1)]
+        rb = [np.sum(b[k:] * b[:-k]) / np.sum(b * b) + 1 / n for k in range(1, M + 1)]
+        f = 1 + 2 * sum((n - k) / n * ra[k - 1] * rb[k - 1] for k in range(1, M + 1))
+        neff = min(max(n / f, 3), n)
+        r = np.corrcoef(a, b)[0, 1]
+        t = r * np.sqrt((neff - 2) / (1 - r * r))
+        assert effective_dof_pvalues(y, q)[j] == pytest.approx(stats.t.sf(t, neff - 2), rel=1e-9)
