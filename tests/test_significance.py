@@ -121,3 +121,38 @@ def test_synthetic_tutorial_trimming_finds_the_signal_voxels(tmp_path):
     assert sig[strong].mean() > 0.5 and sig[signal].mean() > 0.3, (sig[strong].mean(), sig[signal].mean())
     assert sig[~signal].mean() < 0.1                              # few noise voxels (FDR 5 %)
     assert np.nanmin(m["p_values"]) < 1e-4
+
+
+def test_degenerate_voxels_change_no_other_voxel():
+    from scalenc import NestedCVModel
+
+    rng = np.random.default_rng(5)
+    n, p, v = 260, 12, 40
+    X = rng.standard_normal((n, p))
+    Y = X @ rng.standard_normal((p, v)) * 0.3 + _ar1(rng, 0.3, n, v)
+    groups = np.repeat(np.arange(4), 50)
+    model = NestedCVModel(alphas=np.logspace(-1, 4, 6), n_inner_folds=3, n_permutations=99)
+    ref = model.fit_dataset(X[:200], Y[:200], X_test=X[200:], y_test=Y[200:], groups=groups)
+    # constant, all-NaN, partly-NaN (a dropped training volume; a dropped test volume) voxels
+    bad = np.stack([np.full(n, 3.0), np.full(n, np.nan), Y[:, 0].copy(), Y[:, 1].copy()], axis=1)
+    bad[17, 2] = np.nan
+    bad[230, 3] = np.nan
+    where = np.array([0, 7, 20, 43])                # positions in the widened dataset
+    Yb = np.insert(Y, where - np.arange(4), bad, axis=1)
+    others = np.setdiff1d(np.arange(v + 4), where)
+    np.testing.assert_array_equal(Yb[:, others], Y)
+    got = model.fit_dataset(X[:200], Yb[:200], X_test=X[200:], y_test=Yb[200:], groups=groups)
+    for name in ("r", "alpha", "p", "r2"):
+        np.testing.assert_array_equal(got[name].values[others], ref[name].values, err_msg=name)
+        assert np.all(np.isnan(got[name].values[where])) if name != "p" else np.all(got["p"].values[where] == 1)
+    assert not got["significant"].values[where].any() and got.attrs["n_degenerate"] == 4
+    # every voxel degenerate: one line
+    with pytest.raises(ValueError, match="all 4 voxels are degenerate"):
+        model.fit_dataset(X[:200], bad[:200], X_test=X[200:], y_test=bad[200:], groups=groups)
+    # and at scoring (responses not in memory: the predictions of such voxels are NaN or constant)
+    y = rng.standard_normal((30, 3))
+    p_, info = significance(y, np.column_stack([y[:, 0], np.full(30, 2.0), y[:, 2]]))
+    assert p_[1] == 1.0 and info["n_degenerate"] == 1
+    assert degenerate_voxels(np.column_stack([y[:, 0], np.full(30, 2.0)])).tolist() == [False, True]
+    with pytest.raises(ValueError, match="all 1 voxels are degenerate"):
+        significance(np.ones((30, 1)), y[:, :1])

@@ -25,7 +25,8 @@ from scipy.special import chdtrc
 
 from ..results import to_metrics, voxel_dataset
 from ..ridge.cv import ChunkKFold, StoryKFold
-from ..ridge.scoring import noise_ceiling, pearson_r, r2_score, significance
+from ..ridge.scoring import (degenerate_voxels, noise_ceiling, pearson_r, r2_score, scatter_voxels, significance,
+                              usable_voxels)
 from ..ridge.banded import predict_split, solve_banded_ridge_cv
 from ..ridge.solver import prepare_x, solve_ridge_cv
 from ..ridge.split import correlation_score_split, r2_score_split
@@ -229,6 +230,13 @@ class NestedCVModel:
         """
         if feature_groups is None and isinstance(features, xr.DataArray) and "feature_space" in features.coords:
             feature_groups = features["feature_space"].values
+        keep = usable_voxels(targets, y_test)  # degenerate voxels: left out, NaN scores, p = 1
+        if keep is not None:
+            sub = self.fit_dataset(features, np.ascontiguousarray(targets[:, keep]), X_test,
+                                   None if y_test is None else np.ascontiguousarray(np.asarray(y_test)[:, keep]),
+                                   groups, None if test_repeats is None else np.asarray(test_repeats)[..., keep],
+                                   groups_test, x_side, feature_groups)
+            return scatter_voxels(sub, keep, targets.shape[1])
         X = np.asarray(features)
         n = X.shape[0]
         if targets.shape[0] != n:
@@ -248,6 +256,7 @@ class NestedCVModel:
                 raise ValueError(f"X_test has {Xt.shape[0]} rows but y_test has {yt.shape[0]}")
             pred = Xt @ res.coef.astype(np.float64) + res.intercept
             r = pearson_r(yt, pred)
+            r[degenerate_voxels(yt, pred)] = np.nan
             p, used = self._pvalues(yt, pred, r, groups_test)
             attrs.update(self._pvalue_info)
             ds = voxel_dataset(r, p, alpha=res.best_alphas, r2=r2_score(yt, pred),

@@ -537,6 +537,56 @@ def degenerate_voxels(*arrays: Any) -> np.ndarray:
     return mask
 
 
+def usable_voxels(targets: Any, y_test: Any = None) -> np.ndarray | None:
+    """Indices of the voxels to fit when some in-memory (numpy) responses are degenerate
+    (:func:`degenerate_voxels` of the training and test responses); None when every voxel
+    is usable or the responses are not in memory (stacked or dask: degenerate voxels are
+    then caught at scoring, their predictions being NaN or constant).
+
+    Raises
+    ------
+    ValueError
+        When every voxel is degenerate (one line).
+    """
+    arrays = [x for x in (targets, y_test) if isinstance(x, np.ndarray)]
+    if not arrays or (y_test is not None and not isinstance(targets, np.ndarray)):
+        return None
+    bad = degenerate_voxels(*arrays)
+    if bad.all():
+        raise ValueError(f"all {bad.size} voxels are degenerate (constant, NaN or infinite in the responses): "
+                         "nothing to fit")
+    return np.flatnonzero(~bad) if bad.any() else None
+
+
+def scatter_voxels(ds: Any, keep: np.ndarray, n_voxels: int) -> Any:
+    """A results Dataset of the voxels ``keep`` spread back over all ``n_voxels``: the
+    others get NaN (False for booleans) and ``p = 1``; ``attrs["n_degenerate"]`` counts them."""
+    import xarray as xr
+
+    keep = np.asarray(keep)
+    n = int(n_voxels)
+    out = {}
+    for name, var in ds.data_vars.items():
+        if "voxel" not in var.dims:
+            out[name] = var
+            continue
+        shape = tuple(n if d == "voxel" else ds.sizes[d] for d in var.dims)
+        if var.dtype == bool:
+            full = np.zeros(shape, dtype=bool)
+        else:
+            full = np.full(shape, 1.0 if name == "p" else np.nan,
+                           dtype=var.dtype if np.issubdtype(var.dtype, np.floating) else np.float64)
+        ax = var.dims.index("voxel")
+        idx = [slice(None)] * len(shape)
+        idx[ax] = keep
+        full[tuple(idx)] = var.values
+        out[name] = (var.dims, full)
+    coords = {k: v for k, v in ds.coords.items() if "voxel" not in v.dims}
+    res = xr.Dataset(out, coords=coords, attrs=dict(ds.attrs))
+    res.attrs["n_degenerate"] = int(n - keep.size)
+    return res
+
+
 def significance(y_true: Any, y_pred: Any, *, method: str = "permutation", block_length: int | str = "auto",
                  n_permutations: int = 1000, seed: int | None = 0, groups: Any = None,
                  min_orderings: int | None = None, voxel_block: int | None = 2000,

@@ -460,6 +460,8 @@ def cv_block(Y_block, xs: XSide, bk: Backend, *, fixed: tuple[int, int] | None =
         also ``fold_scores`` (n_candidates, n_folds, n_alphas, vb) and ``cv_scores``
         (n_candidates, n_alphas, vb); with ``with_coef`` also ``coef`` (p, vb).
     """
+    if isinstance(Y_block, np.ndarray) and not Y_block.flags.c_contiguous:
+        Y_block = np.ascontiguousarray(Y_block)  # the products' rounding depends on the layout
     Y = bk.asarray(Y_block, dtype=xs.dtype)
     vb = Y.shape[1]
     out: dict[str, np.ndarray] = {}
