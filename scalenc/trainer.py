@@ -39,7 +39,7 @@ from .distributed import has_gpu_workers
 from .features import FeatureExtractorFactory
 from .loggers import make_logger
 from .models import NestedCVModel
-from .ridge.scoring import noise_ceiling, pearson_r
+from .ridge.scoring import add_normalized_correlation, noise_ceiling, pearson_r
 
 logger = logging.getLogger(__name__)
 
@@ -463,6 +463,7 @@ class AbstractTrainer:
                         dim=pd.Index(labels, name="layer"), combine_attrs="override")
         if ceiling is not None:
             res["noise_ceiling"] = ceiling
+            add_normalized_correlation(res)  # r_norm = r / ceiling (CC_norm)
         return res.assign_coords(voxel=("voxel", self.assembly.voxels["voxel"].values))
 
     def config(self) -> dict[str, Any]:

@@ -105,14 +105,22 @@ def test_synthetic_tutorial_trimming_finds_the_signal_voxels(tmp_path):
 
     ds = synthetic(tmp_path / "syn", n_stories=6, n_voxels=300, audio=False)
     ex = [FeatureExtractorFactory.create_extractor("embeddings", str(ds.embeddings_path), {}, tmp_path / "c")]
-    m = AbstractTrainer(assembly=load_assembly(ds.assembly_path), feature_extractors=ex, downsampler=Downsampler(),
+    trainer = AbstractTrainer(assembly=load_assembly(ds.assembly_path), feature_extractors=ex, downsampler=Downsampler(),
                         model=NestedCVModel(), fir_delays=[1, 2, 3, 4],
                         trimming_config={"train_features_start": 10, "train_features_end": -5,
                                          "test_features_start": 50, "test_features_end": -5,
                                          "test_targets_start": 40},
                         use_train_test_split=True, logger_backend="none", results_dir=tmp_path,
-                        run_name="short").train()
+                        run_name="short")
+    m = trainer.train()
     assert m["pvalue_method"] == "effective_dof"
+    # the ceiling-normalised correlation is in the results, with its threshold and count
+    res = trainer.results_
+    ceil = res["noise_ceiling"].values
+    keep = ceil >= 0.1
+    np.testing.assert_array_equal(res["r_norm"].values[0, keep], res["r"].values[0, keep] / ceil[keep])
+    assert np.all(np.isnan(res["r_norm"].values[0, ~keep]))
+    assert res["r_norm"].attrs["n_below_ceiling_threshold"] == int((~keep).sum()) > 0
     truth = ds.ground_truth()
     signal = truth["snr"].values > 0
     sig = np.asarray(m["significant_mask"])
@@ -156,3 +164,31 @@ def test_degenerate_voxels_change_no_other_voxel():
     assert degenerate_voxels(np.column_stack([y[:, 0], np.full(30, 2.0)])).tolist() == [False, True]
     with pytest.raises(ValueError, match="all 1 voxels are degenerate"):
         significance(np.ones((30, 1)), y[:, :1])
+
+
+def test_noise_ceiling_from_repeats_matches_the_known_variances():
+    # y_i = s + e_i, Var(s) = vs, Var(e) = ve, k repeats: CC_max = sqrt(vs / (vs + ve / k))
+    rng = np.random.default_rng(7)
+    k, n, v = 4, 400, 300
+    vs = np.repeat([0.2, 1.0, 3.0], v // 3)
+    ve = 1.0
+    s = rng.standard_normal((n, v)) * np.sqrt(vs)
+    reps = s[None] + rng.standard_normal((k, n, v)) * np.sqrt(ve)
+    nc = noise_ceiling(reps)
+    expected = np.sqrt(vs / (vs + ve / k))
+    for level in np.unique(vs):
+        sel = vs == level
+        # per voxel the estimate over 400 rows has an sd of 0.01-0.035; the mean of 100 voxels is tighter
+        assert abs(np.mean(nc["cc_max"][sel]) - expected[sel][0]) < 0.01, level
+        assert np.max(np.abs(nc["cc_max"][sel] - expected[sel])) < 0.15  # about 4 sd at the weakest level
+        np.testing.assert_allclose(np.mean(nc["signal_power"][sel]), level, rtol=0.05)
+    # CC_norm: r against the repeat mean divided by CC_max; the true signal reaches about 1
+    r_true = np.array([np.corrcoef(s[:, j], reps.mean(0)[:, j])[0, 1] for j in range(v)])
+    r_norm, n_out = normalized_correlation(r_true, nc["cc_max"], threshold=0.1)
+    assert n_out == 0 and abs(np.median(r_norm) - 1) < 0.02
+    # voxels below the threshold are left out and counted; leading dims (layer) are kept
+    ceiling = np.array([0.05, np.nan, 0.5, 0.8])
+    r = np.array([[0.1, 0.2, 0.25, 0.4], [0.0, 0.1, 0.5, -0.4]])
+    out, n_out = normalized_correlation(r, ceiling, threshold=0.1)
+    assert n_out == 2 and np.all(np.isnan(out[:, :2]))
+    np.testing.assert_allclose(out[:, 2:], [[0.5, 0.5], [1.0, -0.5]])

@@ -699,6 +699,25 @@ def normalized_correlation(r: Any, ceiling: Any, threshold: float = 0.1) -> tupl
     return out, int(np.count_nonzero(~keep))
 
 
+#: Default ceiling below which a voxel's normalised correlation is left out (NaN).
+CEILING_THRESHOLD = 0.1
+
+
+def add_normalized_correlation(ds: Any, threshold: float = CEILING_THRESHOLD) -> Any:
+    """Add ``r_norm`` (dims of ``r``) = :func:`normalized_correlation` of ``ds["r"]`` and
+    ``ds["noise_ceiling"]`` to a results Dataset (in place; returned), with attrs
+    ``ceiling_threshold`` and ``n_below_ceiling_threshold``; no-op without a ceiling."""
+    if "noise_ceiling" not in ds or "r" not in ds:
+        return ds
+    r = ds["r"]
+    ceiling = ds["noise_ceiling"].broadcast_like(r.isel({d: 0 for d in r.dims if d != "voxel"}, drop=True))
+    r_norm, n_out = normalized_correlation(r.transpose(..., "voxel").values, ceiling.values, threshold)
+    ds["r_norm"] = (r.transpose(..., "voxel").dims, r_norm)
+    ds["r_norm"].attrs.update(ceiling_threshold=float(threshold), n_below_ceiling_threshold=int(n_out),
+                              description="r / noise ceiling (CC_norm); NaN where the ceiling is below the threshold")
+    return ds
+
+
 def fdr_bh(pvalues: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Benjamini–Hochberg false discovery rate control.
 
