@@ -192,3 +192,20 @@ def test_noise_ceiling_from_repeats_matches_the_known_variances():
     out, n_out = normalized_correlation(r, ceiling, threshold=0.1)
     assert n_out == 2 and np.all(np.isnan(out[:, :2]))
     np.testing.assert_allclose(out[:, 2:], [[0.5, 0.5], [1.0, -0.5]])
+
+
+def test_permutation_block_setting_in_the_model_and_the_config(tmp_path):
+    from scalenc import NestedCVModel
+    from scalenc.config import model_kwargs
+
+    assert NestedCVModel().permutation_block == "auto"
+    assert NestedCVModel(**model_kwargs({"permutation_block": 20}, NestedCVModel)).permutation_block == 20
+    assert NestedCVModel(**model_kwargs({"permutation_block": "auto"}, NestedCVModel)).permutation_block == "auto"
+    with pytest.raises(ValueError, match="permutation_block must be a positive int or 'auto'"):
+        NestedCVModel(permutation_block="long")
+    # the length used is recorded with the results
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((400, 5)), rng.standard_normal((400, 30))
+    ds = NestedCVModel(alphas=[1.0, 10.0], n_inner_folds=3, n_permutations=99).fit_dataset(
+        X[:200], Y[:200], X_test=X[200:], y_test=Y[200:])
+    assert ds.attrs["pvalue_method"] == "permutation" and ds.attrs["permutation_block"] == 10

@@ -81,9 +81,10 @@ class NestedCVModel:
         ``"analytic"``: LITcoder's Student-t p-values of Pearson r, which assume independent samples.
     n_permutations : int
         Permutations (the smallest p is ``1 / (n_permutations + 1)``).
-    permutation_block : int or "auto"
-        Block length in TRs; ``"auto"`` (default) chooses it from the test rows'
-        autocorrelation (:func:`~scalenc.ridge.scoring.choose_block_length`, at least 10).
+    permutation_block : int, "auto" or None
+        Block length in TRs; ``"auto"`` or None (default) chooses it from the test rows'
+        autocorrelation (:func:`~scalenc.ridge.scoring.choose_block_length`, at least 10 TRs);
+        the length used is in the results' attrs (``permutation_block``).
     backend, device, dtype, voxel_block
         Passed to :func:`~scalenc.ridge.solver.solve_ridge_cv`. ``voxel_block`` (default
         2000) bounds the response-side memory to about rows x voxel_block x 8 bytes per
@@ -95,7 +96,7 @@ class NestedCVModel:
     def __init__(self, model_name: str = "ridge_regression", alphas=None, n_outer_folds: int = 5,
                  n_inner_folds: int = 5, chunk_length: int = 20, single_alpha: bool = False, use_corr: bool = True,
                  alpha_fdr: float = 0.05, alpha_squared: bool = False, folding: str = "chunked", seed: int = 0,
-                 pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int | str = "auto",
+                 pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int | str | None = None,
                  backend: str | None = None, device: str | None = None, dtype: str = "float32",
                  voxel_block: int | None = 2_000, n_iter: int = 20, concentration=(0.1, 1.0), candidates=None):
         if model_name not in MODELS:
@@ -117,6 +118,11 @@ class NestedCVModel:
         self.seed = seed
         self.pvalue_method = pvalue_method
         self.n_permutations = n_permutations
+        if permutation_block is None or permutation_block == "auto":
+            permutation_block = "auto"
+        elif isinstance(permutation_block, bool) or not isinstance(permutation_block, (int, np.integer)) \
+                or permutation_block < 1:
+            raise ValueError(f"permutation_block must be a positive int or 'auto', got {permutation_block!r}")
         self.permutation_block = permutation_block
         self.backend, self.device, self.dtype, self.voxel_block = backend, device, dtype, voxel_block
         self.n_iter, self.concentration = int(n_iter), concentration
