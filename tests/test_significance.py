@@ -209,3 +209,13 @@ def test_permutation_block_setting_in_the_model_and_the_config(tmp_path):
     ds = NestedCVModel(alphas=[1.0, 10.0], n_inner_folds=3, n_permutations=99).fit_dataset(
         X[:200], Y[:200], X_test=X[200:], y_test=Y[200:])
     assert ds.attrs["pvalue_method"] == "permutation" and ds.attrs["permutation_block"] == 10
+
+
+def test_block_length_ignores_the_sampling_noise_a_good_model_shares():
+    # white responses predicted well: the sample autocorrelations of y and prediction share
+    # their noise; that is not autocorrelation and must not lengthen the blocks
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((70, 5))
+    y = X @ rng.standard_normal((5, 22)) + 0.3 * rng.standard_normal((70, 22))
+    pred = X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    assert choose_block_length(y, pred) == 10

@@ -433,7 +433,8 @@ def choose_block_length(y_true: Any, y_pred: Any = None, *, groups: Any = None, 
     (too many false positives) unless ``L`` is long enough. The length returned is the
     largest of ``min_length``, the first lag at which ``c_y`` falls below ``threshold``, and
     the shortest ``L`` that loses at most ``max_loss`` of the null variance (without
-    ``y_pred``: ``c_p = c_y``).
+    ``y_pred``: ``c_p = c_y``), the sums running up to the first lag where ``c_y`` or ``c_p``
+    falls below ``threshold`` (beyond it the products are sampling noise).
 
     Parameters
     ----------
@@ -464,7 +465,13 @@ def choose_block_length(y_true: Any, y_pred: Any = None, *, groups: Any = None, 
         cp = cy
     below = np.flatnonzero(cy < threshold)
     lag_y = int(below[0]) + 1 if below.size else max_lag + 1
+    # products only up to the first lag where either autocorrelation falls below the threshold:
+    # past it they are sampling noise, which is positive when the prediction follows the
+    # responses (a good model), not autocorrelation
+    either = np.flatnonzero(np.minimum(cy, cp) < threshold)
     c = np.clip(cy * cp, 0.0, None)
+    if either.size:
+        c[int(either[0]):] = 0.0
     d = np.arange(1, max_lag + 1)
     total = 1.0 + 2.0 * c.sum()
     length = max(int(min_length), lag_y)
@@ -627,16 +634,16 @@ def significance(y_true: Any, y_pred: Any, *, method: str = "permutation", block
     if bad.all():
         raise ValueError(f"all {v} voxels are degenerate (constant, NaN or infinite in the test responses or "
                          "predictions): nothing to score")
+    # every column is computed (degenerate ones then set to 1): a voxel's p never depends on
+    # which other voxels are degenerate
     good = np.flatnonzero(~bad)
-    if bad.any():
-        a, b = a[:, good], b[:, good]
     info: dict[str, Any] = {}
     used = method
     if method == "permutation":
         if isinstance(block_length, str):
             if block_length != "auto":
                 raise ValueError(f"block_length must be an int or 'auto', got {block_length!r}")
-            L = choose_block_length(a, b, groups=groups) if n >= 4 else max(1, n)
+            L = choose_block_length(a[:, good], b[:, good], groups=groups) if n >= 4 else max(1, n)
         else:
             L = int(block_length)
         need = int(min(MIN_ORDERINGS, n_permutations) if min_orderings is None else min_orderings)
@@ -665,8 +672,7 @@ def significance(y_true: Any, y_pred: Any, *, method: str = "permutation", block
         pg = effective_dof_pvalues(a, b, groups=groups)
     else:
         pg = pearson_pvalues(pearson_r(a, b), n)
-    p = np.ones(v)
-    p[good] = pg
+    p = np.where(bad, 1.0, pg)
     info["pvalue_method"] = used
     if bad.any():
         info["n_degenerate"] = int(bad.sum())
