@@ -232,7 +232,9 @@ class NestedCVModel:
             ``r, r2, alpha, p, q, significant, weights (feature, voxel), intercept``, ``r_fold (fold,
             voxel)`` in outer-CV mode, ``noise_ceiling`` with ``test_repeats``; attributes
             ``pvalue_method, alpha_fdr, mode`` ("test set" or "outer cv"), ``n_test``
-            (rows scored per fit). See :mod:`scalenc.results`.
+            (rows scored per fit). See :mod:`scalenc.results`. Degenerate voxels (constant, NaN or
+            infinite responses) get NaN scores and p = 1, counted in ``attrs["n_degenerate"]``; with
+            in-memory responses they are left out of the fit, so no other voxel's result changes.
         """
         if feature_groups is None and isinstance(features, xr.DataArray) and "feature_space" in features.coords:
             feature_groups = features["feature_space"].values
