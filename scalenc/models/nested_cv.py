@@ -74,8 +74,8 @@ class NestedCVModel:
     pvalue_method : {"permutation", "effective_dof", "analytic"}
         ``"permutation"`` (default): one-sided block-permutation test within stories
         (:func:`~scalenc.ridge.scoring.block_permutation_pvalues`), calibrated on
-        autocorrelated data; on a test set too short for it (fewer distinct block orderings
-        than ``n_permutations``) the effective-degrees-of-freedom t-test is used instead,
+        autocorrelated data; on a test set too short for it (fewer than ``min(100, n_permutations)``
+        distinct block orderings) the effective-degrees-of-freedom t-test is used instead,
         with a warning, and ``pvalue_method`` says so (:func:`~scalenc.ridge.scoring.significance`).
         ``"effective_dof"``: that t-test (:func:`~scalenc.ridge.scoring.effective_dof_pvalues`).
         ``"analytic"``: LITcoder's Student-t p-values of Pearson r, which assume independent samples.
@@ -240,10 +240,11 @@ class NestedCVModel:
             feature_groups = features["feature_space"].values
         keep = usable_voxels(targets, y_test)  # degenerate voxels: left out, NaN scores, p = 1
         if keep is not None:
-            sub = self.fit_dataset(features, np.ascontiguousarray(targets[:, keep]), X_test,
-                                   None if y_test is None else np.ascontiguousarray(np.asarray(y_test)[:, keep]),
-                                   groups, None if test_repeats is None else np.asarray(test_repeats)[..., keep],
-                                   groups_test, x_side, feature_groups)
+            sub = self.fit_dataset(
+                features, np.ascontiguousarray(targets[:, keep]), X_test=X_test,
+                y_test=None if y_test is None else np.ascontiguousarray(np.asarray(y_test)[:, keep]), groups=groups,
+                test_repeats=None if test_repeats is None else np.asarray(test_repeats)[..., keep],
+                groups_test=groups_test, x_side=x_side, feature_groups=feature_groups)
             return scatter_voxels(sub, keep, targets.shape[1])
         X = np.asarray(features)
         n = X.shape[0]
