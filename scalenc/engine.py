@@ -51,7 +51,7 @@ from .align.story import target_slice
 from .assembly import Assembly, load_assembly
 from .config import ConfigError, RunConfig, model_kwargs
 from .features import FeatureExtractorFactory
-from .ridge.scoring import noise_ceiling
+from .ridge.scoring import add_normalized_correlation, noise_ceiling
 
 logger = logging.getLogger(__name__)
 
@@ -502,6 +502,7 @@ def stack_layers(per_layer: Sequence[xr.Dataset], labels: Sequence[str], assembl
                     dim=pd.Index(list(labels), name="layer"), combine_attrs="override")
     if ceiling is not None:
         res["noise_ceiling"] = ceiling
+        add_normalized_correlation(res)  # r_norm = r / ceiling (CC_norm), low-ceiling voxels left out
     return res.assign_coords(voxel=("voxel", assembly.voxels["voxel"].values))
 
 

@@ -136,7 +136,7 @@ def test_default_pvalues_calibrated_on_autocorrelated_null_data():
 
 
 def test_outer_loop_permutes_within_stories(monkeypatch):
-    import scalenc.models.nested_cv as ncv
+    import scalenc.ridge.scoring as ncv
 
     seen = []
     orig = ncv.block_permutation_pvalues
@@ -171,13 +171,14 @@ def test_nested_cv_errors_and_alpha_squared():
     np.testing.assert_allclose(a[2], b[2])
 
 
-def test_too_few_test_rows_fall_back_to_analytic_and_say_so(caplog):
+def test_too_few_test_rows_fall_back_to_effective_dof_and_say_so(caplog):
     X, Y, groups = _data(seed=3)
     ds = NestedCVModel(alphas=ALPHAS).fit_dataset(X, Y, X_test=X[:13], y_test=Y[:13], stories=groups)
-    assert ds.attrs["pvalue_method"] == "analytic" and "too few" in caplog.text
-    from scalenc.ridge import pearson_pvalues
+    assert ds.attrs["pvalue_method"] == "effective_dof" and "distinct block orderings" in caplog.text
+    from scalenc.ridge.scoring import effective_dof_pvalues
 
-    np.testing.assert_allclose(ds["p"].values, pearson_pvalues(ds["r"].values, 13))
+    pred = X[:13] @ ds["weights"].values + ds["intercept"].values
+    np.testing.assert_allclose(ds["p"].values, effective_dof_pvalues(Y[:13], pred), rtol=1e-6)
 
 
 def test_permutation_pvalues_do_not_depend_on_the_voxel_block():

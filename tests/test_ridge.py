@@ -240,13 +240,18 @@ def test_two_process_local_cluster_equals_in_process():
     X, Y = _data(v=50, seed=10)
     folds = _kfold(len(X))
     ref = solve_ridge_cv(X, Y, ALPHAS, folds, dtype="float64")
+    ref32 = solve_ridge_cv(X, Y, ALPHAS, folds, voxel_block=20)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         r = solve_ridge_cv(X, da.from_array(Y, chunks=(len(X), 10)), ALPHAS, folds, dtype="float64")
+        r32 = solve_ridge_cv(X, da.from_array(Y, chunks=(len(X), 10)), ALPHAS, folds, voxel_block=20)
         assert len(client.scheduler_info()["workers"]) == 2
     np.testing.assert_array_equal(r.best_alpha_index, ref.best_alpha_index)
     np.testing.assert_allclose(r.coef, ref.coef, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(r.cv_scores, ref.cv_scores, atol=1e-12)
+    # float32 products: bit for bit (same blocks, one BLAS thread per block, X side computed here)
+    np.testing.assert_array_equal(r32.fold_scores, ref32.fold_scores)
+    np.testing.assert_array_equal(r32.coef, ref32.coef)
 
 
 def _slow_chunk(block):

@@ -137,3 +137,78 @@ def test_read_ahead_hints_the_response_chunks(tmp_path):
     assert a.read_ahead(["s0"], max_fraction=0.0) == 0  # larger than the allowed share of memory: skipped
     with pytest.raises(KeyError, match="nope"):
         a.read_ahead(["nope"])
+
+
+def test_in_process_and_dask_blocks_give_identical_results(tmp_path):
+    """Where the voxel blocks run changes nothing, bit for bit (float32 products): the dask
+    form z-scores with the same code, the blocks have the same boundaries, every numpy
+    block runs with one BLAS thread, and one candidate's X side is computed by the caller."""
+    import dask
+
+    from scalenc.ridge.banded import solve_banded_ridge_cv
+
+    data = _store(tmp_path / "a.zarr", n_vox=203, chunk=16, n_trs=(70, 64, 58))
+    asm = Assembly(tmp_path / "a.zarr")
+    Y = asm.stacked_bold(["s0", "s1", "s2"], [slice(2, -3)] * 3)
+    np.testing.assert_array_equal(Y.to_dask().compute(), np.asarray(Y))
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((Y.shape[0], 9))
+    n = Y.shape[0]
+    folds = [(np.setdiff1d(np.arange(n), t), t) for t in np.array_split(np.arange(n), 4)]
+    alphas = np.logspace(-2, 4, 9)
+    for vb in (40, 64):  # (voxel_block=None: a dask array keeps its own chunks)
+        ref = solve_ridge_cv(X, Y, alphas, folds, voxel_block=vb)          # StackedResponses blocks, threads
+        mem = solve_ridge_cv(X, np.asarray(Y), alphas, folds, voxel_block=vb if vb != 40 else 48)
+        with dask.config.set(scheduler="threads"):
+            lazy = solve_ridge_cv(X, Y.to_dask(), alphas, folds, voxel_block=vb)
+        for got in (lazy,) + ((mem,) if vb == 64 else ()):
+            np.testing.assert_array_equal(got.fold_scores, ref.fold_scores)
+            np.testing.assert_array_equal(got.best_alpha_index, ref.best_alpha_index)
+            np.testing.assert_array_equal(got.coef, ref.coef)
+    # banded ridge: several candidates, decomposed in threads here and as tasks on dask
+    groups = np.repeat(["a", "b", "c"], 3)
+    kw = dict(n_iter=6, random_state=0, voxel_block=64)
+    ref = solve_banded_ridge_cv(X, Y, groups, alphas, folds, **kw)
+    with dask.config.set(scheduler="threads"):
+        lazy = solve_banded_ridge_cv(X, Y.to_dask(), groups, alphas, folds, **kw)
+    np.testing.assert_array_equal(lazy.cv_scores, ref.cv_scores)
+    np.testing.assert_array_equal(lazy.best_candidate, ref.best_candidate)
+    np.testing.assert_array_equal(lazy.coef, ref.coef)
+
+
+def test_degenerate_voxels_in_stored_responses_are_flagged_not_fatal(tmp_path):
+    """A constant and a partly-NaN voxel in the store (read block by block, never in memory
+    whole): the fit runs, they get NaN r and p = 1, and every other voxel is exactly as in the
+    same store with ordinary data in their place."""
+    from scalenc.models import NestedCVModel
+
+    rng = np.random.default_rng(3)
+    n_trs, v = (90, 80, 70), 24
+    X = {f"s{i}": rng.standard_normal((n, 5)) for i, n in enumerate(n_trs)}
+    W = rng.standard_normal((5, v))
+    clean = {s: x @ W + rng.standard_normal((len(x), v)) for s, x in X.items()}
+    damaged = {s: y.copy() for s, y in clean.items()}
+    for s in damaged:
+        damaged[s][:, 3] = 7.0                       # constant (outside the brain)
+    damaged["s1"][10, 11] = np.nan                   # a dropped volume
+
+    def fit(data, name):
+        with AssemblyWriter(tmp_path / name, dataset="unit", subject="S1", tr_seconds=TR, n_voxels=v,
+                            voxel_chunk=8) as w:
+            for s, y in data.items():
+                grid = np.arange(len(y) + 4) * TR
+                w.add_story(s, y, tr_time=grid[2:2 + len(y)], grid_time=grid, grid_offset=2, words=["a"],
+                            word_start=[1.0], word_end=[1.2])
+        Y = Assembly(tmp_path / name).stacked_bold(["s0", "s1"])
+        Xtr = np.concatenate([X["s0"], X["s1"]])
+        yte = data["s2"] - data["s2"].mean(0)
+        model = NestedCVModel(alphas=np.logspace(-1, 3, 5), n_inner_folds=3, n_permutations=99)
+        return model.fit_dataset(Xtr, Y, X_test=X["s2"], y_test=yte)
+
+    ref, got = fit(clean, "clean.zarr"), fit(damaged, "damaged.zarr")
+    bad = np.array([3, 11])
+    others = np.setdiff1d(np.arange(v), bad)
+    assert np.all(np.isnan(got["r"].values[bad])) and np.all(got["p"].values[bad] == 1.0)
+    assert got.attrs["n_degenerate"] == 2 and not got["significant"].values[bad].any()
+    for name in ("r", "alpha", "p"):
+        np.testing.assert_array_equal(got[name].values[others], ref[name].values[others], err_msg=name)

@@ -111,13 +111,9 @@ class StackedResponses:
         """Voxels per block: ``voxel_block`` rounded to whole stored chunks when a chunk is
         at most ``voxel_block`` wide (each chunk decoded once); else ``voxel_block`` itself
         (memory stays bounded; each chunk is then decoded once per block it feeds)."""
-        v = self.shape[1]
-        if not voxel_block:
-            return v
-        c, vb = self.chunk_width, max(1, int(voxel_block))
-        if c <= 1 or c > vb:
-            return min(vb, v)
-        return min(max(c, int(round(vb / c)) * c), max(v, c))
+        from ..ridge.solver import voxel_block_width  # the one rule, shared with the dask path
+
+        return voxel_block_width(self.shape[1], voxel_block, self.chunk_width)
 
     # ------------------------------------------------------------------ reading
     def _columns(self, a: int, b: int):
@@ -187,7 +183,9 @@ class StackedResponses:
             if self.voxel_index is not None:
                 arr = arr[:, self.voxel_index]
             arr = arr.astype(self.dtype)
-            parts.append(_zscore(arr) if self.zscore else arr)
+            if self.zscore:  # each story's rows in one chunk, z-scored by the same numpy code as read()
+                arr = arr.rechunk({0: -1}).map_blocks(_zscore, dtype=self.dtype)
+            parts.append(arr)
         out = da.concatenate(parts, axis=0)
         return out if self.row_index is None else out[self.row_index]
 

@@ -26,16 +26,17 @@ import xarray as xr
 from scipy.special import chdtrc
 
 from ..results import to_metrics, voxel_dataset
-from ..ridge.cv import ChunkKFold, StoryKFold, contiguous_chunks
-from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, r2_score
-from ..ridge.solver import local_workers, predict_linear, run_blocks
+from ..ridge.cv import ChunkKFold, StoryKFold
+from ..ridge.scoring import (degenerate_voxels, noise_ceiling, pearson_r, r2_score, scatter_voxels, significance,
+                              usable_voxels)
+from ..ridge.solver import predict_linear
 from .solvers import SOLVERS, BandedSearch, SolverOptions
 
 logger = logging.getLogger(__name__)
 
 MODELS = tuple(SOLVERS)  # the registered solvers (scalenc.models.solvers)
 FOLDINGS = ("chunked", "story", "group")
-PVALUE_METHODS = ("analytic", "permutation")
+PVALUE_METHODS = ("analytic", "permutation", "effective_dof")
 
 
 class NestedCVModel:
@@ -71,14 +72,20 @@ class NestedCVModel:
         are known), or whole stories (stories required; ``"group"`` is an alias).
     seed : int
         Seed of the chunk shuffles and permutations.
-    pvalue_method : {"permutation", "analytic"}
+    pvalue_method : {"permutation", "effective_dof", "analytic"}
         ``"permutation"`` (default): one-sided block-permutation test within stories
         (:func:`~scalenc.ridge.scoring.block_permutation_pvalues`), calibrated on
-        autocorrelated data. ``"analytic"``: LITcoder's Student-t p-values of Pearson r,
-        which assume independent samples.
-    n_permutations, permutation_block : int
-        Block-permutation test settings (the smallest p is ``1 / (n_permutations + 1)``;
-        the test rows need at least two blocks of ``permutation_block`` TRs).
+        autocorrelated data; on a test set too short for it (fewer than ``min(100, n_permutations)``
+        distinct block orderings) the effective-degrees-of-freedom t-test is used instead,
+        with a warning, and ``pvalue_method`` says so (:func:`~scalenc.ridge.scoring.significance`).
+        ``"effective_dof"``: that t-test (:func:`~scalenc.ridge.scoring.effective_dof_pvalues`).
+        ``"analytic"``: LITcoder's Student-t p-values of Pearson r, which assume independent samples.
+    n_permutations : int
+        Permutations (the smallest p is ``1 / (n_permutations + 1)``).
+    permutation_block : int, "auto" or None
+        Block length in TRs; ``"auto"`` or None (default) chooses it from the test rows'
+        autocorrelation (:func:`~scalenc.ridge.scoring.choose_block_length`, at least 10 TRs);
+        the length used is in the results' attrs (``permutation_block``).
     solver_options : SolverOptions, optional
         ``backend``, ``device``, ``dtype``, ``voxel_block`` of every solver
         (:class:`~scalenc.models.solvers.SolverOptions`); each may also be passed as a keyword
@@ -94,7 +101,8 @@ class NestedCVModel:
     def __init__(self, model_name: str = "ridge_regression", alphas=None, n_outer_folds: int = 5,
                  n_inner_folds: int = 5, chunk_length: int = 20, single_alpha: bool = False, use_corr: bool = True,
                  alpha_fdr: float = 0.05, alpha_squared: bool = False, folding: str = "chunked", seed: int = 0,
-                 pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int = 10, *,
+                 pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int | str | None = None,
+                 *,
                  solver_options: SolverOptions | None = None, search: BandedSearch | None = None, **options):
         if model_name not in SOLVERS:
             raise ValueError(f"unknown model_name {model_name!r}; accepted: {tuple(SOLVERS)}")
@@ -115,6 +123,11 @@ class NestedCVModel:
         self.seed = seed
         self.pvalue_method = pvalue_method
         self.n_permutations = n_permutations
+        if permutation_block is None or permutation_block == "auto":
+            permutation_block = "auto"
+        elif isinstance(permutation_block, bool) or not isinstance(permutation_block, (int, np.integer)) \
+                or permutation_block < 1:
+            raise ValueError(f"permutation_block must be a positive int or 'auto', got {permutation_block!r}")
         self.permutation_block = permutation_block
         groups = {"solver_options": (solver_options or SolverOptions(), SolverOptions),
                   "search": (search or BandedSearch(), BandedSearch)}
@@ -223,29 +236,14 @@ class NestedCVModel:
         return self.solver.prepare(self, X, folds)
 
     def _pvalues(self, y, pred, r, groups=None) -> tuple[np.ndarray, str]:
-        """(p-values, the method used). The permutation test needs two blocks of equal
-        length among the scored rows; with fewer rows the analytic p-values are used, with
-        a warning, and the method says so."""
-        if self.pvalue_method == "permutation":
-            starts, stops = contiguous_chunks(y.shape[0], self.permutation_block, groups)
-            if np.unique(stops - starts, return_counts=True)[1].max() > 1:
-                # voxel blocks bound the (n_permutations, block) null; every block gets the same
-                # permutations (same seed), so the p-values do not depend on the block size
-                v = y.shape[1]
-                step = max(1, min(v, self.voxel_block or v, 2000))
-                spans = [slice(a, min(a + step, v)) for a in range(0, v, step)]
-                p = np.empty(v)
-
-                def one(sl):
-                    return block_permutation_pvalues(y[:, sl], pred[:, sl], block_length=self.permutation_block,
-                                                     n_permutations=self.n_permutations, seed=self.seed,
-                                                     groups=groups)
-
-                run_blocks(one, spans, p.__setitem__, workers=local_workers(len(spans)))
-                return p, "permutation"
-            logger.warning("only %d scored rows: too few for blocks of %d TRs to permute; analytic p-values "
-                           "(which ignore autocorrelation) are used instead", y.shape[0], self.permutation_block)
-        return pearson_pvalues(r, y.shape[0]), "analytic"
+        """(p-values, the method used): :func:`scalenc.ridge.scoring.significance` (block length
+        from the data with ``permutation_block="auto"``; too few test rows for the permutation
+        test: the effective-degrees-of-freedom t-test, with a warning)."""
+        p, info = significance(y, pred, method=self.pvalue_method, block_length=self.permutation_block,
+                               n_permutations=self.n_permutations, seed=self.seed, groups=groups,
+                               voxel_block=self.voxel_block)
+        self._pvalue_info = info
+        return p, info["pvalue_method"]
 
     def fit_predict(self, features, targets, X_test=None, y_test=None, stories=None, test_repeats=None,
                     stories_test=None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -311,6 +309,14 @@ class NestedCVModel:
             stories = _coord(features, "story")
         if stories_test is None and X_test is not None:
             stories_test = _coord(X_test, "story")
+        keep = usable_voxels(targets, y_test)  # degenerate voxels: left out, NaN scores, p = 1
+        if keep is not None:
+            sub = self.fit_dataset(
+                features, np.ascontiguousarray(targets[:, keep]), X_test=X_test,
+                y_test=None if y_test is None else np.ascontiguousarray(np.asarray(y_test)[:, keep]),
+                stories=stories, test_repeats=None if test_repeats is None else np.asarray(test_repeats)[..., keep],
+                stories_test=stories_test, x_side=x_side, feature_space=feature_space)
+            return scatter_voxels(sub, keep, targets.shape[1])
         X = np.asarray(features)
         n = X.shape[0]
         if targets.shape[0] != n:
@@ -320,7 +326,7 @@ class NestedCVModel:
         stories = None if stories is None else np.asarray(stories)
         attrs = {"pvalue_method": self.pvalue_method}
         if self.pvalue_method == "permutation":
-            attrs.update(n_permutations=int(self.n_permutations), permutation_block=int(self.permutation_block))
+            attrs.update(n_permutations=int(self.n_permutations), permutation_block=str(self.permutation_block))
         if x_side is not None and X_test is None:
             raise ValueError("x_side is for fits with a test set (X_test, y_test); the outer-CV mode refits per fold")
         if X_test is not None:
@@ -330,7 +336,9 @@ class NestedCVModel:
                 raise ValueError(f"X_test has {Xt.shape[0]} rows but y_test has {yt.shape[0]}")
             pred = predict_linear(Xt, res.coef, res.intercept)
             r = pearson_r(yt, pred)
+            r[degenerate_voxels(yt, pred)] = np.nan
             p, used = self._pvalues(yt, pred, r, stories_test)
+            attrs.update(self._pvalue_info)
             ds = voxel_dataset(r, p, alpha=res.best_alphas, r2=r2_score(yt, pred),
                                alpha_fdr=self.alpha_fdr, weights=res.coef, intercept=res.intercept,
                                attrs={**attrs, "pvalue_method": used, "mode": "test set",

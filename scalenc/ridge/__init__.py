@@ -9,7 +9,8 @@
   feature space and voxel (himalaya's parametrisation) on the same solver;
 - ``split.py``: per-space split of R² and r, variance partitioning;
 - ``cv.py``: story-grouped K-fold, chunked K-fold and bootstrap splitters;
-- ``scoring.py``: Pearson r, R², p-values (analytic, block permutation), FDR, noise ceiling;
+- ``scoring.py``: Pearson r, R², p-values (block permutation, effective degrees of freedom,
+  analytic; :func:`significance` chooses), FDR, noise ceiling, CC_norm, degenerate voxels;
 - ``estimator.py``: :class:`RidgeCV`, a scikit-learn style estimator.
 """
 from .backend import Backend, get_backend, use_backend
@@ -17,10 +18,11 @@ from .banded import BandedRidgeCV, BandedRidgeCVResult, banded_candidates, solve
 from .cv import Bootstrap, ChunkKFold, StoryKFold, check_cv
 from .estimator import RidgeCV
 from .scoring import block_permutation_pvalues, fdr_bh, noise_ceiling, pearson_pvalues, pearson_r, r2_score
+from .scoring import effective_dof_pvalues, normalized_correlation, significance
 from .solver import RidgeCVResult, prepare_x, ridge_closed_form, solve_ridge_cv
 from .split import correlation_score_split, r2_score_split, variance_partitioning
 
 __all__ = ["Backend", "BandedRidgeCV", "BandedRidgeCVResult", "Bootstrap", "ChunkKFold", "RidgeCV", "RidgeCVResult", "StoryKFold", "banded_candidates",
            "block_permutation_pvalues", "check_cv", "correlation_score_split", "fdr_bh", "get_backend", "noise_ceiling", "pearson_pvalues", "pearson_r", "prepare_x",
            "r2_score", "r2_score_split", "ridge_closed_form", "solve_banded_ridge_cv", "solve_ridge_cv", "use_backend",
-           "variance_partitioning"]
+           "variance_partitioning", "effective_dof_pvalues", "normalized_correlation", "significance"]

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
+import functools
 import logging
 import operator
 import os
@@ -51,6 +53,53 @@ from .backend import Backend, array_module_of, get_backend, host_array
 logger = logging.getLogger(__name__)
 
 SCORES = ("r", "r2")
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE: dict[str, Any] = {"depth": 0, "limits": None}
+
+
+@contextlib.contextmanager
+def blas_single_thread():
+    """BLAS limited to one thread in this process while any caller is inside (re-entrant,
+    thread-safe: the limit is set by the first caller in and lifted by the last one out).
+
+    Every numpy voxel-block solve and every decomposition of several candidates runs under
+    it, in-process and on Dask workers alike: OpenBLAS rounds some products and
+    decompositions differently with another thread count, so this is what makes results
+    independent of where the blocks run."""
+    from threadpoolctl import threadpool_limits
+
+    with _BLAS_LOCK:
+        if _BLAS_STATE["depth"] == 0:
+            _BLAS_STATE["limits"] = threadpool_limits(1, user_api="blas")
+        _BLAS_STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_STATE["depth"] -= 1
+            if _BLAS_STATE["depth"] == 0:
+                _BLAS_STATE["limits"].restore_original_limits()
+                _BLAS_STATE["limits"] = None
+
+
+def _single_threaded(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` under :func:`blas_single_thread` (a picklable task wrapper)."""
+    with blas_single_thread():
+        return fn(*args, **kwargs)
+
+
+def voxel_block_width(n_voxels: int, voxel_block: int | None, chunk: int = 1) -> int:
+    """Voxels per block, the same wherever the blocks run: ``voxel_block`` rounded to whole
+    stored chunks of ``chunk`` voxels when a chunk is at most ``voxel_block`` wide (each chunk
+    decoded once), else ``voxel_block`` itself; all voxels without ``voxel_block``."""
+    v = int(n_voxels)
+    if not voxel_block:
+        return max(v, 1)
+    c, vb = int(chunk), max(1, int(voxel_block))
+    if c <= 1 or c > vb:
+        return max(1, min(vb, v))
+    return min(max(c, int(round(vb / c)) * c), max(v, c))
 
 
 @dataclasses.dataclass
@@ -400,11 +449,19 @@ def prepare_x(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, fit_
     bk = get_backend(backend, device)
     xs, grams = _prepare_grams(X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype, bk=bk)
     cands = [None] if scales is None else list(np.asarray(scales, dtype=np.float64))
-    dev = dataclasses.replace(xs, candidates=tuple(_candidate_side(grams, s, bk) for s in cands))
-    host = _host(dev)
-    if bk.name != "numpy":
-        _remember(host, bk, dev)
-    return host
+    if bk.name != "numpy" or len(cands) == 1:
+        dev = dataclasses.replace(xs, candidates=tuple(_candidate_side(grams, s, bk) for s in cands))
+        host = _host(dev)
+        if bk.name != "numpy":
+            _remember(host, bk, dev)
+        return host
+    # several candidates on the CPU: one per core at a time, one BLAS thread each (as Dask
+    # workers do them, :func:`xside_for`), so the decompositions are the same wherever they run
+    sides: list[Any] = [None] * len(cands)
+    spans = [slice(i, i + 1) for i in range(len(cands))]
+    run_blocks(lambda sl: candidate_side(grams, cands[sl.start]), spans,
+               lambda sl, side: sides.__setitem__(sl.start, side), workers=max(2, local_workers(len(cands))))
+    return dataclasses.replace(xs, candidates=tuple(sides))
 
 
 def xside_for(Y, X, folds, alphas, *, scales=None, backend: Backend | None = None, **kwargs):
@@ -414,9 +471,11 @@ def xside_for(Y, X, folds, alphas, *, scales=None, backend: Backend | None = Non
 
     Returns ``(xside, xside_or_delayed)``: the first without candidates when delayed
     (enough for shapes and the intercept), the second what the block function gets.
-    ``backend``: where the X side runs (in memory: here; dask: the Grams here in numpy,
-    the decompositions on the workers' ``backend``)."""
-    if array_module_of(Y) != "dask":
+    ``backend``: where the X side runs (in memory, or one candidate: here; dask with several
+    candidates: the Grams here in numpy, the decompositions on the workers' ``backend``)."""
+    if array_module_of(Y) != "dask" or scales is None or len(scales) == 1:
+        # one candidate: computed here, as in-process (then shared with the workers), so
+        # that a cluster run equals an in-process one exactly
         xs = prepare_x(X, folds, alphas, scales=scales, backend=backend, **kwargs)
         return xs, xs
     import dask
@@ -425,8 +484,8 @@ def xside_for(Y, X, folds, alphas, *, scales=None, backend: Backend | None = Non
     token = uuid.uuid4().hex[:12]
     grams_d = dask.delayed(grams, name=f"ridge-grams-{token}", traverse=False)
     cands = [None] if scales is None else list(np.asarray(scales, dtype=np.float64))
-    sides = [dask.delayed(candidate_side, pure=False)(grams_d, s, backend,
-                                                      dask_key_name=f"ridge-candidate-{token}-{c}")
+    task = functools.partial(_single_threaded, candidate_side)  # as prepare_x does several candidates
+    sides = [dask.delayed(task, pure=False)(grams_d, s, backend, dask_key_name=f"ridge-candidate-{token}-{c}")
              for c, s in enumerate(cands)]
     return xs, dask.delayed(dataclasses.replace, pure=False)(xs, candidates=sides,
                                                               dask_key_name=f"ridge-xside-{token}")
@@ -562,6 +621,8 @@ def cv_block(Y_block, xs: XSide, bk: Backend, *, fixed: tuple[int, int] | None =
         (n_candidates, n_alphas, vb); with ``with_coef`` also ``coef`` (p, vb).
     """
     xs = on_backend(xs, bk)
+    if isinstance(Y_block, np.ndarray) and not Y_block.flags.c_contiguous:
+        Y_block = np.ascontiguousarray(Y_block)  # the products' rounding depends on the layout
     Y = bk.asarray(Y_block, dtype=xs.dtype)
     vb = Y.shape[1]
     out: dict[str, np.ndarray] = {}
@@ -615,6 +676,9 @@ def map_voxel_blocks(block_fn: Callable[..., dict[str, np.ndarray]], Y, outputs:
     Y = solver_targets(Y)
     if array_module_of(Y) == "dask":
         return _map_dask(block_fn, Y, outputs, voxel_block, shared, kwargs)
+    if getattr(kwargs.get("bk"), "name", "numpy") == "numpy":
+        with blas_single_thread():
+            return _map_local(block_fn, Y, outputs, voxel_block, progress, shared, kwargs)
     return _map_local(block_fn, Y, outputs, voxel_block, progress, shared, kwargs)
 
 
@@ -663,7 +727,7 @@ def _map_local(block_fn, Y, outputs, voxel_block, progress, shared, kwargs) -> d
                         "is decoded %d times (Assembly.save(path, voxel_chunk=%d) rewrites the store for faster fits)",
                         Y.chunk_width, width, -(-Y.chunk_width // width), width)
     else:
-        width = v if not voxel_block else max(1, min(int(voxel_block), v))
+        width = voxel_block_width(v, voxel_block)
     spans = [slice(a, min(a + width, v)) for a in range(0, v, width)]
     res = {k: np.empty(o.lead + (v,), dtype=o.dtype) for k, o in outputs.items()}
     bar = tqdm(total=len(spans), desc="ridge voxel blocks", leave=False,
@@ -701,9 +765,7 @@ def run_blocks(fn: Callable[[slice], Any], spans: Sequence[slice], store: Callab
         for sl in spans:
             store(sl, fn(sl))
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"), \
+    with blas_single_thread(), \
             concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="scalenc-block") as pool:
         pending: collections.deque = collections.deque()
         for sl in spans:
@@ -742,12 +804,18 @@ def _map_dask(block_fn, Y, outputs, voxel_block, shared, kwargs) -> dict[str, np
 
     if len(Y.chunks[0]) > 1:
         Y = Y.rechunk({0: -1})
-    if voxel_block and max(Y.chunks[1]) > voxel_block:
-        Y = Y.rechunk({1: int(voxel_block)})
+    if voxel_block:
+        # the in-process blocks (:func:`voxel_block_width` of the regular stored chunks)
+        v, ch = Y.shape[1], Y.chunks[1]
+        regular = len(ch) > 0 and all(c == ch[0] for c in ch[:-1]) and ch[-1] <= ch[0]
+        width = voxel_block_width(v, voxel_block, ch[0] if regular else 1)
+        if tuple(ch) != tuple(min(width, v - a) for a in range(0, v, width)):
+            Y = Y.rechunk({1: width})
     token = uuid.uuid4().hex[:12]
     shared_d = {k: val if isinstance(val, Delayed) else dask.delayed(val, name=f"ridge-{k}-{token}", traverse=False)
                 for k, val in shared.items()}
-    fn = dask.delayed(block_fn, pure=False)
+    numpy_blocks = getattr(kwargs.get("bk"), "name", "numpy") == "numpy"
+    fn = dask.delayed(functools.partial(_single_threaded, block_fn) if numpy_blocks else block_fn, pure=False)
     parts = [fn(b, **shared_d, **kwargs, dask_key_name=f"ridge-block-{token}-{j}")
              for j, b in enumerate(Y.to_delayed().ravel())]
     arrays = {k: da.concatenate([da.from_delayed(dask.delayed(operator.getitem)(part, k), shape=o.lead + (w,),
