@@ -140,7 +140,7 @@ def test_degenerate_voxels_change_no_other_voxel():
     Y = X @ rng.standard_normal((p, v)) * 0.3 + _ar1(rng, 0.3, n, v)
     groups = np.repeat(np.arange(4), 50)
     model = NestedCVModel(alphas=np.logspace(-1, 4, 6), n_inner_folds=3, n_permutations=99)
-    ref = model.fit_dataset(X[:200], Y[:200], X_test=X[200:], y_test=Y[200:], groups=groups)
+    ref = model.fit_dataset(X[:200], Y[:200], X_test=X[200:], y_test=Y[200:], stories=groups)
     # constant, all-NaN, partly-NaN (a dropped training volume; a dropped test volume) voxels
     bad = np.stack([np.full(n, 3.0), np.full(n, np.nan), Y[:, 0].copy(), Y[:, 1].copy()], axis=1)
     bad[17, 2] = np.nan
@@ -149,14 +149,14 @@ def test_degenerate_voxels_change_no_other_voxel():
     Yb = np.insert(Y, where - np.arange(4), bad, axis=1)
     others = np.setdiff1d(np.arange(v + 4), where)
     np.testing.assert_array_equal(Yb[:, others], Y)
-    got = model.fit_dataset(X[:200], Yb[:200], X_test=X[200:], y_test=Yb[200:], groups=groups)
+    got = model.fit_dataset(X[:200], Yb[:200], X_test=X[200:], y_test=Yb[200:], stories=groups)
     for name in ("r", "alpha", "p", "r2"):
         np.testing.assert_array_equal(got[name].values[others], ref[name].values, err_msg=name)
         assert np.all(np.isnan(got[name].values[where])) if name != "p" else np.all(got["p"].values[where] == 1)
     assert not got["significant"].values[where].any() and got.attrs["n_degenerate"] == 4
     # every voxel degenerate: one line
     with pytest.raises(ValueError, match="all 4 voxels are degenerate"):
-        model.fit_dataset(X[:200], bad[:200], X_test=X[200:], y_test=bad[200:], groups=groups)
+        model.fit_dataset(X[:200], bad[:200], X_test=X[200:], y_test=bad[200:], stories=groups)
     # and at scoring (responses not in memory: the predictions of such voxels are NaN or constant)
     y = rng.standard_normal((30, 3))
     p_, info = significance(y, np.column_stack([y[:, 0], np.full(30, 2.0), y[:, 2]]))
