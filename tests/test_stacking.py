@@ -221,3 +221,25 @@ def test_stacking_through_the_trainer_reaches_results_zarr(synthetic_small, tmp_
     wr, em = driver == "wordrate", driver == "embeddings"
     assert np.median(w[0, wr]) > 0.7 and np.median(w[1, em]) > 0.7
     assert metrics["median_score"] > 0.3
+
+
+@pytest.mark.slow
+def test_stacking_benchmark_runs_small(tmp_path):
+    """benchmarks/stacking.py end to end at a tiny size: the three models' rows and the split
+    table come out, and the ground-truth design check holds (numbers are not timings)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "stacking.py"
+    r = subprocess.run([sys.executable, str(script), "--stories", "4", "--words", "300", "--voxels", "60",
+                        "--n-iter", "4", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = re.findall(r"^\| (plain ridge \(concatenated\)|banded ridge|stacking) \| ([\d.]+) \| ([\d.]+) \|", r.stdout,
+                      re.M)
+    assert [x[0] for x in rows] == ["plain ridge (concatenated)", "banded ridge", "stacking"]
+    assert all(0 < float(x[2]) <= 1.2 for x in rows)
+    check = float(re.search(r"stored signal\) = ([\d.]+)", r.stdout).group(1))
+    assert check > 0.999
+    assert "stacking: weights" in r.stdout

@@ -216,8 +216,14 @@ def _oof_block(Y: np.ndarray, sides: list[list[tuple]], alphas: np.ndarray, fit_
         for b in range(k):
             _, _, A, B, lam = sides[b][f]
             P[b] = A @ ((B.T @ Yc) / (lam[:, None] + alphas[b][None, :])) + my
-        gram += np.einsum("inv,jnv->ijv", P, P)
-        cross += np.einsum("inv,nv->iv", P, Y[te])
+        Yte = Y[te]
+        for i in range(k):  # pairwise column dot products (a k-index einsum would not use fast loops)
+            cross[i] += np.einsum("nv,nv->v", P[i], Yte)
+            for j in range(i, k):
+                gram[i, j] += np.einsum("nv,nv->v", P[i], P[j])
+    for i in range(k):
+        for j in range(i):
+            gram[i, j] = gram[j, i]
     return gram, cross
 
 
