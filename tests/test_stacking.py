@@ -194,6 +194,23 @@ def test_structured_variance_partitioning_against_subset_fits():
     assert np.median(svp["svp_forward"][0]) < 0.02 < np.median(svp["svp_forward"][1])
 
 
+def test_dask_targets_and_outer_cv_mode():
+    import dask.array as da
+
+    X, Y, space, *_ = _two_space_problem(n=300, v=20, seed=5)
+    folds = list(ChunkKFold(chunk_length=20, n_splits=5, seed=0).split(300))
+    ref = solve_stacking_cv(X, Y, space, np.logspace(-1, 4, 8), folds, voxel_block=7)
+    got = solve_stacking_cv(X, da.from_array(Y, chunks=(300, 8)), space, np.logspace(-1, 4, 8), folds, voxel_block=7)
+    np.testing.assert_array_equal(got.weights, ref.weights)
+    np.testing.assert_array_equal(got.coef, ref.coef)
+    # without a test set: outer folds, the solver's outputs averaged over them
+    ds = NestedCVModel(model_name="stacking", alphas=np.logspace(-1, 4, 8), pvalue_method="analytic",
+                       n_outer_folds=3).fit_dataset(X, Y, feature_space=space)
+    assert ds.attrs["mode"] == "outer cv" and ds["stack_weight"].dims == ("space", "voxel")
+    np.testing.assert_allclose(ds["stack_weight"].sum("space"), 1.0, atol=1e-9)
+    np.testing.assert_allclose(ds["svp_backward"].sum("space"), ds["svp_forward"].sum("space"), atol=1e-9)
+
+
 def test_stacking_needs_feature_space():
     X = np.random.default_rng(1).standard_normal((100, 4))
     with pytest.raises(ValueError, match="feature_space"):

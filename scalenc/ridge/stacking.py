@@ -127,7 +127,8 @@ class StackingCVResult:
     weights : (n_spaces, n_voxels) ndarray
         Stacking weights, on the simplex per voxel: each space's share of the prediction.
     space_coef : (n_features, n_voxels) ndarray
-        Each space's own ridge weights, in that space's rows (unweighted).
+        Each space's own ridge weights, in that space's rows (unweighted; the ridge's dtype,
+        as ``coef``).
     space_intercept, space_alphas : (n_spaces, n_voxels) ndarray
         Each space's intercept and chosen alpha (``alpha ||w||^2`` units).
     space_cv_scores : (n_spaces, n_alphas, n_voxels) ndarray
@@ -264,7 +265,7 @@ def solve_stacking_cv(X, Y, feature_space, alphas, folds: Sequence[tuple[np.ndar
     spaces, space_of = feature_spaces(feature_space, p)
     folds = [(np.asarray(tr, np.int64), np.asarray(te, np.int64)) for tr, te in folds]
     k, v = len(spaces), Y.shape[1]
-    space_coef = np.empty((p, v), dtype=np.float64)
+    space_coef = None
     icpt, best, cvs = np.empty((k, v)), np.empty((k, v)), []
     grid = None
     for b in range(k):
@@ -272,6 +273,8 @@ def solve_stacking_cv(X, Y, feature_space, alphas, folds: Sequence[tuple[np.ndar
         res = solve_ridge_cv(X[:, cols], Y, alphas, folds, fit_intercept=fit_intercept, score=score,
                              single_alpha=single_alpha, alpha_squared=alpha_squared, voxel_block=voxel_block,
                              backend=backend, device=device, dtype=dtype, progress=progress)
+        if space_coef is None:  # in the solver's dtype (float32 by default): p x v can be large
+            space_coef = np.empty((p, v), dtype=res.coef.dtype)
         space_coef[cols] = res.coef
         icpt[b], best[b], grid = res.intercept, res.best_alphas, res.alphas
         cvs.append(res.cv_scores)
@@ -288,11 +291,14 @@ def solve_stacking_cv(X, Y, feature_space, alphas, folds: Sequence[tuple[np.ndar
         def store(sl, part):
             gram[..., sl], cross[:, sl] = part
 
-        run_blocks(one, spans, store, workers=local_workers(len(spans)) if backend in (None, "numpy") else 1)
+        run_blocks(one, spans, store, workers=local_workers(len(spans)))  # numpy, whatever the ridge backend
         weights = simplex_least_squares(np.moveaxis(gram, -1, 0), cross.T).T
     else:
         weights = np.ones((1, v))
-    coef = space_coef * weights[space_of]
+    coef = np.empty_like(space_coef)
+    for b in range(k):
+        cols = space_of == b
+        coef[cols] = space_coef[cols] * weights[b].astype(space_coef.dtype)[None, :]
     top = np.argmax(weights, axis=0)
     return StackingCVResult(coef=coef, intercept=(weights * icpt).sum(0), best_alphas=best[top, np.arange(v)],
                             weights=weights, space_coef=space_coef, space_intercept=icpt, space_alphas=best,
