@@ -135,8 +135,8 @@ def run(args) -> str:
              f"{args.words} words, {args.voxels} voxels ({int(driven.sum())} driven), word rate + embeddings "
              f"(dim {args.embedding_dim}) x {len(trainer.fir_delays)} delays, {datetime.date.today().isoformat()}",
              "", f"machine: {machine()} (shared with other jobs: times are indicative)", "",
-             f"ceiling: `noise_ceiling` ({source}); design check: min over driven voxels of r(signal from the design, stored signal) = "
-             f"{check:.4f}", "",
+             f"ceiling: `noise_ceiling` ({source}); design check: min over driven voxels of "
+             f"r(signal from the design, stored signal) = {check:.4f}", "",
              "| model | median r (driven) | median r / ceiling (driven) | mean r / ceiling (driven) | fit s |",
              "|---|---:|---:|---:|---:|"]
     for name, res in fits.items():

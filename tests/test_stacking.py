@@ -12,10 +12,15 @@ from scipy.optimize import minimize
 
 from scalenc import AbstractTrainer, FeatureExtractorFactory, NestedCVModel
 from scalenc import results as results_mod
+from scalenc.ridge.backend import CHECKED, unavailable
 from scalenc.ridge import RidgeCV, StackingCV, simplex_least_squares, solve_stacking_cv
 from scalenc.ridge.cv import ChunkKFold
 from scalenc.ridge.scoring import r2_score
 from scalenc.ridge.solver import ridge_closed_form
+
+BACKENDS = [pytest.param(b, id="-".join(filter(None, b)),
+                         marks=[pytest.mark.skipif(unavailable(*b) is not None, reason=str(unavailable(*b)))]
+                         + ([pytest.mark.gpu] if b[0] == "cupy" or b[1] == "cuda" else [])) for b in CHECKED]
 
 
 def _slsqp(P, y):
@@ -33,7 +38,8 @@ def test_simplex_weights_match_slsqp(k):
     m, n = 40, 25
     P = rng.standard_normal((m, n, k))
     # some problems with the optimum inside the simplex, some on a face or a vertex
-    y = np.einsum("mnk,mk->mn", P, rng.dirichlet(np.ones(k), m)) + rng.standard_normal((m, n)) * rng.uniform(0, 2, (m, 1))
+    y = np.einsum("mnk,mk->mn", P, rng.dirichlet(np.ones(k), m))
+    y += rng.standard_normal((m, n)) * rng.uniform(0, 2, (m, 1))
     y[: m // 4] = 3 * P[: m // 4, :, 0] - P[: m // 4, :, 1]
     H = np.einsum("mni,mnj->mij", P, P)
     c = np.einsum("mni,mn->mi", P, y)
@@ -112,8 +118,8 @@ def test_out_of_fold_statistics_match_direct_refits():
         W, c0 = ridge_closed_form(X[:, cols[b]], Y, res.space_alphas[b])
         np.testing.assert_allclose(res.space_coef[cols[b]], W, rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(res.coef[cols[b]], W * res.weights[b], rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(X @ res.coef + res.intercept, np.einsum("bv,btv->tv", res.weights, res.predict_spaces(X)),
-                               rtol=1e-9, atol=1e-9)
+    stacked = np.einsum("bv,btv->tv", res.weights, res.predict_spaces(X))
+    np.testing.assert_allclose(X @ res.coef + res.intercept, stacked, rtol=1e-9, atol=1e-9)
 
 
 def test_weights_go_to_the_driving_space():
@@ -209,6 +215,18 @@ def test_dask_targets_and_outer_cv_mode():
     assert ds.attrs["mode"] == "outer cv" and ds["stack_weight"].dims == ("space", "voxel")
     np.testing.assert_allclose(ds["stack_weight"].sum("space"), 1.0, atol=1e-9)
     np.testing.assert_allclose(ds["svp_backward"].sum("space"), ds["svp_forward"].sum("space"), atol=1e-9)
+
+
+@pytest.mark.parametrize("bk", BACKENDS)
+def test_backends_give_the_numpy_fit(bk):
+    X, Y, space, *_ = _two_space_problem(n=300, v=20, seed=6)
+    folds = list(ChunkKFold(chunk_length=20, n_splits=5, seed=0).split(300))
+    kw = dict(dtype="float64", voxel_block=8)
+    ref = solve_stacking_cv(X, Y, space, np.logspace(-1, 4, 8), folds, **kw)
+    got = solve_stacking_cv(X, Y, space, np.logspace(-1, 4, 8), folds, backend=bk[0], device=bk[1], **kw)
+    np.testing.assert_array_equal(got.space_alphas, ref.space_alphas)
+    np.testing.assert_allclose(got.weights, ref.weights, atol=1e-8)
+    np.testing.assert_allclose(got.coef, ref.coef, rtol=1e-7, atol=1e-9)
 
 
 def test_stacking_needs_feature_space():
