@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Sequence
+
 import numpy as np
 
 from .backend import array_module_of, host_array
@@ -134,9 +135,10 @@ class StackingCVResult:
     space_cv_scores : (n_spaces, n_alphas, n_voxels) ndarray
         Each space's mean held-out score per alpha (the alpha choice).
     oof_gram : (n_spaces, n_spaces, n_voxels) ndarray
-        ``P^T P`` of the out-of-fold predictions ``P`` (rows of all folds' test sets).
+        ``P^T P`` of the out-of-fold predictions ``P`` (rows of all folds' test sets; with
+        one space not computed: ones).
     oof_cross : (n_spaces, n_voxels) ndarray
-        ``P^T y`` of the out-of-fold predictions.
+        ``P^T y`` of the out-of-fold predictions (one space: ones).
     alphas : (n_alphas,) ndarray
     spaces : list
         Feature-space labels, in order of first appearance.
