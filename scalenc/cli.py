@@ -126,6 +126,14 @@ def _cmd_build_narratives(args) -> int:
     return 0
 
 
+def _cmd_build_arrays(args) -> int:
+    from .assembly import Assembly, arrays
+
+    print(format_info(Assembly(arrays.build(args.root, args.out, voxel_chunk=args.voxel_chunk,
+                                            overwrite=args.overwrite)).info()))
+    return 0
+
+
 def _cmd_build_lpp(args) -> int:
     from .assembly import Assembly, lpp
 
@@ -317,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--space", default="MNI152NLin2009cAsym", help="or fsaverage6 (GIFTI)")
     bids_flags(bn, 1.5)
     bn.set_defaults(func=_cmd_build_narratives)
+
+    ba = bsub.add_parser("arrays", help="a folder of <story>.npy responses, <story>.tsv words, assembly.json")
+    ba.add_argument("--root", required=True)
+    ba.add_argument("--out", required=True, help="output .zarr")
+    ba.add_argument("--voxel-chunk", type=int, default=DEFAULT_VOXEL_CHUNK)
+    ba.add_argument("--overwrite", action="store_true")
+    ba.set_defaults(func=_cmd_build_arrays)
 
     bp = bsub.add_parser("lpp", help="Le Petit Prince (OpenNeuro ds003643) layout")
     bp.add_argument("--root", required=True)

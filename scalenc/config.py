@@ -98,6 +98,7 @@ class RunConfig:
     trimming: dict | None = None
     model: dict = dataclasses.field(default_factory=dict)
     extractor_identities: list[str] | None = None
+    stack: list[dict] | None = None
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], *, source: str = "config") -> RunConfig:
@@ -188,6 +189,12 @@ def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", sourc
         raise ConfigError(f"{source}: give either 'extractors' (one model) or [[models]] (a sweep), not both")
     for key, value in cfg.items():
         hint = TOP_KEYS[key]
+        if key == "stack":
+            if not isinstance(value, list) or not all(isinstance(x, dict) and isinstance(x.get("name"), str)
+                                                      and type_ok(x.get("models"), list[str]) for x in value):
+                raise ConfigError(f"{source}: [[stack]] entries need a 'name' (string) and 'models' (a list of the "
+                                  "[[models]] names)")
+            continue
         if key == "models":
             if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
                 raise ConfigError(f"{source}: 'models' must be a non-empty array of tables ([[models]])")
@@ -217,13 +224,17 @@ def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", sourc
             if m["name"] in names:
                 raise ConfigError(f"{source}: {where}: model name {m['name']!r} given twice")
             names.add(m["name"])
-            extra = sorted(set(m) - {"name", "extractors"})
+            extra = sorted(set(m) - {"name", "extractors", "parameters"})
             if extra:
-                raise ConfigError(f"{source}: {where}: unknown key(s) {extra}; accepted: ['extractors', 'name']")
+                raise ConfigError(f"{source}: {where}: unknown key(s) {extra}; accepted: ['extractors', 'name', "
+                                  "'parameters']")
+            if "parameters" in m and not type_ok(m["parameters"], float):
+                raise ConfigError(f"{source}: {where}: 'parameters' (the model's parameter count) must be a number")
             if not isinstance(m.get("extractors"), list) or not m["extractors"]:
                 raise ConfigError(f"{source}: {where} needs a non-empty [[models.extractors]] array")
-            models.append({"name": m["name"], "extractors": _extractors(m["extractors"], base, source,
-                                                                        f"[[models]] {m['name']!r} extractor")})
+            models.append({"name": m["name"], "parameters": m.get("parameters"),
+                           "extractors": _extractors(m["extractors"], base, source,
+                                                     f"[[models]] {m['name']!r} extractor")})
         out["models"] = models
         return out
     out["extractors"] = _extractors(out["extractors"], base, source, "[[extractors]]")
@@ -257,7 +268,8 @@ def _extractors(items: list, base: Path, source: str, prefix: str) -> list[dict[
 def model_kwargs(table: dict[str, Any], model_cls, *, source: str = "config") -> dict[str, Any]:
     """Keyword arguments of ``model_cls`` from a ``[model]`` table, types checked against
     the constructor's defaults; ``alphas_logspace = [lo, hi, n]`` becomes ``alphas``."""
-    params = inspect.signature(model_cls).parameters
+    defaults = (model_cls.param_defaults() if hasattr(model_cls, "param_defaults")
+                else {k: p.default for k, p in inspect.signature(model_cls).parameters.items()})
     out = dict(table)
     if "alphas_logspace" in out:
         v = out.pop("alphas_logspace")
@@ -267,12 +279,12 @@ def model_kwargs(table: dict[str, Any], model_cls, *, source: str = "config") ->
         out["alphas"] = np.logspace(v[0], v[1], int(v[2]))
     elif "alphas" in out:
         _check(out["alphas"], list[float], "[model] key 'alphas'", source)
-    unknown = sorted(set(out) - set(params))
+    unknown = sorted(set(out) - set(defaults))
     if unknown:
         raise ConfigError(f"{source}: [model] unknown key(s) {unknown}; accepted: "
-                          f"{sorted([*params, 'alphas_logspace'])}")
+                          f"{sorted([*defaults, 'alphas_logspace'])}")
     for k, v in out.items():
-        default = params[k].default
+        default = defaults[k]
         if k != "alphas" and default is not None and default is not inspect.Parameter.empty:
             _check(v, type(default) if not isinstance(default, float) else float, f"[model] key {k!r}", source)
     return out

@@ -55,7 +55,7 @@ from .ridge.scoring import noise_ceiling
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Alignment", "Plan", "PlanResult", "Run", "build_objects", "select_layers", "split_stories",
+__all__ = ["Alignment", "Pinned", "Plan", "PlanResult", "Run", "build_objects", "select_layers", "split_stories",
            "story_design", "layer_label"]
 
 
@@ -125,11 +125,19 @@ class PlanResult:
     timings: dict
 
 
+class Pinned(tuple):
+    """Layers pinned per extractor, ``((extractor index, layer), ...)``: one fit whose
+    multi-layer extractors each contribute their own layer (hashable, so it can label a
+    plan's designs)."""
+
+
 def layer_label(layer) -> str:
     """The ``layer`` coordinate of a fitted layer (``"0"`` for a single-layer fit, ``"L1+L2"``
     for one banded fit over several layers)."""
     if layer is None:
         return "0"
+    if isinstance(layer, Pinned):
+        return "+".join(str(lay) for _, lay in layer)
     if isinstance(layer, tuple):
         return "+".join(map(str, layer))
     return str(layer)
@@ -154,7 +162,8 @@ def select_layers(extractors, first_sets, layer_idx=None, banded_by: str | None 
     ``first_sets``: one FeatureSet per extractor (any story). ``layer_idx`` in the tutorial
     API's numbering (a speech extractor counts as LITcoder); ``banded_by="layer"`` makes the
     selected layers one banded fit (a single tuple label)."""
-    multi = [(i, list(fs["layer"].values)) for i, fs in enumerate(first_sets) if fs.sizes["layer"] > 1]
+    multi = [(i, np.asarray(fs["layer"].values).tolist()) for i, fs in enumerate(first_sets)
+             if fs.sizes["layer"] > 1]  # plain Python labels: messages show 3, not np.int64(3)
     if len(multi) > 1:
         raise ValueError("more than one multi-layer extractor: choose layers with each extractor's layer_idx "
                          "config so that at most one contributes several layers")
@@ -182,11 +191,20 @@ def select_layers(extractors, first_sets, layer_idx=None, banded_by: str | None 
 def design_spaces(feature_sets, modalities: Sequence[str], multi: int | None, layer) -> dict[str, xr.DataArray]:
     """The named feature spaces of one story for one layer: each extractor's space (named by
     its FeatureSet's ``feature_space``, else its modality), the multi-layer extractor's at
-    ``layer`` (a tuple: one space per layer, for a banded fit over layers)."""
+    ``layer`` (a tuple: one space per layer, for a banded fit over layers; a :class:`Pinned`:
+    each of several multi-layer extractors at its own layer, e.g. a stacked fit of two
+    models' best layers)."""
     spaces: dict[str, xr.DataArray] = {}
     for i, (fs, modality) in enumerate(zip(feature_sets, modalities)):
         F = fs["features"]
         name = str(fs.attrs.get("feature_space") or modality)
+        if isinstance(layer, Pinned):
+            pins = dict(layer)
+            F = F.sel(layer=pins[i]) if i in pins else F.isel(layer=0)
+            while name in spaces:
+                name += "_"
+            spaces[name] = F
+            continue
         if i == multi and isinstance(layer, tuple):
             for lay in layer:
                 spaces[f"{name} layer {lay}"] = F.sel(layer=lay)

@@ -242,7 +242,7 @@ def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alig
           name: str = "sweep", cache_dir: str | os.PathLike | None = None, client=None, retries: int = 2,
           save_weights: bool = False, lookback: int | None = None, min_ceiling: float = 0.1,
           overwrite: bool = False, parameters: Mapping[str, float] | None = None,
-          **align_options) -> SweepResult:
+          stack: Mapping[str, list] | None = None, stack_model=None, **align_options) -> SweepResult:
     """Fit every (subject, model, layer) with the stimulus side computed once.
 
     Parameters
@@ -280,6 +280,14 @@ def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alig
         Replace an existing sweep folder ``results_dir/name``.
     parameters : mapping model name -> parameter count, optional
         Adds a log-scale model-size panel to ``scaling.png``.
+    stack : mapping name -> list of model names, optional
+        After the models' fits, one stacked fit per subject and entry: the listed models'
+        extractors side by side, each multi-layer model at its best layer (highest mean
+        ``r |r|``, averaged over subjects), fitted with ``stack_model`` (default: ``model``
+        with ``model_name="stacking"``, :mod:`scalenc.ridge.stacking`). Its run folder is
+        ``<subject>/<name>/``, its summary rows have ``model = name`` and the layers as
+        ``"L_a+L_b"``; ``sweep.json`` records which layers were stacked. (Its
+        ``config.toml`` names the extractors and model; the layers are the sweep's choice.)
 
     Returns
     -------
@@ -343,6 +351,49 @@ def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alig
     for (subj, mname), tr in trainers.items():
         rows += summary_rows(subj, mname, out.datasets[(subj, mname)], out.run_dirs[(subj, mname)],
                              tr.split()[0], min_ceiling)
+    stacked = {}
+    if stack:
+        import pandas as pd_
+
+        table = pd_.DataFrame(rows)
+        stack_model = stack_model if stack_model is not None else \
+            type(model)(**{**model.get_params(), "model_name": "stacking"})
+        sruns, chosen = [], {}
+        for sname, names in stack.items():
+            missing = [m for m in names if m not in mods]
+            if missing or len(names) < 2 or sname in mods:
+                raise SweepError(f"sweep: stack {sname!r} needs two or more of the sweep's models {list(mods)} and a "
+                                 f"name of its own (unknown: {missing})")
+            best = {}
+            for m in names:
+                t = table[table.model == m].groupby("layer", sort=False)["mean_r_abs_r"].mean()
+                best[m] = str(t.idxmax())
+            chosen[sname] = best
+            for subj, asm in zip(subjects, asms):
+                exs, pins = [], []
+                for m in names:
+                    run = runs[(subj, m)]
+                    if run.multi is not None:
+                        layer = next(lay for lay in run.layers if engine.layer_label(lay) == best[m])
+                        pins.append((len(exs) + run.multi, layer))
+                    exs += trainers[(subj, m)].feature_extractors
+                tr = AbstractTrainer(asm, exs, align.downsampler, stack_model, align.fir_delays, align.trimming,
+                                     use_train_test_split=use_train_test_split, logger_backend="none",
+                                     results_dir=root / subj, downsample_config=align.downsample_config,
+                                     story_selection=stories, run_name=sname, save_weights=save_weights,
+                                     zscore_targets=align.zscore_targets, cache_dir=cache_dir, overwrite=True)
+                run = tr.plan().runs[0]
+                run.layers, run.multi = [engine.Pinned(pins)], None
+                sruns.append((tr, run))
+        sout = engine.Plan([r for _, r in sruns], align, stack_model, save_weights=save_weights, client=client,
+                           retries=retries, overwrite=True, name=f"{name}-stack").execute()
+        for tr, run in sruns:
+            rows += summary_rows(run.subject, run.name, sout.datasets[run.key], sout.run_dirs[run.key],
+                                 tr.split()[0], min_ceiling)
+            out.run_dirs[run.key] = sout.run_dirs[run.key]
+        for k in ("extract", "align", "fit", "write", "n_extract", "n_design", "n_x_side", "n_fits"):
+            t[k] += sout.timings[k]
+        stacked = chosen
 
     # ---- summary table, figure, settings -----------------------------------------------------
     t0 = time.perf_counter()
@@ -362,7 +413,8 @@ def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alig
     meta = {"subjects": subjects, "assemblies": [str(Path(a.path).resolve()) for a in asms],
             "models": {m: [ex.modality for ex in exs] for m, exs in mods.items()},
             "layers": {m: [engine.layer_label(x) for x in runs[(subjects[0], m)].layers] for m in mods},
-            "timings": timings, "min_ceiling": min_ceiling}
+            "timings": timings, "min_ceiling": min_ceiling, "stack": stacked,
+            "parameters": dict(parameters or {})}
     tmp = root / ".tmp-sweep.json"
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, root / "sweep.json")
@@ -382,6 +434,8 @@ def from_config(cfg: dict[str, Any], *, cluster: Any = None, source: str = "conf
     objs = engine.build_objects(rc, source=source)
     assemblies = rc.assembly if isinstance(rc.assembly, list) else [rc.assembly]
     models = objs.get("models") or {rc.run_name or "model": objs["extractors"]}
+    parameters = {m["name"]: float(m["parameters"]) for m in (rc.models or []) if m.get("parameters")}
+    stack = {s_["name"]: list(s_["models"]) for s_ in (rc.stack or [])}
     try:
         return sweep(assemblies, models, rc.layer_idx, model=objs["model"],
                      alignment=engine.Alignment(objs["downsampler"], dict(rc.downsample_config or {}),
@@ -390,7 +444,8 @@ def from_config(cfg: dict[str, Any], *, cluster: Any = None, source: str = "conf
                      use_train_test_split=rc.use_train_test_split, stories=rc.stories,
                      results_dir=rc.results_dir, name=rc.run_name or "sweep", cache_dir=rc.cache_dir,
                      client=cluster if cluster is not None else rc.cluster, save_weights=rc.save_weights,
-                     lookback=rc.lookback, overwrite=rc.overwrite if overwrite is None else overwrite)
+                     lookback=rc.lookback, overwrite=rc.overwrite if overwrite is None else overwrite,
+                     parameters=parameters or None, stack=stack or None)
     except (TypeError, KeyError) as e:
         raise ConfigError(f"{source}: {e}") from e
 

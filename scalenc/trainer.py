@@ -1,14 +1,15 @@
 """``AbstractTrainer``: the tutorials' pipeline wired from scalenc's stages.
 
-extract (per story and extractor, cached, optionally on Dask workers) ->
-:func:`scalenc.align.align_story` per story (downsample -> FIR delays -> trim -> z-score)
--> ``model.fit_dataset`` (per-voxel results as an :class:`xarray.Dataset`) -> results on
-zarr + metrics.json + config.toml + report.png + logger.
+``train()`` runs a :class:`scalenc.engine.Plan` of one subject and one model (the engine
+that :func:`scalenc.sweep` runs too): extract (per story and extractor, cached, optionally
+on Dask workers) -> :func:`scalenc.align.align_story` per story (downsample -> FIR delays
+-> trim -> z-score) -> ``model.fit_dataset`` on the labeled design (per-voxel results as
+an :class:`xarray.Dataset`) -> results on zarr + metrics.json + config.toml + report ->
+logger.
 
-The trainer holds no algorithm of its own: each step is a function of
-:mod:`scalenc.features`, :mod:`scalenc.align`, :mod:`scalenc.models` and
-:mod:`scalenc.results`. It never changes the objects it is given: extractors that need a
-cache folder or the trainer's ``lookback`` are copied.
+The trainer holds no algorithm of its own: it turns the tutorials' arguments into a plan
+and its results into the tutorials' metrics dict. It never changes the objects it is
+given: extractors that need a cache folder or the trainer's ``lookback`` are copied.
 """
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ from .loggers import make_logger
 from .models import NestedCVModel
 
 logger = logging.getLogger(__name__)
+
+#: the trainer's run options (keywords after the tutorials' ones) -> their RunConfig key
+RUN_OPTIONS = {"story_selection": "stories", "run_name": "run_name", "client": "cluster",
+               "save_weights": "save_weights", "zscore_targets": "zscore_targets", "cache_dir": "cache_dir",
+               "overwrite": "overwrite", "banded_by": "banded_by"}
 
 
 def _own_extractor(ex, lookback: int | None, cache_dir: Path):
@@ -83,12 +89,12 @@ class AbstractTrainer:
         extraction. Default: the extractor's own ``layer_idx``/``layer`` config, else all.
         For a speech extractor the numbers count as LITcoder's (``3`` is the fourth hidden
         state; see :func:`scalenc.features.speech.litcoder_layer_labels`).
-    banded_by : {None, "layer"}
-        With ``model=NestedCVModel(model_name="banded_ridge")`` the bands are the extractors'
-        feature spaces; ``"layer"`` instead makes each selected layer of the multi-layer
-        extractor its own band, in one fit (its results' layer is labelled ``"L1+L2+..."``).
     lookback : int, optional
         ``lookback`` of the language-model extractors (set on the trainer's copies).
+
+    Run options (keywords only; :data:`RUN_OPTIONS` names their :class:`RunConfig` keys, and
+    :meth:`from_config` builds a trainer from a whole RunConfig)
+    ----------------------------------------------------------------------------------------
     story_selection : list of str or int, optional
         Stories to use (an int is a 1-based index, as in LITcoder).
     run_name : str, optional
@@ -102,6 +108,10 @@ class AbstractTrainer:
         Feature cache of extractors that have none (default ``results_dir/feature_cache``).
     overwrite : bool
         Replace the results of an existing ``run_name`` (otherwise an error).
+    banded_by : {None, "layer"}
+        With ``model=NestedCVModel(model_name="banded_ridge")`` the bands are the extractors'
+        feature spaces; ``"layer"`` instead makes each selected layer of the multi-layer
+        extractor its own band, in one fit (its results' layer is labelled ``"L1+L2+..."``).
     """
 
     def __init__(self, assembly, feature_extractors, downsampler=None, model=None,
@@ -110,11 +120,15 @@ class AbstractTrainer:
                  logger_backend: str = DEFAULTS.logger_backend, wandb_project_name: str = DEFAULTS.wandb_project_name,
                  dataset_type: str = DEFAULTS.dataset_type, results_dir: str | os.PathLike = DEFAULTS.results_dir,
                  downsample_config: Mapping[str, Any] | None = None, layer_idx=DEFAULTS.layer_idx,
-                 lookback: int | None = DEFAULTS.lookback, story_selection=DEFAULTS.stories,
-                 run_name: str | None = DEFAULTS.run_name, client=DEFAULTS.cluster,
-                 save_weights: bool = DEFAULTS.save_weights, zscore_targets: bool = DEFAULTS.zscore_targets,
-                 cache_dir: str | os.PathLike | None = DEFAULTS.cache_dir, overwrite: bool = DEFAULTS.overwrite,
-                 banded_by: str | None = DEFAULTS.banded_by):
+                 lookback: int | None = DEFAULTS.lookback, **options):
+        unknown = sorted(set(options) - set(RUN_OPTIONS))
+        if unknown:
+            raise TypeError(f"AbstractTrainer got unexpected keyword(s) {unknown}; its run options are "
+                            f"{sorted(RUN_OPTIONS)} (RunConfig keys {sorted(set(RUN_OPTIONS.values()))})")
+        opt = {key: options.get(key, getattr(DEFAULTS, field)) for key, field in RUN_OPTIONS.items()}
+        story_selection, run_name, client = opt["story_selection"], opt["run_name"], opt["client"]
+        save_weights, zscore_targets, cache_dir = opt["save_weights"], opt["zscore_targets"], opt["cache_dir"]
+        overwrite, banded_by = opt["overwrite"], opt["banded_by"]
         self.assembly = assembly if isinstance(assembly, Assembly) else load_assembly(assembly)
         exs = list(feature_extractors) if isinstance(feature_extractors, (list, tuple)) else [feature_extractors]
         if not exs:
@@ -256,8 +270,8 @@ class AbstractTrainer:
     def config(self) -> dict[str, Any]:
         """The resolved configuration (written to ``config.toml``; :class:`RunConfig` keys,
         absolute paths, so that the file runs again from any folder)."""
-        model = {k: v for k, v in vars(self.model).items()
-                 if isinstance(v, (int, float, str, bool)) and not k.endswith("_")}
+        params = self.model.get_params() if hasattr(self.model, "get_params") else vars(self.model)
+        model = {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool)) and not k.endswith("_")}
         if getattr(self.model, "alphas", None) is not None:
             model["alphas"] = [float(a) for a in np.asarray(self.model.alphas).ravel()]
         extractors = []

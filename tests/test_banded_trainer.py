@@ -79,3 +79,36 @@ def test_banded_by_layer_gives_each_layer_a_band(synthetic_small, tmp_path):
     with pytest.raises(ValueError, match="banded_ridge"):
         AbstractTrainer(assembly=asm, feature_extractors=[ex], model=NestedCVModel(), banded_by="layer",
                         results_dir=tmp_path / "res", run_name="x", logger_backend="none")
+
+
+def test_a_registered_solver_output_reaches_results_zarr(tmp_path):
+    """The ARCHITECTURE recipe "a solver output": one register_solver call (fit + outputs)
+    and the output is a variable of the run's results.zarr, through the trainer unchanged."""
+    from scalenc import results
+    from scalenc.datasets import synthetic
+    from scalenc.features import FeatureExtractorFactory
+    from scalenc.models.solvers import SOLVERS, Solver, register_solver
+
+    ridge = SOLVERS["ridge_regression"]
+
+    def best_cv_score(model, res, Xt, yt):  # the inner-CV score of the chosen alpha, per voxel
+        best = np.take_along_axis(np.asarray(res.cv_scores), np.asarray(res.best_alpha_index)[None], 0)[0]
+        return {"cv_score": ("voxel", best)}, {}
+
+    register_solver(Solver("ridge_with_cv_score", ridge.fit, prepare=ridge.prepare, outputs=best_cv_score))
+    try:
+        ds = synthetic(tmp_path / "d", n_stories=4, words_per_story=150, n_voxels=12, embedding_dim=4,
+                       audio=False, progress=False)
+        ex = FeatureExtractorFactory.create_extractor("embeddings", str(ds.embeddings_path), {}, tmp_path / "c")
+        model = NestedCVModel("ridge_with_cv_score", alphas=np.logspace(-1, 4, 6), n_inner_folds=3)
+        m = AbstractTrainer(ds.assembly(), [ex], model=model, results_dir=tmp_path / "r", run_name="x",
+                            logger_backend="none").train()
+        saved = results.load(m["results_dir"]).layer().load()
+        plain = AbstractTrainer(ds.assembly(), [ex], model=NestedCVModel(alphas=np.logspace(-1, 4, 6),
+                                                                         n_inner_folds=3),
+                                results_dir=tmp_path / "r", run_name="y", logger_backend="none").train()
+        assert "cv_score" in saved and saved["cv_score"].shape == (12,)
+        assert np.all(np.isfinite(saved["cv_score"].values)) and np.all(saved["cv_score"].values <= 1)
+        np.testing.assert_array_equal(saved["r"].values, plain["correlations"])  # same fit otherwise
+    finally:
+        SOLVERS.pop("ridge_with_cv_score", None)

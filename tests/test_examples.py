@@ -128,3 +128,61 @@ def test_tutorial_speech(data, hub_home, monkeypatch, capsys):
     assert abs(rec["noise"]["r"]) < 0.1, rec
     assert rec["wordrate"]["r"] > max(0.1, rec["noise"]["r"] + 0.08), rec
     assert any((data[0] / "tutorial_speech" / "cache_speech").iterdir())
+
+
+@pytest.mark.slow
+def test_scaling_laws_sweep_config(data, hub_home, monkeypatch, capsys, tmp_path):
+    """examples/scaling_laws_sweep.toml (the paper's layout: LM x layers x subjects, a speech
+    model, stacking of the best LM layer with the best speech layer) runs as shipped on two
+    synthetic subjects with tiny random models; the summary has the paper's metric."""
+    import json
+
+    import pandas as pd
+
+    from scalenc.cli import main
+    from scalenc.datasets import synthetic
+
+    root, ds, _ = data
+    other = synthetic(tmp_path / "s2", n_stories=3, words_per_story=60, n_voxels=40, embedding_dim=8, tr=0.25,
+                      seed=5, subject="SYN02")
+    text = (ROOT / "examples" / "scaling_laws_sweep.toml").read_text()
+    text = text.replace('assembly = ["UTS01.zarr", "UTS02.zarr", "UTS03.zarr"]',
+                        f'assembly = ["{ds.assembly_path}", "{other.assembly_path}"]')
+    assert str(other.assembly_path) in text
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(text.replace("alphas_logspace = [0, 4, 9]", "alphas_logspace = [0, 4, 5]")
+                   .replace("n_inner_folds = 5", "n_inner_folds = 3"))
+    monkeypatch.chdir(tmp_path)
+    for k, v in dict(HF_HOME=str(hub_home.home), HF_HUB_OFFLINE="1").items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert main(["run", str(cfg)]) == 0
+    out = tmp_path / "results" / "scaling-laws"
+    csv = pd.read_csv(out / "summary.csv")
+    subjects = sorted(csv.subject.unique())
+    assert len(subjects) == 2
+    for subj in subjects:
+        mine = csv[csv.subject == subj]
+        assert sorted(mine[mine.model == "gpt2"].layer.astype(str)) == ["3", "6", "9"]
+        assert len(mine[mine.model == "whisper-tiny"]) == 5  # the embeddings and 4 encoder layers
+        stacked = mine[mine.model == "gpt2+whisper-tiny"]
+        assert len(stacked) == 1
+        # the stacked layers are each model's best (by mean r|r| over subjects)
+        best = {m: csv[csv.model == m].groupby("layer").mean_r_abs_r.mean().idxmax()
+                for m in ("gpt2", "whisper-tiny")}
+        assert stacked.layer.iloc[0] == f"{best['gpt2']}+{best['whisper-tiny']}"
+        for m in ("gpt2", "whisper-tiny"):
+            rows = mine[mine.model == m]
+            assert rows.best_layer.sum() == 1
+            r = results_r(out / subj / m, str(rows[rows.best_layer].layer.iloc[0]))
+            assert rows[rows.best_layer].mean_r_abs_r.iloc[0] == pytest.approx(float(np.mean(r * np.abs(r))))
+    meta = json.loads((out / "sweep.json").read_text())
+    assert meta["parameters"] == {"gpt2": 124e6, "whisper-tiny": 39e6}
+    assert set(meta["stack"]["gpt2+whisper-tiny"]) == {"gpt2", "whisper-tiny"}
+    assert (out / "scaling.png").stat().st_size > 10_000
+
+
+def results_r(run_dir, layer: str) -> np.ndarray:
+    from scalenc import results
+
+    return np.asarray(results.load(run_dir).layer(layer)["r"].values, dtype=np.float64)

@@ -189,3 +189,31 @@ def test_permutation_pvalues_do_not_depend_on_the_voxel_block():
     pred = X[300:] @ ds["weights"].values + ds["intercept"].values
     np.testing.assert_allclose(ds["p"].values, block_permutation_pvalues(Y[300:], pred, n_permutations=99, seed=0),
                                rtol=0, atol=0)
+
+
+def test_grouped_options_equal_their_keywords():
+    """NestedCVModel's grouped options (SolverOptions, BandedSearch) and their flat keywords
+    are the same settings; unknown keywords are one error naming the accepted ones."""
+    from scalenc.config import model_kwargs
+    from scalenc.models.solvers import BandedSearch, SolverOptions
+
+    a = NestedCVModel("banded_ridge", solver_options=SolverOptions(dtype="float64", voxel_block=64),
+                      search=BandedSearch(n_iter=3))
+    b = NestedCVModel("banded_ridge", dtype="float64", voxel_block=64, n_iter=3)
+    pa, pb = a.get_params(), b.get_params()
+    np.testing.assert_array_equal(pa.pop("alphas"), pb.pop("alphas"))
+    assert pa == pb and pa["dtype"] == "float64" and pa["voxel_block"] == 64 and pa["n_iter"] == 3
+    assert a.solver_kwargs == {"backend": None, "device": None, "dtype": "float64", "voxel_block": 64}
+    # a [model] table with the flat keys round-trips through the config checker
+    c = NestedCVModel(**model_kwargs({"model_name": "banded_ridge", "dtype": "float64", "voxel_block": 64,
+                                      "n_iter": 3}, NestedCVModel))
+    pc = c.get_params()
+    pc.pop("alphas")
+    assert pc == pa
+    with pytest.raises(TypeError, match="unexpected keyword 'voxelblock'.*voxel_block"):
+        NestedCVModel(voxelblock=3)
+    X, Y, _ = _data()
+    ra = a.fit_dataset(X[:200], Y[:200], X_test=X[200:], y_test=Y[200:], feature_space=np.arange(X.shape[1]) % 2)
+    rb = b.fit_dataset(X[:200], Y[:200], X_test=X[200:], y_test=Y[200:], feature_space=np.arange(X.shape[1]) % 2)
+    np.testing.assert_array_equal(ra["r"].values, rb["r"].values)
+    np.testing.assert_array_equal(ra["gamma"].values, rb["gamma"].values)

@@ -316,7 +316,9 @@ def _save(run_dir, layers, *, config=None, noise_ceiling=None, voxel_coords=None
         res = res.assign_coords({k: ("voxel", np.asarray(v))})
     if extra is not None:
         res = res.merge(extra.expand_dims(layer=res["layer"].values))
-    return results_mod.save(run_dir, res, config=config)
+    from scalenc.engine import save_run  # saves, then draws the report (as a run does)
+
+    return save_run(run_dir, res, config=config)
 
 
 def _metrics(r, sig, ceiling=None, source=None):

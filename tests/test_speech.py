@@ -488,12 +488,11 @@ def test_trainer_layer_idx_counts_as_litcoder_for_speech(synthetic_small):
     """The trainer's layer_idx for a multi-layer speech extractor is LITcoder's block index too."""
     import xarray as xr
 
-    from scalenc.trainer import AbstractTrainer
+    from scalenc.engine import select_layers
 
-    asm = synthetic_small.assembly()
-    feats = {(s, 0): xr.Dataset(coords={"layer": [0, 1, 2, 3, 4]}) for s in asm.stories}
+    first = [xr.Dataset(coords={"layer": [0, 1, 2, 3, 4]})]
     ex = SpeechExtractor("unused", {"layer": "all"})
-    assert AbstractTrainer(asm, [ex], layer_idx=3, logger_backend="none")._layers(feats) == ([4], 0)
-    assert AbstractTrainer(asm, [ex], layer_idx="last", logger_backend="none")._layers(feats) == ([4], 0)
-    assert AbstractTrainer(asm, [ex], layer_idx=[0, 2], logger_backend="none")._layers(feats) == ([1, 3], 0)
-    assert AbstractTrainer(asm, [ex], logger_backend="none")._layers(feats) == ([0, 1, 2, 3, 4], 0)
+    assert select_layers([ex], first, 3) == ([4], 0)
+    assert select_layers([ex], first, "last") == ([4], 0)
+    assert select_layers([ex], first, [0, 2]) == ([1, 3], 0)
+    assert select_layers([ex], first) == ([0, 1, 2, 3, 4], 0)

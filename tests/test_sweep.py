@@ -102,6 +102,12 @@ def test_sweep_equals_independent_runs(subjects, tmp_path):
     assert meta["subjects"] == ["SYN01", "SYN02"] and meta["layers"]["deep"] == ["0", "1", "2"]
 
 
+def test_unknown_layer_is_named_plainly(subjects, tmp_path):
+    a, _ = subjects
+    with pytest.raises(ValueError, match=r"layer_idx 7 not available from custom; layers: \[0, 1, 2\]$"):
+        sweep([a.assembly()], {"deep": _models(a, tmp_path / "c")["deep"]}, layers=[7], results_dir=tmp_path)
+
+
 def test_fraction_of_ceiling_is_a_ratio_of_means():
     r = np.array([0.2, 0.3, 0.05, np.nan])
     c = np.array([0.4, 0.6, 0.05, 0.9])

@@ -5,6 +5,7 @@ import scalenc
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -332,3 +333,48 @@ def test_noise_ceiling_from_test_repeats_without_ground_truth(data, tmp_path, mo
     reps = asm.bold_repeats(asm.test_stories[0]).values[:, 40:]
     assert m["noise_ceiling_source"] == "test repeats (cc_max)"
     np.testing.assert_allclose(m["noise_ceiling"], noise_ceiling(reps)["cc_max"], rtol=1e-12)
+
+
+def test_run_options_are_keywords_checked_against_runconfig(data, tmp_path):
+    with pytest.raises(TypeError, match="unexpected keyword.*'runname'.*run_name"):
+        AbstractTrainer(data.assembly(), _extractors(data, tmp_path / "cache"), runname="x")
+    tr = AbstractTrainer(data.assembly(), _extractors(data, tmp_path / "cache"), run_name="x", save_weights=True,
+                         story_selection=[1, 2, 3], results_dir=tmp_path)
+    cfg = tr.config()
+    assert cfg["run_name"] == "x" and cfg["save_weights"] is True and len(cfg["stories"]) == 3
+
+
+def test_predict_refuses_other_features_or_voxels(data, tmp_path, capsys):
+    """A run records each extractor's identity: prediction with other vectors behind the
+    same file name, or on an assembly with another voxel set, is one error (unless asked)."""
+    import shutil
+
+    emb = tmp_path / "vectors" / Path(data.embeddings_path).name
+    emb.parent.mkdir()
+    shutil.copy2(data.embeddings_path, emb)  # keeps the mtime: the identity is path, size, mtime
+    make = FeatureExtractorFactory.create_extractor
+    exs = [make("embeddings", str(emb), {}, tmp_path / "cache")]
+    asm = data.assembly()
+    AbstractTrainer(asm, exs, model=NestedCVModel(alphas=ALPHAS, seed=1), results_dir=tmp_path / "res", run_name="w",
+                    logger_backend="none", save_weights=True).train()
+    run = tmp_path / "res" / "w"
+    stories = asm.train_stories[:2]
+    good = scalenc.predict(run, stories=stories)
+    # the same words with other vectors (rows permuted): same file name and size
+    lines = emb.read_text().splitlines()
+    head, body = (lines[:1], lines[1:]) if len(lines[0].split()) == 2 else ([], lines)
+    words = [ln.split(" ", 1)[0] for ln in body]
+    vecs = [ln.split(" ", 1)[1] for ln in body]
+    perm = np.random.default_rng(0).permutation(len(vecs))
+    emb.write_text("\n".join(head + [f"{w} {vecs[j]}" for w, j in zip(words, perm)]) + "\n")
+    with pytest.raises(ValueError, match=r"extractor\(s\) #1 embeddings .* differ"):
+        scalenc.predict(run, stories=stories)
+    assert main(["predict", str(run), "--stories", *stories]) == 2
+    assert "allow-mismatch" in capsys.readouterr().err
+    swapped = scalenc.predict(run, stories=stories, allow_mismatch=True)
+    assert np.nanmedian(swapped["r_all"]) < np.nanmedian(good["r_all"]) - 0.1
+    # another voxel set (the run's own vectors back): refused before anything is predicted
+    shutil.copy2(data.embeddings_path, emb)
+    fewer = asm.subset(voxels=np.arange(asm.n_voxels - 3)).save(tmp_path / "fewer.zarr")
+    with pytest.raises(ValueError, match=r"fewer.zarr: \d+ voxels, but the run .* was fitted on \d+"):
+        scalenc.predict(run, assembly=fewer, stories=stories, allow_mismatch=False)

@@ -87,7 +87,9 @@ def align_story(features, tr_times, targets, *, event_times=None, downsampler: D
         A space is a DataArray with dims ``(time[, feature])`` (a ``layer`` dim of size 1
         is dropped) whose ``time`` coordinate holds the event times (a FeatureSet's
         ``features.sel(layer=...)``), or a tuple ``(values, event_times)``, or an array
-        ``(n_events[, p])`` with ``event_times`` given.
+        ``(n_events[, p])`` with ``event_times`` given. A DataArray with
+        ``attrs["downsampled"]`` set (``precomputed`` features with ``downsampled=True``)
+        is already one row per TR: it skips the downsampler (its times must be ``tr_times``).
     tr_times : (n_grid,) float
         The TR grid the features are computed on (the assembly's ``tr_times(story)``).
     targets : (n_tr, v) array (numpy or dask), or DataArray with a ``tr`` dim
@@ -139,7 +141,13 @@ def align_story(features, tr_times, targets, *, event_times=None, downsampler: D
     blocks, space_of_col, name_of_col, named = [], [], [], False
     for name, value in features.items():
         vals, times, names = _as_space(str(name), value, event_times)
-        ds = np.asarray(downsampler.downsample(vals, times, grid, **dict(downsample_config or {})))
+        if isinstance(value, xr.DataArray) and value.attrs.get("downsampled"):  # already one row per TR
+            if vals.shape[0] != len(grid) or not np.allclose(times, grid, rtol=0, atol=1e-6):
+                raise ValueError(f"story {story!r}: feature space {name!r} is already downsampled but its "
+                                 f"{vals.shape[0]} rows are not the {len(grid)}-row TR grid")
+            ds = vals
+        else:
+            ds = np.asarray(downsampler.downsample(vals, times, grid, **dict(downsample_config or {})))
         ds = ds.reshape(len(grid), -1)
         blocks.append(ds)
         space_of_col += [str(name)] * ds.shape[1]

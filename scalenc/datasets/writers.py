@@ -5,7 +5,9 @@ the benchmarks; the readers themselves only read.
 
 - :func:`write_textgrid`: a Praat TextGrid (long or short text format, several encodings);
 - :func:`write_story_files`: one story of the LeBel ds003020 tree (hf5 responses,
-  TextGrid, ``respdict.json`` entry).
+  TextGrid, ``respdict.json`` entry);
+- :func:`write_precomputed`: one story of a model folder in the scaling-laws layout read
+  by :class:`scalenc.features.precomputed.PrecomputedExtractor`.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 from ..assembly import lebel
 from ..assembly.textgrid import INTERVAL_TIER, _TIER_CLASSES, Interval, Tier
 
-__all__ = ["write_story_files", "write_textgrid"]
+__all__ = ["write_precomputed", "write_story_files", "write_textgrid"]
 
 
 # ------------------------------------------------------------------------- TextGrid
@@ -188,3 +190,73 @@ def _fill_gaps(intervals, xmax: float):
     if t < xmax - 1e-9:
         out.append(Interval(t, xmax, ""))
     return out
+
+
+# ------------------------------------------------------------------------- scaling-laws feature folders
+
+
+def write_precomputed(folder: str | os.PathLike, story: str, features, *, times=None, time_start=None,
+                      layers: Sequence[str] | None = None, final_output: bool = True,
+                      overwrite: bool = False) -> list[Path]:
+    """Write one story in the layout of HuthLab's ``extract_speech_features.py``.
+
+    ::
+
+        <folder>/<layer>/<story>.npz     "features": (t, p) float32, one per layer
+        <folder>/<story>.npz             "features": the last layer (the script's final output)
+        <folder>/<story>_times.npz       "times": (t, 2) float32, [window start, row time]
+
+    Parameters
+    ----------
+    features : (t, p) or (n_layers, t, p) array
+        A 2-D array without ``layers`` is written as a single-layer folder
+        (``<folder>/<story>.npz`` only).
+    times : (t,) float, optional
+        Each row's time (the second column of the times file); None: no times file
+        (features already downsampled, one row per TR).
+    time_start : (t,) float, optional
+        The first column; default ``times`` (zero-length windows).
+    layers : sequence of str, optional
+        Layer folder names; default ``encoder.0 .. encoder.{n-1}`` for 3-D features.
+    final_output : bool
+        With layer folders, also write the last layer as ``<folder>/<story>.npz``.
+    overwrite : bool
+        Replace existing files of this story (else FileExistsError naming the file).
+
+    Returns
+    -------
+    The paths written.
+    """
+    root = Path(folder)
+    F = np.asarray(features, dtype=np.float32)
+    if F.ndim == 2 and layers is None:
+        targets = {root / f"{story}.npz": F}
+    else:
+        F = F[None] if F.ndim == 2 else F
+        if F.ndim != 3:
+            raise ValueError(f"story {story!r}: features must be (t, p) or (layers, t, p), got shape {F.shape}")
+        names = [f"encoder.{i}" for i in range(F.shape[0])] if layers is None else [str(x) for x in layers]
+        if len(names) != F.shape[0]:
+            raise ValueError(f"story {story!r}: {F.shape[0]} layers but {len(names)} layer names")
+        targets = {root / name / f"{story}.npz": F[i] for i, name in enumerate(names)}
+        if final_output:
+            targets[root / f"{story}.npz"] = F[-1]
+    if times is not None:
+        t = np.asarray(times, dtype=np.float64)
+        if t.shape != (F.shape[-2],):
+            raise ValueError(f"story {story!r}: {t.size} times for {F.shape[-2]} feature rows")
+        t0 = t if time_start is None else np.asarray(time_start, dtype=np.float64)
+        targets[root / f"{story}_times.npz"] = np.column_stack([t0, t])
+    if not overwrite:
+        for p in targets:
+            if p.exists():
+                raise FileExistsError(f"{p} exists; pass overwrite=True to replace it")
+    written = []
+    for p, a in targets.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        key = "times" if p.name.endswith("_times.npz") else "features"
+        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}.npz")
+        np.savez_compressed(tmp, **{key: a})
+        os.replace(tmp, p)
+        written.append(p)
+    return written

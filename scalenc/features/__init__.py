@@ -9,6 +9,7 @@
   TransformerLens names, the Hub cache, device and dtype, the per-process model cache);
 - ``embeddings.py``: :class:`StaticEmbeddingExtractor` (word2vec, GloVe, fastText, KeyedVectors);
 - ``custom.py``: :class:`CustomExtractor` (a user function or precomputed arrays);
+- ``precomputed.py``: :class:`~scalenc.features.precomputed.PrecomputedExtractor` (a scaling-laws model folder);
 - ``language_model.py``, ``speech.py``: neural extractors, imported on demand by the factory
   (they need the ``lm`` / ``speech`` extras).
 """

@@ -4,7 +4,7 @@ One entry per (extractor identity, stimulus digest) (:func:`~scalenc.features.ba
 
     <cache_dir>/<key>.zarr
       attrs: scalenc_cache (format version), complete, meta (identity JSON, story),
-             layers (labels), attrs of the FeatureSet
+             layers (labels), attrs of the FeatureSet and of its ``features``
       time (time) [, time_start (time)]
       layers/<i>/features (time, feature) float32     one group per layer
 
@@ -96,7 +96,8 @@ class FeatureCache:
             # the root's attributes last, with complete=True: an entry without it is never read
             _write_group(tmp, dict(scalenc_cache=CACHE_FORMAT, layers=labels, feature_names=names,
                                    meta=json.loads(json.dumps(dict(meta or {}), default=str)),
-                                   fs_attrs=json.loads(json.dumps(dict(fs.attrs), default=str)), complete=True))
+                                   fs_attrs=json.loads(json.dumps(dict(fs.attrs), default=str)),
+                                   features_attrs=json.loads(json.dumps(dict(F.attrs), default=str)), complete=True))
         logger.debug("cached %s", self.path(key))
         return self.path(key)
 
@@ -111,7 +112,8 @@ class FeatureCache:
                             np.asarray(fs["time"].values, dtype=np.float64),
                             None if "time_start" not in fs.coords else np.asarray(fs["time_start"].values,
                                                                                     dtype=np.float64),
-                            labels, names, json.loads(json.dumps(dict(fs.attrs), default=str)), key)
+                            labels, names, json.loads(json.dumps(dict(fs.attrs), default=str)), key,
+                            json.loads(json.dumps(dict(fs["features"].attrs), default=str)))
 
     def load(self, key: str, layers: list | None = None) -> xr.Dataset | None:
         """The cached FeatureSet (lazy dask arrays), or None on a miss."""
@@ -127,7 +129,7 @@ class FeatureCache:
         stack = da.stack([da.from_zarr(g[f"layers/{i}/features"]) for i in pick])
         time_start = g["time_start"][...] if "time_start" in g else None
         return _feature_set(stack, g["time"][...], time_start, [labels[i] for i in pick],
-                            attrs.get("feature_names"), attrs.get("fs_attrs", {}), key)
+                            attrs.get("feature_names"), attrs.get("fs_attrs", {}), key, attrs.get("features_attrs", {}))
 
     def meta(self, key: str) -> dict[str, Any]:
         attrs = self._root_attrs(self.path(key))
@@ -145,14 +147,15 @@ class FeatureCache:
 
 
 def _feature_set(features, time, time_start, labels: list, feature_names, fs_attrs: Mapping[str, Any],
-                 key: str) -> xr.Dataset:
+                 key: str, features_attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
     """The FeatureSet of a cache entry (from the entry's arrays, or from memory)."""
     coords: dict[str, Any] = {"time": ("time", time), "layer": ("layer", labels)}
     if time_start is not None:
         coords["time_start"] = ("time", time_start)
     if feature_names is not None:
         coords["feature"] = ("feature", list(feature_names))
-    ds = xr.Dataset({"features": (("layer", "time", "feature"), features)}, coords=coords)
+    ds = xr.Dataset({"features": (("layer", "time", "feature"), features, dict(features_attrs or {}))},
+                    coords=coords)
     ds.attrs.update(fs_attrs)
     ds.attrs["cache_key"] = key
     return ds

@@ -15,7 +15,9 @@ Modalities
   ``scalenc[embeddings]``);
 - ``language_model``: ``scalenc.features.language_model.LanguageModelExtractor`` (needs ``scalenc[lm]``);
 - ``speech``: ``scalenc.features.speech.SpeechExtractor`` (needs ``scalenc[speech]``);
-- ``custom``: :class:`~scalenc.features.custom.CustomExtractor` (a user function or arrays).
+- ``custom``: :class:`~scalenc.features.custom.CustomExtractor` (a user function or arrays);
+- ``precomputed``: :class:`~scalenc.features.precomputed.PrecomputedExtractor` (a model folder
+  in the scaling-laws layout: one ``<story>.npz`` per layer folder, ``<story>_times.npz``).
 
 The language-model and speech modules are imported only when asked for; if their
 dependencies are missing, the ImportError names the extra to install.
@@ -39,6 +41,7 @@ from typing import Any
 
 from .base import FeatureError, FeatureExtractor
 from .custom import CustomExtractor
+from .precomputed import PrecomputedExtractor
 from .embeddings import StaticEmbeddingExtractor
 from .wordrate import PhonemeRateExtractor, WordRateExtractor
 
@@ -50,6 +53,7 @@ _BUILTIN: dict[str, type[FeatureExtractor] | tuple[str, str]] = {
     "language_model": ("scalenc.features.language_model:LanguageModelExtractor", "scalenc[lm]"),
     "speech": ("scalenc.features.speech:SpeechExtractor", "scalenc[speech]"),
     "custom": CustomExtractor,
+    "precomputed": PrecomputedExtractor,
 }
 
 ALIASES: dict[str, str] = {

@@ -16,6 +16,8 @@ It keeps LITcoder's constructor arguments and ``fit_predict`` signature and retu
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 from typing import Any
 
@@ -27,7 +29,7 @@ from ..results import to_metrics, voxel_dataset
 from ..ridge.cv import ChunkKFold, StoryKFold, contiguous_chunks
 from ..ridge.scoring import block_permutation_pvalues, noise_ceiling, pearson_pvalues, pearson_r, r2_score
 from ..ridge.solver import local_workers, predict_linear, run_blocks
-from .solvers import SOLVERS
+from .solvers import SOLVERS, BandedSearch, SolverOptions
 
 logger = logging.getLogger(__name__)
 
@@ -77,20 +79,23 @@ class NestedCVModel:
     n_permutations, permutation_block : int
         Block-permutation test settings (the smallest p is ``1 / (n_permutations + 1)``;
         the test rows need at least two blocks of ``permutation_block`` TRs).
-    backend, device, dtype, voxel_block
-        Passed to :func:`~scalenc.ridge.solver.solve_ridge_cv`. ``voxel_block`` (default
-        2000) bounds the response-side memory to about rows x voxel_block x 8 bytes per
-        block being solved; results do not depend on it. (On the synthetic 30 stories x
-        20,000 voxels set, 10,000 peaked at 925 MiB RSS and 2,000 at 586 MiB, see
-        ``benchmarks/RESULTS.md``.)
+    solver_options : SolverOptions, optional
+        ``backend``, ``device``, ``dtype``, ``voxel_block`` of every solver
+        (:class:`~scalenc.models.solvers.SolverOptions`); each may also be passed as a keyword
+        of its own (``NestedCVModel(backend="torch")``). ``voxel_block`` (default 2000)
+        bounds the response-side memory to about rows x voxel_block x 8 bytes per block being
+        solved; results do not depend on it. (On the synthetic 30 stories x 20,000 voxels set,
+        10,000 peaked at 925 MiB RSS and 2,000 at 586 MiB, see ``benchmarks/RESULTS.md``.)
+    search : BandedSearch, optional
+        ``n_iter``, ``concentration``, ``candidates`` of banded ridge
+        (:class:`~scalenc.models.solvers.BandedSearch`); also accepted as keywords.
     """
 
     def __init__(self, model_name: str = "ridge_regression", alphas=None, n_outer_folds: int = 5,
                  n_inner_folds: int = 5, chunk_length: int = 20, single_alpha: bool = False, use_corr: bool = True,
                  alpha_fdr: float = 0.05, alpha_squared: bool = False, folding: str = "chunked", seed: int = 0,
-                 pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int = 10,
-                 backend: str | None = None, device: str | None = None, dtype: str = "float32",
-                 voxel_block: int | None = 2_000, n_iter: int = 20, concentration=(0.1, 1.0), candidates=None):
+                 pvalue_method: str = "permutation", n_permutations: int = 1000, permutation_block: int = 10, *,
+                 solver_options: SolverOptions | None = None, search: BandedSearch | None = None, **options):
         if model_name not in SOLVERS:
             raise ValueError(f"unknown model_name {model_name!r}; accepted: {tuple(SOLVERS)}")
         if folding not in FOLDINGS:
@@ -111,9 +116,18 @@ class NestedCVModel:
         self.pvalue_method = pvalue_method
         self.n_permutations = n_permutations
         self.permutation_block = permutation_block
-        self.backend, self.device, self.dtype, self.voxel_block = backend, device, dtype, voxel_block
-        self.n_iter, self.concentration = int(n_iter), concentration
-        self.candidates = None if candidates is None else np.asarray(candidates, dtype=np.float64)
+        groups = {"solver_options": (solver_options or SolverOptions(), SolverOptions),
+                  "search": (search or BandedSearch(), BandedSearch)}
+        for key in options:
+            if not any(key in {f.name for f in dataclasses.fields(cls)} for _, cls in groups.values()):
+                raise TypeError(f"NestedCVModel got an unexpected keyword {key!r}; accepted: "
+                                f"{sorted(self.param_defaults())}")
+        for name, (obj, cls) in groups.items():
+            own = {f.name: options[f.name] for f in dataclasses.fields(cls) if f.name in options}
+            setattr(self, name, dataclasses.replace(obj, **own))
+        self.search.n_iter = int(self.search.n_iter)
+        if self.search.candidates is not None:
+            self.search.candidates = np.asarray(self.search.candidates, dtype=np.float64)
         if model_name == "banded_ridge" and single_alpha:
             raise ValueError("single_alpha is not available with model_name='banded_ridge'")
 
@@ -139,9 +153,37 @@ class NestedCVModel:
         return self.alphas ** 2 if self.alpha_squared else self.alphas
 
     @property
-    def solver_options(self) -> dict[str, Any]:
-        """The options every solver takes: ``backend``, ``device``, ``dtype``, ``voxel_block``."""
-        return {"backend": self.backend, "device": self.device, "dtype": self.dtype, "voxel_block": self.voxel_block}
+    def solver_kwargs(self) -> dict[str, Any]:
+        """The options every solver takes, as keywords: ``backend``, ``device``, ``dtype``, ``voxel_block``."""
+        return dataclasses.asdict(self.solver_options)
+
+    # the grouped options, readable (and settable) by their own names
+    backend = property(lambda self: self.solver_options.backend,
+                       lambda self, v: setattr(self.solver_options, "backend", v))
+    device = property(lambda self: self.solver_options.device,
+                      lambda self, v: setattr(self.solver_options, "device", v))
+    dtype = property(lambda self: self.solver_options.dtype,
+                     lambda self, v: setattr(self.solver_options, "dtype", v))
+    voxel_block = property(lambda self: self.solver_options.voxel_block,
+                           lambda self, v: setattr(self.solver_options, "voxel_block", v))
+    n_iter = property(lambda self: self.search.n_iter)
+    concentration = property(lambda self: self.search.concentration)
+    candidates = property(lambda self: self.search.candidates)
+
+    @classmethod
+    def param_defaults(cls) -> dict[str, Any]:
+        """Every keyword the constructor takes (the grouped options' fields included), with
+        its default: what a ``[model]`` table of ``scalenc run`` may set."""
+        out = {k: p.default for k, p in inspect.signature(cls).parameters.items()
+               if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD}
+        for group in (SolverOptions, BandedSearch):
+            out.update({f.name: f.default for f in dataclasses.fields(group)})
+        return out
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's keywords and their values (flat: the grouped options' fields by
+        their own names), as scikit-learn's ``get_params``."""
+        return {k: getattr(self, k) for k in self.param_defaults()}
 
     @property
     def shares_x_side(self) -> bool:

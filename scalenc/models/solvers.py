@@ -22,7 +22,34 @@ from ..ridge.solver import prepare_x, solve_ridge_cv
 from ..ridge.split import correlation_score_split, r2_score_split
 from ..ridge.stacking import solve_stacking_cv, structured_variance_partitioning
 
-__all__ = ["SOLVERS", "Solver", "register_solver"]
+__all__ = ["SOLVERS", "BandedSearch", "Solver", "SolverOptions", "register_solver"]
+
+
+@dataclasses.dataclass
+class SolverOptions:
+    """Where and how every solver computes (the same for all ``model_name`` s).
+
+    backend, device : the array backend (:mod:`scalenc.ridge.backend`) and its device
+    dtype : dtype of the big products (p x p algebra stays float64)
+    voxel_block : voxels solved at once; bounds the response-side memory, results do not
+        depend on it
+    """
+
+    backend: str | None = None
+    device: str | None = None
+    dtype: str = "float32"
+    voxel_block: int | None = 2_000
+
+
+@dataclasses.dataclass
+class BandedSearch:
+    """The candidates of ``model_name="banded_ridge"``: explicit ``candidates`` (gammas, one
+    row per candidate), else the one-space corners and ``n_iter`` Dirichlet draws of
+    ``concentration``."""
+
+    n_iter: int = 20
+    concentration: Any = (0.1, 1.0)
+    candidates: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +87,7 @@ def register_solver(solver: Solver) -> Solver:
 # ---- plain ridge ------------------------------------------------------------------------------
 def _fit_ridge(model, X, Y, folds, *, feature_space=None, x_side=None):
     return solve_ridge_cv(X, Y, model.alphas, folds, score=model.score_name, single_alpha=model.single_alpha,
-                          alpha_squared=model.alpha_squared, x_side=x_side, **model.solver_options)
+                          alpha_squared=model.alpha_squared, x_side=x_side, **model.solver_kwargs)
 
 
 def _prepare_ridge(model, X, folds):
@@ -76,7 +103,7 @@ def _fit_banded(model, X, Y, folds, *, feature_space=None, x_side=None):
         raise ValueError("single_alpha is not available with model_name='banded_ridge'")
     return solve_banded_ridge_cv(X, Y, feature_space, model.penalties, folds, candidates=model.candidates,
                                  n_iter=model.n_iter, concentration=model.concentration, random_state=model.seed,
-                                 score=model.score_name, **model.solver_options)
+                                 score=model.score_name, **model.solver_kwargs)
 
 
 def _banded_outputs(model, res, Xt, yt):
@@ -96,7 +123,7 @@ def _fit_stacking(model, X, Y, folds, *, feature_space=None, x_side=None):
     # best_alphas: the alpha of each voxel's highest-weight space (scalenc.ridge.stacking)
     return solve_stacking_cv(X, Y, feature_space, model.alphas, folds, score=model.score_name,
                              single_alpha=model.single_alpha, alpha_squared=model.alpha_squared,
-                             **model.solver_options)
+                             **model.solver_kwargs)
 
 
 def _stacking_outputs(model, res, Xt, yt):
