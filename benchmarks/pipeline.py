@@ -10,6 +10,10 @@ Each configuration runs in a fresh child process so that peak memory is its own.
 
     python benchmarks/pipeline.py --record
     python benchmarks/pipeline.py --sizes 10x2000
+    python benchmarks/pipeline.py --sizes 10x2000 --modes cluster cluster-notls --repeats-cluster 3  # TLS cost
+
+The cluster mode is scalenc's ``local_cluster`` (TLS with a certificate made for the run);
+``cluster-notls`` the same with ``security=False``.
 
 Against LITcoder (``--litcoder PATH``, a checkout of LITcoder whose ``encoding`` package is
 imported from that path; ``--litcoder-python`` an interpreter whose environment has
@@ -58,6 +62,7 @@ def child(args) -> None:
     asm = Assembly(work / "data" / "SYN01.zarr")
     cache = work / f"cache-{args.mode}"
     shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(work / "results" / args.mode, ignore_errors=True)  # a repeated run of this mode
     lm = work / "tiny-gpt2"
     if "lm" in args.extractors and not lm.exists():
         build_tiny_lm(lm, [str(w) for s in asm.stories for w in asm.words(s).word.values])
@@ -67,18 +72,22 @@ def child(args) -> None:
              "lm": lambda: make("language_model", str(lm), {"lookback": 64, "layer_idx": 2}, cache)}
     exs = [every[name]() for name in args.extractors]
     client = None
-    if args.mode == "cluster":
-        from distributed import Client, LocalCluster
+    t_start = time.perf_counter()
+    if args.mode in ("cluster", "cluster-notls"):
+        from distributed import Client
 
-        env = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, env=env, dashboard_address=None)
+        from scalenc.distributed import local_cluster
+
+        # scalenc's cluster: TLS with a certificate made for the run; cluster-notls: security=False
+        cluster = local_cluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                security=False if args.mode == "cluster-notls" else None)
         client = Client(cluster)
     t = time.perf_counter()
     m = AbstractTrainer(asm, exs, model=NestedCVModel(alphas=np.logspace(-1, 5, 13), voxel_block=args.block),
                         results_dir=work / "results", run_name=args.mode, logger_backend="none",
                         client=client).train()
     total = time.perf_counter() - t
-    out = dict(total=total, **m["timings"], peak=peak_rss_bytes(), median_r=float(m["median_score"]),
+    out = dict(total=total, start=t - t_start, **m["timings"], peak=peak_rss_bytes(), median_r=float(m["median_score"]),
                bold_mib=asm.info()["bold_bytes"] / 2**20)
     if client is not None:
         out["worker_peak"] = max(client.run(_worker_peak).values())
@@ -229,7 +238,11 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=2000, help="voxels per block / chunk in the fit")
     ap.add_argument("--extractors", nargs="+", default=["wordrate", "embeddings", "lm"],
                     choices=["wordrate", "embeddings", "lm"], help="feature spaces (lm: a tiny random GPT-2)")
-    ap.add_argument("--modes", nargs="*", default=["inprocess", "cluster"], choices=["inprocess", "cluster"])
+    ap.add_argument("--modes", nargs="*", default=["inprocess", "cluster"],
+                    choices=["inprocess", "cluster", "cluster-notls"],
+                    help="cluster: 2-worker LocalCluster with TLS (scalenc's default); cluster-notls: without")
+    ap.add_argument("--repeats-cluster", type=int, default=1, metavar="N",
+                    help="runs of each cluster mode, alternating (for the TLS overhead)")
     ap.add_argument("--litcoder", default=None, metavar="PATH",
                     help="a LITcoder checkout (the folder holding its `encoding` package): compare the tutorials' "
                          "workflow against it")
@@ -266,7 +279,9 @@ def main() -> None:
             synthetic(work / "data", n_stories=n_st, words_per_story=args.words_per_story, n_voxels=n_vox, audio=False,
                       voxel_chunk=args.block)
             gen = time.perf_counter() - t
-            for mode in args.modes:
+            order = [m for m in args.modes if not m.startswith("cluster")] + [
+                m for _ in range(args.repeats_cluster) for m in args.modes if m.startswith("cluster")]
+            for mode in order:
                 r = subprocess.run([sys.executable, __file__, "--child", "--mode", mode, "--work", str(work),
                                     "--block", str(args.block), "--extractors", *args.extractors],
                                    capture_output=True, text=True)
@@ -285,10 +300,24 @@ def main() -> None:
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for size, mode, gen, r in rows:
         peak = f"{r['peak'] / 2**20:.0f}" + (f" / {r['worker_peak'] / 2**20:.0f}" if "worker_peak" in r else "")
-        name = "in-process" if mode == "inprocess" else "LocalCluster, 2 workers x 1 thread"
+        name = {"inprocess": "in-process", "cluster": "LocalCluster, 2 workers x 1 thread, TLS",
+                "cluster-notls": "LocalCluster, 2 workers x 1 thread, no TLS"}[mode]
         lines.append(f"| {size} | {r['bold_mib']:.0f} | {name} | {r['extract']:.1f} | {r['align']:.1f} | "
                      f"{r['fit']:.1f} | {r['write']:.1f} | {r['total']:.1f} | {peak} | {r['median_r']:.3f} |")
     lines.append("")
+    import statistics
+
+    for size in args.sizes:  # the cost of TLS: median totals of the alternating cluster runs
+        def med(mode, key):
+            vals = [r[key] for sz, mm, _, r in rows if sz == size and mm == mode]
+            return statistics.median(vals) if vals else None, len(vals)
+
+        (a, n), (b, _) = med("cluster", "total"), med("cluster-notls", "total")
+        if a is not None and b is not None:
+            sa, sb = med("cluster", "start")[0], med("cluster-notls", "start")[0]
+            lines += [f"{size}: TLS overhead on the cluster run (medians of {n} alternating runs each): total "
+                      f"{a:.1f} s with TLS vs {b:.1f} s without: **{100 * (a - b) / b:+.1f} %**; cluster start "
+                      f"{sa:.1f} s vs {sb:.1f} s.", ""]
     emit("\n".join(lines), args.record)
 
 

@@ -9,7 +9,8 @@
     scalenc assembly import-pickle IN.pkl OUT.zarr
     scalenc assembly info PATH [--json]
     scalenc assembly check PATH
-    scalenc run CONFIG.toml [--cluster ...] [--overwrite]
+    scalenc assembly relocate PATH --audio-root NEWDIR
+    scalenc run CONFIG.toml [--cluster ...] [--security FILE|off] [--overwrite]
     scalenc predict RUN_DIR [--assembly PATH] [--stories ...] [--out PRED.zarr]
     scalenc demo [--out DIR]
 """
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import dask
@@ -157,17 +159,29 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from .assembly.chunks import check_store
+    from .assembly.chunks import check_metadata, check_store
 
     if not Path(args.path).is_dir():
         raise FileNotFoundError(f"assembly store not found: {args.path}")
+    n_meta = len(check_metadata(args.path)[0])
     n, problems = check_store(args.path)
     for line in problems:
         print(f"scalenc: error: {line}", file=sys.stderr)
     if problems:
-        print(f"{args.path}: {len(problems)} of {n} chunks missing or unreadable", file=sys.stderr)
+        meta = f"{n_meta} metadata files (zarr.json) missing or unreadable; " if n_meta else ""
+        print(f"{args.path}: {meta}{len(problems) - n_meta} of {n} chunks missing or unreadable", file=sys.stderr)
         return 2
-    print(f"{args.path}: all {n} chunks present and readable")
+    print(f"{args.path}: metadata whole, all {n} chunks present and readable")
+    return 0
+
+
+def _cmd_relocate(args) -> int:
+    from .assembly import relocate
+
+    new = relocate(args.path, args.audio_root)
+    for s, p in new.items():
+        print(f"{s:<32} {p}")
+    print(f"{args.path}: audio of {len(new)} stories re-pointed to {args.audio_root}")
     return 0
 
 
@@ -234,6 +248,15 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from .distributed.security import load_security, use_security
+
+    sec = args.security
+    sec = False if sec is not None and sec.lower() == "off" else (None if sec is None else load_security(sec))
+    with use_security(sec):
+        return _cmd_run_secured(args)
+
+
+def _cmd_run_secured(args) -> int:
     cfg = load_config(args.config)
     if is_sweep(cfg):
         res = sweep_from_config(cfg, cluster=args.cluster, source=str(args.config), overwrite=args.overwrite or None)
@@ -291,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--overwrite", action="store_true")
     bl.set_defaults(func=_cmd_build_lebel)
 
-    def bids_flags(q, tr_default):
+    def bids_flags(q, tr_default, mask_help="brain mask NIfTI (default: the fMRIPrep desc-brain_mask)"):
         q.add_argument("--subject", required=True)
-        q.add_argument("--mask", default=None, help="brain mask NIfTI (default: the fMRIPrep desc-brain_mask)")
+        q.add_argument("--mask", default=None, help=mask_help)
         q.add_argument("--tr", type=float, default=tr_default,
                        help=f"repetition time, s, checked against the _bold.json sidecar (default {tr_default})")
         q.add_argument("--test-stories", nargs="*", default=[])
@@ -314,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--word-clock", default="audio", choices=["audio", "scan"],
                     help="word times count from the audio start (default) or from the first volume")
     bb.add_argument("--mesh", default=None, help="mesh of GIFTI runs, e.g. fsaverage6 (recorded)")
-    bids_flags(bb, None)
+    bids_flags(bb, None, mask_help="brain mask NIfTI: required for NIfTI runs unless --surface (GIFTI runs need none)")
     bb.set_defaults(func=_cmd_build_bids)
 
     bn = bsub.add_parser("narratives", help="Narratives (OpenNeuro ds002345) layout")
@@ -359,10 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("path")
     ck.set_defaults(func=_cmd_check)
 
+    rl = asub.add_parser("relocate", help="re-point the stories' audio files to a new folder (the data moved)")
+    rl.add_argument("path", help="a .zarr assembly")
+    rl.add_argument("--audio-root", required=True, help="folder now holding the audio files (same file names)")
+    rl.set_defaults(func=_cmd_relocate)
+
     r = sub.add_parser("run", help="run the pipeline from a TOML config")
     r.add_argument("config", help="TOML run configuration (see scalenc.config)")
     r.add_argument("--cluster", default=None, help="override: local, an address, slurm, a jobqueue .yaml")
     r.add_argument("--overwrite", action="store_true", help="replace the results of an existing run_name")
+    r.add_argument("--security", default=None, metavar="FILE|off",
+                   help="TLS certificates for --cluster (a YAML of Dask's distributed.comm.tls settings); off: no TLS. "
+                        "Default: clusters scalenc starts use a certificate made for the run, an existing scheduler "
+                        "the Dask configuration's")
     r.set_defaults(func=_cmd_run)
 
     pr = sub.add_parser("predict", help="apply a saved run (weights + alignment settings) to stories")
@@ -389,7 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Python keyword arguments named in library errors -> the CLI flags that set them
-_FLAGS = {"overwrite=True": "--overwrite", "pass overwrite": "pass --overwrite"}
+_FLAGS = {"overwrite=True": "--overwrite", "pass overwrite": "pass --overwrite", "pass mask=": "pass --mask",
+          "(mask=)": "(--mask)", "(surface=)": "(--surface)", "no tr= given": "no --tr given",
+          "pass grid_offset=": "pass --grid-offset",
+          "give onset= or an events.tsv": "give an onset or events column in the run table (--runs)"}
 
 
 def _cli_message(e: BaseException) -> str:
@@ -414,6 +449,10 @@ def _library_verbosity(verbose: int) -> None:
         logging.getLogger("distributed").setLevel(os.environ["DASK_LOGGING__DISTRIBUTED"].upper())
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    logger.warning("%s", message)
+
+
 def _stdout_gone() -> int:
     """The reader of our stdout went away (``scalenc ... | head``): stop quietly."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -427,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     _library_verbosity(args.verbose)
     try:
-        code = int(args.func(args) or 0)
+        with warnings.catch_warnings():  # a library warning is one log line here, not two lines of source
+            warnings.showwarning = _warning_line
+            code = int(args.func(args) or 0)
         sys.stdout.flush()
         return code
     except BrokenPipeError:

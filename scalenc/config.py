@@ -208,6 +208,11 @@ def validate_config(cfg: dict[str, Any], *, base: str | os.PathLike = ".", sourc
                 raise ConfigError(f"{source}: [{key}] must be a table, got {type(value).__name__} {value!r}")
             continue
         _check(value, hint, key, source)
+    from .align.fir import validate_delays  # noqa: PLC0415 - keep config import-light
+    try:  # fir_delays: non-empty integers, no duplicates (each story's length: the trainer checks)
+        validate_delays(cfg.get("fir_delays", [1]))
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
     out = dict(cfg)
     for key in PATH_KEYS:
         if key in out:

@@ -84,7 +84,11 @@ class TensorBoardLogger(ExperimentLogger):
 
 class WandbLogger(ExperimentLogger):
     """Weights & Biases; works offline with ``WANDB_MODE=offline`` (files under ``dir``); with
-    ``WANDB_MODE=disabled`` :func:`make_logger` does not start (or import) wandb at all."""
+    ``WANDB_MODE=disabled`` :func:`make_logger` does not start (or import) wandb at all.
+
+    Without an API key (``WANDB_API_KEY``, ``wandb login``) and without ``WANDB_MODE``, the
+    run is logged offline (wandb itself silent) with one warning saying how to sync it.
+    """
 
     def __init__(self, project: str, run_name: str, run_dir: str | os.PathLike, config: dict | None = None):
         try:
@@ -93,8 +97,21 @@ class WandbLogger(ExperimentLogger):
             raise ImportError("logger_backend='wandb' needs wandb: install scalenc[log] (or scalenc[all]); "
                               "offline use: WANDB_MODE=offline") from e
         self.wandb = wandb
-        self.run = wandb.init(project=project, name=run_name, dir=str(run_dir), config=config or {},
-                              reinit="finish_previous")
+        Path(run_dir).mkdir(parents=True, exist_ok=True)  # wandb warns about a dir it has yet to make
+        kw = dict(project=project, name=run_name, dir=str(run_dir), config=config or {}, reinit="finish_previous")
+        try:
+            self.run = wandb.init(**kw)
+        except wandb.errors.UsageError as e:
+            if "API key" not in str(e):
+                raise
+            if os.environ.get("WANDB_MODE", "").strip():  # the user asked for this mode: no fallback
+                raise ValueError(f"logger_backend='wandb' with WANDB_MODE={os.environ['WANDB_MODE']}: {e} "
+                                 f"(or set WANDB_MODE=offline)") from None
+            self.run = wandb.init(**kw, mode="offline", settings=wandb.Settings(silent=True))
+            sync_dir = getattr(self.run.settings, "sync_dir", None) or Path(run_dir) / "wandb"
+            logger.warning("wandb: no API key and no WANDB_MODE, logging offline to %s; upload it with "
+                           "`wandb login && wandb sync %s` (or set WANDB_MODE=offline to skip this check)",
+                           sync_dir, sync_dir)
 
     def log_scalars(self, values, step=0):
         self.run.log({k: float(v) for k, v in values.items()}, step=step)

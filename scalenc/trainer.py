@@ -139,7 +139,7 @@ class AbstractTrainer:
         self.feature_extractors = [_own_extractor(ex, lookback, self.cache_dir) for ex in exs]
         self.downsampler = downsampler if downsampler is not None else Downsampler()
         self.model = model if model is not None else NestedCVModel()
-        self.fir_delays = [int(d) for d in fir_delays]
+        self.fir_delays = fir_delays  # checked below, once the stories are known
         self.trimming = None if trimming_config is None else TrimmingConfig.from_dict(trimming_config)
         self.use_train_test_split = use_train_test_split
         self.logger_backend = logger_backend
@@ -159,6 +159,9 @@ class AbstractTrainer:
         self.cluster = client if isinstance(client, (str, os.PathLike)) else None
         self.client = client
         self.stories = self._select(story_selection)
+        from .align.story import check_delays  # integers, non-empty, each reaching the kept rows of every story
+        self.fir_delays = check_delays(fir_delays, self.assembly, self.stories, self.trimming,
+                                       self.assembly.test_stories if self.use_train_test_split else ())
         self.run_dir = self.results_dir / self.run_name
 
     def _select(self, story_selection) -> list[str]:

@@ -453,3 +453,67 @@ def test_zscore_of_a_dask_array_stays_lazy_and_equal():
     ref = (y - y.mean(0)) / y.std(0)
     ref[:, 4] = 0.0
     np.testing.assert_allclose(z.compute(), ref, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# FIR delays are checked: integers, non-empty, each leaving stimulus in the kept rows
+@pytest.mark.parametrize("delays, match", [
+    ([], "fir_delays is empty"), ([1.5], "must be integers"), ([True], "must be integers"), (["1"], "must be integers"),
+    ("1234", "must be a list of integers"), (3, "must be a list of integers"), ([1, 2, 2], r"repeats delay\(s\) \[2\]"),
+])
+def test_validate_delays_refuses_bad_values(delays, match):
+    from scalenc.align.fir import validate_delays
+
+    with pytest.raises(ValueError, match=match) as ei:
+        validate_delays(delays)
+    assert "\n" not in str(ei.value)
+
+
+def test_validate_delays_matches_brute_force_zero_columns():
+    """A delay is refused exactly when its block of ``fir`` is all zero on the kept rows
+    (brute force over delays and trimmings of a 12-row grid)."""
+    from scalenc.align.fir import validate_delays
+
+    n = 12
+    X = np.arange(1, n + 1, dtype=float)[:, None]  # no zero rows of its own
+    for start in range(0, n):
+        for stop in range(start + 1, n + 1):
+            kept = np.arange(start, stop)
+            for d in range(-n - 2, n + 3):
+                zero = not fir(X, [d])[kept].any()
+                if zero:
+                    with pytest.raises(ValueError, match=f"delay {d} TRs leaves no stimulus in the kept rows of "
+                                                         f"story 's'"):
+                        validate_delays([d], kept=kept, n_rows=n, story="s")
+                else:
+                    assert validate_delays([d], kept=kept, n_rows=n, story="s") == [d]
+
+
+def test_align_story_and_trainer_refuse_delays_past_the_story(synthetic_small, tmp_path):
+    from scalenc.assembly import Assembly
+    from scalenc.features import FeatureExtractorFactory
+    from scalenc.trainer import AbstractTrainer
+
+    a = Assembly(synthetic_small.assembly_path)
+    s = a.train_stories[0]
+    grid = a.tr_times(s).values
+    words = a.words(s)
+    F = (np.ones(words.sizes["word"]), ((words["start"] + words["end"]) / 2).values)
+    n = len(grid)
+    with pytest.raises(ValueError, match=rf"fir_delays: delay 1000 TRs leaves no stimulus in the kept rows of story "
+                                         rf"'{s}' \(grid rows \d+\.\.\d+ of {n}\)"):
+        align_story({"rate": F}, grid, a.bold_data(s), delays=[1, 1000], grid_offset=a.grid_offset(s), story=s)
+    with pytest.raises(ValueError, match="fir_delays is empty"):
+        align_story({"rate": F}, grid, a.bold_data(s), delays=[], grid_offset=a.grid_offset(s), story=s)
+    # the trainer refuses them before any work, naming the shortest story that cannot hold them
+    trim = {"train_features_start": 10, "train_features_end": -5, "train_targets_start": 0, "train_targets_end": None,
+            "test_features_start": 10, "test_features_end": -5, "test_targets_start": 0, "test_targets_end": None}
+    rate = FeatureExtractorFactory.create_extractor("wordrate", None, {"include_phonemes": False}, tmp_path)
+    longest = max(len(a.tr_times(x)) for x in a.stories)
+    shortest = min(a.stories, key=lambda x: len(a.tr_times(x)) - 5)
+    for delays, match in [([], "fir_delays is empty"), ([1000], "fir_delays: delay 1000 TRs"),
+                          ([1, longest - 6], f"kept rows of story '{shortest}'"), ([2.0], "must be integers")]:
+        with pytest.raises(ValueError, match=match):
+            AbstractTrainer(a, [rate], fir_delays=delays, trimming_config=trim, results_dir=tmp_path)
+    t = AbstractTrainer(a, [rate], fir_delays=np.array([1, 2]), trimming_config=trim, results_dir=tmp_path)
+    assert t.fir_delays == [1, 2] and all(type(d) is int for d in t.fir_delays)

@@ -273,3 +273,71 @@ def test_grids_read_once_for_all_stories_and_equal_to_the_tree(tmp_path):
     t.values[0] = 99.0  # callers get copies
     assert a.tr_times("a").values[0] == _grid(30)[0]
     assert set(a.subset(stories=["a"])._grids) == {"a"}
+
+
+# damaged metadata: every zarr.json the schema expects is checked, and the file is named
+@pytest.mark.parametrize("damage, named", [
+    ("rm -r stories/b", "stories/b/zarr.json is missing"),
+    ("rm stories/b/zarr.json", "stories/b/zarr.json is missing"),
+    ("rm stories/b/bold/zarr.json", "stories/b/bold/zarr.json is missing"),
+    ("rm stories/b/word_start/zarr.json", "stories/b/word_start/zarr.json is missing"),
+    ("rm stories/t/bold_repeats/zarr.json", "stories/t/bold_repeats/zarr.json is missing"),
+    ("rm stories/b/phone/zarr.json", "stories/b/phone/zarr.json is missing"),  # not in the schema, but a node
+    ("rm voxels/voxel_valid/zarr.json", "voxels/voxel_valid/zarr.json is missing"),
+    ("corrupt stories/b/zarr.json", "stories/b/zarr.json is not valid JSON"),
+    ("corrupt stories/a/bold/zarr.json", "stories/a/bold/zarr.json is not valid JSON"),
+    ("corrupt stories/zarr.json", "stories/zarr.json is not valid JSON"),
+    ("corrupt zarr.json", "a.zarr/zarr.json is not valid JSON"),
+])
+def test_damaged_metadata_named_by_check_info_and_open(tmp_path, capsys, damage, named):
+    import shutil
+
+    _write(tmp_path / "a.zarr", np.random.default_rng(5))
+    store = tmp_path / "a.zarr"
+    op, rel = damage.split(" ", 1)
+    target = store / rel.removeprefix("-r ")
+    if op == "rm" and target.is_dir():
+        shutil.rmtree(target)
+    elif op == "rm":
+        target.unlink()
+    else:  # an editor's stray control character, as in the report
+        target.write_text(target.read_text().replace('"node_type"', '"node\x01_type"'))
+    full = re.escape(str(store / named.removeprefix("a.zarr/")))
+    assert main(["assembly", "check", str(store)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(re.search(full, line) for line in err), err
+    assert "metadata files (zarr.json) missing or unreadable" in err[-1] and "Traceback" not in "\n".join(err)
+    assert main(["assembly", "info", str(store)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(full, err[0]) and "scalenc assembly check" in err[0], err
+    with pytest.raises(AssemblyError, match=full) as ei:
+        load_assembly(store)
+    assert "\n" not in str(ei.value)
+
+
+def test_whole_store_metadata_passes(tmp_path, capsys):
+    from scalenc.assembly.chunks import check_metadata
+
+    _write(tmp_path / "a.zarr", np.random.default_rng(5))
+    problems, arrays = check_metadata(tmp_path / "a.zarr")
+    assert problems == []
+    # every array of the store, found independently by its zarr.json files
+    want = sorted(str(f.parent.relative_to(tmp_path / "a.zarr")) for f in (tmp_path / "a.zarr").rglob("zarr.json")
+                  if '"array"' in f.read_text())
+    assert sorted(arrays) == want
+    assert main(["assembly", "check", str(tmp_path / "a.zarr")]) == 0
+    assert "metadata whole" in capsys.readouterr().out
+
+
+def test_run_on_a_damaged_store_names_the_file(tmp_path, capsys):
+    import shutil
+
+    _write(tmp_path / "a.zarr", np.random.default_rng(6))
+    shutil.rmtree(tmp_path / "a.zarr/stories/b")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'assembly = "{tmp_path / "a.zarr"}"\nresults_dir = "{tmp_path / "res"}"\n'
+                   '[[extractors]]\nmodality = "wordrate"\n')
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"story 'b': {tmp_path / 'a.zarr/stories/b/zarr.json'} is missing" in err[0], err
+    assert not (tmp_path / "res").exists() or not any((tmp_path / "res").iterdir())

@@ -368,3 +368,26 @@ def test_bids_build_benchmark_small(tmp_path):
                       r"(\d+) \|$", r.stdout, re.M)
     assert len(rows) == 2 and 0 < int(rows[1][3]) < 1024
     assert re.search(r"120 TRs x 50\d\d mask voxels", r.stdout) and "scalenc / floor time ratio" in r.stdout
+
+
+def test_cli_messages_name_flags_not_python_arguments(capsys):
+    """What the library says with its argument names reads as the flags on the command line;
+    ``build bids --help`` does not promise a default mask."""
+    from scalenc.assembly.bids import BIDSError
+    from scalenc.cli import _cli_message, build_parser
+
+    for msg, flag in [("NIfTI runs need a mask (mask=) or a surface projection (surface=)", "(--mask) or a surface "
+                       "projection (--surface)"),
+                      ("no desc-brain_mask for sub-001 in /x/derivatives; pass mask=", "pass --mask"),
+                      ("run 'a': no onset: give onset= or an events.tsv", "give an onset or events column in the run "
+                       "table (--runs)"),
+                      ("no TR: no _bold.json sidecar and no tr= given", "no --tr given")]:
+        out = _cli_message(BIDSError(msg))
+        assert flag in out and "=" not in out.replace("--", ""), out
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["assembly", "build", "bids", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "required for NIfTI runs unless --surface" in text and "default: the fMRIPrep" not in text
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["assembly", "build", "narratives", "--help"])
+    assert "(default: the fMRIPrep" in " ".join(capsys.readouterr().out.split())

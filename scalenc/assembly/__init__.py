@@ -7,6 +7,8 @@
 - ``textgrid.py`` parses Praat TextGrids (test-data writers are in
   :mod:`scalenc.datasets.writers`);
 - ``legacy.py`` imports LITcoder pickles without running pickled code;
+- stored audio paths count from the store folder (or are absolute); :func:`relocate`
+  (``scalenc assembly relocate``) re-points them when the data moved;
 - ``chunks.py`` refuses missing / corrupt chunks on read and checks whole stores
   (``scalenc assembly check``);
 - ``bids.py`` builds an assembly from BIDS / fMRIPrep runs (NIfTI + mask or GIFTI,
@@ -14,6 +16,7 @@
   fsaverage projection); ``narratives.py`` (ds002345) and ``lpp.py`` (ds003643) name
   those datasets' files and timing conventions (nibabel / nilearn: ``scalenc[bids]``).
 """
-from .core import Assembly, AssemblyChunkError, AssemblyError, AssemblyWriter, StoryData, load_assembly
+from .core import Assembly, AssemblyChunkError, AssemblyError, AssemblyWriter, StoryData, load_assembly, relocate
 
-__all__ = ["Assembly", "AssemblyChunkError", "AssemblyError", "AssemblyWriter", "StoryData", "load_assembly"]
+__all__ = ["Assembly", "AssemblyChunkError", "AssemblyError", "AssemblyWriter", "StoryData", "load_assembly",
+           "relocate"]

@@ -537,8 +537,7 @@ def _plan(run: Run, tr: float | None, volume_time: str, word_clock: str) -> dict
     words, ws, we, dropped = read_any_words(run.words, word_filter=run.word_filter)
     if dropped:
         msg = f"{run.words}: {dropped} unaligned words dropped ({len(words)} kept)"
-        warnings.warn(msg, stacklevel=3)
-        logger.warning(msg)
+        warnings.warn(msg, stacklevel=3)  # once: the command line shows warnings as log lines
     if word_clock == "scan":
         ws, we = ws - onset, we - onset
     if run.is_surface:

@@ -132,7 +132,8 @@ class CheckedChunks:
 
 
 def check_store(path: str | os.PathLike) -> tuple[int, list[str]]:
-    """Verify every chunk of every array of an assembly store.
+    """Verify the metadata of every group and array the schema expects
+    (:func:`check_metadata`), then every chunk of every array of an assembly store.
 
     Parameters
     ----------
@@ -144,27 +145,24 @@ def check_store(path: str | os.PathLike) -> tuple[int, list[str]]:
     n_chunks : int
         Chunks read and decoded.
     problems : list of str
-        One line per missing or undecodable chunk (empty when the store is whole).
+        One line per missing or unreadable ``zarr.json`` (naming the file) and per missing or
+        undecodable chunk (empty when the store is whole).
     """
     path = Path(path)
-    root = zarr.open_group(str(path), mode="r")
-    complete = bool(root.attrs.get("chunks_complete", False))
-    n, problems = 0, []
-    for name, arr in sorted(root.arrays(), key=lambda t: t[0]):
+    problems, arrays = check_metadata(path)
+    if not arrays:
+        return 0, problems
+    complete = bool(zarr.open_group(str(path), mode="r").attrs.get("chunks_complete", False))
+    n = 0
+    for name in sorted(arrays):
+        try:
+            arr = zarr.open_array(str(path / name), mode="r")
+        except Exception as e:  # noqa: BLE001 - parsable JSON that zarr still refuses
+            problems.append(f"{path / name / 'zarr.json'} is not readable zarr metadata ({_short(e)})")
+            continue
         _check_array(path, name, arr, complete, problems)
         n += arr.nchunks
-    for gname, grp in sorted(root.groups(), key=lambda t: t[0]):
-        for sub, arr in _walk(grp, gname):
-            _check_array(path, sub, arr, complete, problems)
-            n += arr.nchunks
     return n, problems
-
-
-def _walk(group: zarr.Group, prefix: str) -> Iterator[tuple[str, zarr.Array]]:
-    for name, arr in sorted(group.arrays(), key=lambda t: t[0]):
-        yield f"{prefix}/{name}", arr
-    for name, grp in sorted(group.groups(), key=lambda t: t[0]):
-        yield from _walk(grp, f"{prefix}/{name}")
 
 
 def _check_array(store: Path, name: str, arr: zarr.Array, complete: bool, problems: list[str]) -> None:
@@ -184,3 +182,91 @@ def _check_array(store: Path, name: str, arr: zarr.Array, complete: bool, proble
             arr[sel]
         except Exception as e:  # noqa: BLE001 - any codec failure is a damaged chunk
             problems.append(f"{where}/{key} cannot be decoded ({_short(e)})")
+
+
+# --------------------------------------------------------------------------------------
+# metadata: the zarr.json of every group and array the schema expects
+#: Arrays every story group holds (``bold_repeats`` too when ``n_repeats > 1``).
+STORY_ARRAYS = ("bold", "tr_time", "grid_time", "word", "word_start", "word_end")
+#: Arrays the ``voxels`` group holds.
+VOXEL_ARRAYS = ("voxel", "voxel_valid")
+
+
+def _read_node(file: Path, kind: str, where: str, problems: list[str]) -> dict | None:
+    """The parsed ``zarr.json`` of a ``kind`` ("group" or "array") node, or None after one
+    problem line naming the file."""
+    import json
+
+    prefix = f"{where}{file}"
+    if not file.is_file():
+        gone = "" if file.parent.is_dir() else f" (the folder {file.parent.name} is gone)"
+        problems.append(f"{prefix} is missing{gone}")
+        return None
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        problems.append(f"{prefix} is not valid JSON ({_short(e)})")
+        return None
+    except OSError as e:
+        problems.append(f"{prefix} cannot be read ({_short(e)})")
+        return None
+    if not isinstance(meta, dict) or meta.get("node_type") != kind:
+        found = meta.get("node_type") if isinstance(meta, dict) else type(meta).__name__
+        problems.append(f"{prefix} is not zarr {kind} metadata (node_type {found!r})")
+        return None
+    if kind == "array" and not (isinstance(meta.get("shape"), list) and isinstance(meta.get("chunk_grid"), dict)):
+        problems.append(f"{prefix} is not zarr array metadata (no shape or chunk_grid)")
+        return None
+    return meta
+
+
+def check_metadata(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Verify the ``zarr.json`` of every group and array the assembly schema expects.
+
+    The root group, ``stories``, ``voxels`` (with ``voxel`` and ``voxel_valid``), and for
+    each story of the root's ``stories`` attribute its group and its arrays
+    (:data:`STORY_ARRAYS`, ``bold_repeats`` when repeated); any other sub-folder of these
+    groups must be a node with readable metadata too (zarr would silently not see it).
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.zarr`` assembly.
+
+    Returns
+    -------
+    problems : list of str
+        One line per missing, unparsable or wrong ``zarr.json``, naming the file (and the
+        story); empty when the metadata are whole.
+    arrays : list of str
+        Paths (inside the store) of the arrays whose metadata are readable.
+    """
+    path = Path(path)
+    problems: list[str] = []
+    arrays: list[str] = []
+    root = _read_node(path / "zarr.json", "group", "", problems)
+    if root is None:
+        return problems, arrays
+    stories = (root.get("attributes") or {}).get("stories")
+    if not isinstance(stories, list):
+        problems.append(f"{path / 'zarr.json'}: no 'stories' attribute (not a scalenc assembly store)")
+        return problems, arrays
+
+    def group(rel: str, expected, where: str) -> None:
+        meta = _read_node(path / rel / "zarr.json", "group", where, problems)
+        if meta is None:
+            return
+        expected = tuple(expected(meta.get("attributes") or {}) if callable(expected) else expected)
+        names = list(expected) + sorted(p.name for p in (path / rel).iterdir()
+                                        if p.is_dir() and p.name not in expected)
+        for name in names:
+            if _read_node(path / rel / name / "zarr.json", "array", where, problems) is not None:
+                arrays.append(f"{rel}/{name}")
+
+    group("voxels", VOXEL_ARRAYS, "")
+    if _read_node(path / "stories" / "zarr.json", "group", "", problems) is None:
+        return problems, arrays
+    for s in stories:
+        group(f"stories/{s}", lambda attrs: STORY_ARRAYS + (("bold_repeats",) if attrs.get("n_repeats", 1) != 1
+                                                           else ()), f"story {s!r}: ")
+    return problems, arrays

@@ -39,11 +39,12 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from .chunks import CheckedChunks, check_store
+from .chunks import CheckedChunks, check_metadata, check_store
 from .legacy import import_pickle, pickle_provenance
 from .stacked import StackedResponses
-from .writer import (DEFAULT_VOXEL_CHUNK, SCHEMA_VERSION, AssemblyChunkError,  # noqa: F401 (re-exported)
-                     AssemblyError, AssemblyWriter, _codecs)
+from .writer import (AUDIO_RELATIVE_TO_STORE, DEFAULT_VOXEL_CHUNK, SCHEMA_VERSION,  # noqa: F401 (re-exported)
+                     AssemblyChunkError, AssemblyError, AssemblyWriter, _codecs, resolve_audio_path,
+                     stored_audio_path)
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +143,14 @@ class Assembly:
     are views on the same store until ``save(path)`` writes them out.
     """
 
-    def __init__(self, path: str | os.PathLike, *, _stories: Sequence[str] | None = None, _voxels=None):
+    def __init__(self, path: str | os.PathLike, *, audio_root: str | os.PathLike | None = None,
+                 _stories: Sequence[str] | None = None, _voxels=None):
         self.path = Path(path)
+        self.audio_root = None if audio_root is None else Path(audio_root)
         if not self.path.exists():
             raise FileNotFoundError(f"assembly store not found: {self.path}")
+        if _stories is None and _voxels is None:  # a subset's source was checked already
+            _require_metadata(self.path)
         try:
             self._root = zarr.open_group(str(self.path), mode="r")
         except Exception as e:  # noqa: BLE001 - re-raised with the path
@@ -411,15 +416,29 @@ class Assembly:
         return self._grids[story]
 
     def audio_path(self, story: str) -> str | None:
+        """The audio file of ``story`` (absolute), or None.
+
+        Stored paths count from the store folder (or are absolute), so a store read from
+        another working directory, or moved with its data, finds its audio. With
+        ``audio_root`` (``load_assembly(..., audio_root=NEWDIR)``) the file of the same
+        name in that folder is used instead (data moved; ``scalenc assembly relocate``
+        writes it into the store)."""
         self._check_story(story)
         if story in self._pending_audio:
             return self._pending_audio[story]
-        return self.tree[f"stories/{story}"].attrs.get("audio_path")
+        stored = self.tree[f"stories/{story}"].attrs.get("audio_path")
+        if self.audio_root is not None:
+            name = Path(stored).name if stored else f"{story}.wav"
+            if stored or (self.audio_root / name).is_file():
+                return str((self.audio_root / name).absolute())
+        return resolve_audio_path(stored, self.path, legacy=self.attrs.get("audio_paths") != AUDIO_RELATIVE_TO_STORE)
 
     def set_audio_path(self, story: str, path: str | os.PathLike | None) -> None:
-        """Set the audio file of ``story``; ``save()`` persists it."""
+        """Set the audio file of ``story`` (a relative path counts from the working
+        directory); ``save()`` persists it (relative to the store when it lies next to it)."""
         self._check_story(story)
-        self._pending_audio[story] = None if path is None else str(path)
+        self._pending_audio[story] = None if path is None else (
+            str(path) if Path(path).is_absolute() else str(Path(path).absolute()))
 
     def has_unsaved_changes(self) -> bool:
         """Whether :meth:`save` has changes (audio paths) to write that other processes cannot see yet."""
@@ -442,7 +461,7 @@ class Assembly:
         base = np.arange(int(self._root["voxels/voxel"].shape[0]))
         if self._voxel_index is not None:
             base = base[self._voxel_index]
-        sub = Assembly(self.path, _stories=list(stories) if stories is not None else self._stories,
+        sub = Assembly(self.path, audio_root=self.audio_root, _stories=list(stories) if stories is not None else self._stories,
                        _voxels=None if voxels is None and self._voxel_index is None else base[idx])
         sub._pending_audio = {k: v for k, v in self._pending_audio.items() if k in sub._stories}
         sub._word_tables = {k: v for k, v in self._word_tables.items() if k in sub._stories}
@@ -461,8 +480,13 @@ class Assembly:
             if self._voxel_index is not None or self._stories != list(self.attrs["stories"]):
                 raise AssemblyError("a subset cannot be saved onto its source store; give a new path")
             root = zarr.open_group(str(self.path), mode="r+")
+            if self._pending_audio and self.attrs.get("audio_paths") != AUDIO_RELATIVE_TO_STORE:
+                for s in self._stories:  # an older store: its other paths are rewritten in the new convention
+                    self._pending_audio.setdefault(s, self.audio_path(s))
             for s, p in self._pending_audio.items():
-                root[f"stories/{s}"].attrs["audio_path"] = p
+                root[f"stories/{s}"].attrs["audio_path"] = None if p is None else stored_audio_path(p, self.path)
+            if self._pending_audio:
+                root.attrs["audio_paths"] = self.attrs["audio_paths"] = AUDIO_RELATIVE_TO_STORE
             self._pending_audio.clear()
             self._tree = None
             return self.path
@@ -529,6 +553,17 @@ class Assembly:
     def __repr__(self) -> str:
         return (f"<scalenc.Assembly {self.dataset}/{self.subject}: {len(self._stories)} stories, "
                 f"{self.n_voxels} voxels, TR {self.tr_seconds} s, test {self.test_stories}>")
+
+
+def _require_metadata(path: Path) -> None:
+    """One :class:`AssemblyError` line naming the first missing or unreadable ``zarr.json``
+    of the groups and arrays the schema expects (a deleted story folder, a corrupt file)."""
+    if not path.is_dir() or not (path / "zarr.json").is_file() and not any(path.iterdir()):
+        raise AssemblyError(f"{path}: not a zarr assembly store ({'empty folder' if path.is_dir() else 'a file'})")
+    problems, _ = check_metadata(path)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise AssemblyError(f"{problems[0]}{more}; damaged store: see `scalenc assembly check {path}`")
 
 
 class _DaskRepeats:
@@ -624,8 +659,38 @@ def _read_grids(path: Path, stories: Sequence[str]) -> dict[str, tuple[np.ndarra
     return out
 
 
-def load_assembly(path: str | os.PathLike, *, import_to: str | os.PathLike | None = None) -> Assembly:
+def relocate(path: str | os.PathLike, audio_root: str | os.PathLike) -> dict[str, str]:
+    """Re-point the audio files of a store to ``audio_root`` (the data moved): each story's
+    audio becomes the file of the same name in ``audio_root`` (a story without audio gets
+    ``<story>.wav`` when that file is there). Nothing is written unless every story that
+    had audio finds its file. Returns ``{story: new absolute path}``."""
+    asm = Assembly(path)
+    root = Path(audio_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"audio folder not found: {root}")
+    new = {}
+    for s in asm.stories:
+        old = asm.audio_path(s)
+        cand = root / (Path(old).name if old else f"{s}.wav")
+        if cand.is_file():
+            new[s] = str(cand.absolute())
+        elif old:
+            raise FileNotFoundError(f"{asm.path}: story {s!r}: {cand.name} not found in {root} "
+                                    f"(was {old}); nothing was changed")
+    if not new:
+        raise FileNotFoundError(f"{asm.path}: no story's audio file is in {root}; nothing was changed")
+    for s, p in new.items():
+        asm.set_audio_path(s, p)
+    asm.save()
+    return new
+
+
+def load_assembly(path: str | os.PathLike, *, import_to: str | os.PathLike | None = None,
+                  audio_root: str | os.PathLike | None = None) -> Assembly:
     """Open an assembly: a scalenc ``.zarr`` store or a LITcoder ``.pkl``.
+
+    ``audio_root``: read each story's audio from the file of the same name in this folder
+    (the data moved since the store was built; :func:`relocate` writes it into the store).
 
     A pickle is imported once, through a restricted unpickler that runs no pickled code,
     to ``import_to`` (default: ``<name>.zarr`` next to the pickle). The store records the
@@ -644,8 +709,8 @@ def load_assembly(path: str | os.PathLike, *, import_to: str | os.PathLike | Non
         elif _imported_from(out, p) == "changed":
             logger.info("%s changed since it was imported; re-importing to %s", p, out)
             import_pickle(p, out, overwrite=True)
-        return Assembly(out)
-    return Assembly(p)
+        return Assembly(out, audio_root=audio_root)
+    return Assembly(p, audio_root=audio_root)
 
 
 def _imported_from(store: Path, pickle_path: Path) -> str:

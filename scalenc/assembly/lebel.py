@@ -148,8 +148,7 @@ def build(root: str | os.PathLike, subject: str, out: str | os.PathLike, stories
         if skipped:
             msg = (f"{subj_dir}: {len(skipped)} of {len(resp)} stories of respdict.json have no response file "
                    f"and are skipped: {', '.join(skipped)}")
-            warnings.warn(msg, stacklevel=2)
-            logger.warning(msg)
+            warnings.warn(msg, stacklevel=2)  # once: the command line shows warnings as log lines
         if not stories:
             raise AssemblyError(f"{subj_dir}: no <story>.hf5 file for any story of respdict.json")
     stories = list(stories)

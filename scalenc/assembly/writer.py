@@ -26,6 +26,36 @@ SCHEMA_VERSION = 1
 DEFAULT_VOXEL_CHUNK = 2048
 
 
+#: Root attribute ``audio_paths`` of stores whose relative audio paths count from the store
+#: folder (older stores kept them as given, relative to the builder's working directory).
+AUDIO_RELATIVE_TO_STORE = "relative to the store"
+
+
+def stored_audio_path(audio: str | os.PathLike, store: str | os.PathLike) -> str:
+    """How an audio path is stored: relative to the ``store`` folder when the file lies
+    next to the store (under the folder that holds it: the store and its data move
+    together), absolute otherwise (the store moves alone). A relative ``audio`` counts
+    from the working directory."""
+    a = Path(os.path.normpath(Path(audio).expanduser().absolute()))
+    s = Path(os.path.normpath(Path(store).expanduser().absolute()))
+    if a.is_relative_to(s.parent):
+        return Path(os.path.relpath(a, s)).as_posix()
+    return str(a)
+
+
+def resolve_audio_path(stored: str | None, store: str | os.PathLike, *, legacy: bool = False) -> str | None:
+    """The file a stored audio path names: absolute as is, relative from the ``store``
+    folder (``legacy`` stores: from the working directory when that file exists)."""
+    if stored is None:
+        return None
+    p = Path(stored).expanduser()
+    if p.is_absolute():
+        return str(p)
+    if legacy and p.exists():
+        return str(p.absolute())
+    return os.path.normpath(Path(store).expanduser().absolute() / p)
+
+
 #: Every chunk is written, even one equal to the fill value, so that a missing chunk file
 #: always means a damaged store (readers refuse it instead of reading the fill value).
 _DENSE = {"write_empty_chunks": True}
@@ -138,7 +168,8 @@ class AssemblyWriter:
         self.voxel_chunk = int(min(max(1, voxel_chunk), max(1, self.n_voxels)))
         self.test_stories = list(test_stories)
         self._meta = dict(dataset=dataset, subject=subject, tr_seconds=self.tr_seconds,
-                          timing=dict(timing or {}), voxel_chunk=self.voxel_chunk, **dict(attrs or {}))
+                          timing=dict(timing or {}), voxel_chunk=self.voxel_chunk,
+                          audio_paths=AUDIO_RELATIVE_TO_STORE, **dict(attrs or {}))
         self._mask_indices = None if mask_indices is None else np.asarray(mask_indices)
         self._roi = None if roi is None else np.asarray(roi)
         self._voxel_coords = {k: np.asarray(v) for k, v in dict(voxel_coords or {}).items()}
@@ -314,7 +345,7 @@ class AssemblyWriter:
         for key, (dims, values) in (extra or {}).items():
             _write_array(g, key, values, dims)
         g.attrs.update(dict(grid_offset=int(grid_offset), n_repeats=int(n_rep),
-                            audio_path=None if audio_path is None else str(audio_path),
+                            audio_path=None if audio_path is None else stored_audio_path(audio_path, self.path),
                             source=source))
         self._stories.append(name)
         logger.info("wrote story %s: %d TRs x %d voxels%s", name, n_tr, n_vox,
@@ -331,8 +362,7 @@ class AssemblyWriter:
         if nan.any() or const.any():
             msg = (f"story {story!r}{f' ({source})' if source else ''}: {int(nan.sum())} voxels contain NaN and "
                    f"{int(const.sum())} are constant; they are kept and flagged in voxel_valid")
-            warnings.warn(msg, stacklevel=3)
-            logger.warning(msg)
+            warnings.warn(msg, stacklevel=3)  # once: the command line shows warnings as log lines
         self._has_nan |= nan
         self._constant |= const
 

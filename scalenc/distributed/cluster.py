@@ -23,6 +23,12 @@ so one job is submitted.
 
 Workers of GPU clusters declare a ``GPU`` resource (``resources={"GPU": 1}``), which
 the feature-extraction tasks of neural models request.
+
+Every cluster started here uses TLS with a certificate made for the run, so that only its
+owner's client can connect (:mod:`scalenc.distributed.security`; ``security=False`` turns
+it off), and its dashboard listens on localhost only (:data:`DASHBOARD`; reach it with
+``ssh -L 8787:localhost:8787 HOST``; pass ``dashboard_address=`` or the jobqueue YAML's
+``scheduler-options: {dashboard_address: ...}`` to change it).
 """
 from __future__ import annotations
 
@@ -36,6 +42,22 @@ logger = logging.getLogger(__name__)
 JOBQUEUE_KINDS = ("slurm", "pbs")
 #: keys of the optional ``scalenc:`` section of a jobqueue YAML
 SCALE_KEYS = ("jobs", "adapt", "wait-for-workers", "wait-timeout")
+#: where the dashboards of the clusters scalenc starts listen unless told otherwise
+DASHBOARD = "127.0.0.1:8787"
+
+
+def _security_for_new_cluster(security):
+    """The Security of a local/CUDA cluster scalenc starts: an in-memory per-run certificate
+    by default, the user's if given, none (with a warning) for False."""
+    from .security import INSECURE_WARNING, insecure, resolve, temporary
+
+    security = resolve(security)
+    if security is None:
+        return temporary()
+    if security is False:
+        logger.warning(INSECURE_WARNING)
+        return insecure()
+    return security
 
 
 def _machine() -> tuple[int, int]:
@@ -45,11 +67,17 @@ def _machine() -> tuple[int, int]:
 
 
 def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None, *,
-                  processes: bool = True, memory_limit: str | int | None = None, **kwargs):
+                  processes: bool = True, memory_limit: str | int | None = None, security: Any = None,
+                  **kwargs):
     """A LocalCluster sized to the machine: one single-threaded worker per core by default
     (BLAS threads are pinned to 1 per worker so workers do not oversubscribe cores), the
-    memory split evenly between workers."""
+    memory split evenly between workers. TLS with an in-memory certificate made for it
+    (``security=``: a ``Security``, a security YAML, or False for none); the dashboard on
+    localhost (``dashboard_address=``)."""
     from distributed import LocalCluster
+
+    kwargs["security"] = _security_for_new_cluster(security)
+    kwargs.setdefault("dashboard_address", DASHBOARD)
 
     cores, mem = _machine()
     n_workers = n_workers or cores
@@ -58,8 +86,10 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int | None =
     env.update(kwargs.pop("env", {}) or {})
     if processes:  # worker processes (nannies) take the BLAS thread settings
         kwargs["env"] = env
-    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
-                        memory_limit=memory_limit or int(0.9 * mem / n_workers), **kwargs)
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes,
+                           memory_limit=memory_limit or int(0.9 * mem / n_workers), **kwargs)
+    cluster._scalenc_dashboard = kwargs["dashboard_address"]
+    return cluster
 
 
 def jobqueue_cluster(kind: str, *, config: str | os.PathLike | None = None, jobs: int = 0,
@@ -75,6 +105,12 @@ def jobqueue_cluster(kind: str, *, config: str | os.PathLike | None = None, jobs
         Jobs to submit right away (``cluster.scale(jobs=...)``); 0 submits nothing.
     adapt : (int, int), optional
         Adaptive scaling between (minimum, maximum) jobs instead of a fixed number.
+    security : None, False, Security or path, optional
+        None: TLS with a certificate made for this cluster, written (key mode 0600) into a new
+        private directory under ``shared_temp_directory`` (default
+        :data:`scalenc.distributed.security.DEFAULT_SHARED_DIR`, which the worker nodes must
+        see) and removed when the cluster closes. A ``Security`` (or a security YAML): the
+        user's certificates. False: no TLS (a warning).
     """
     try:
         import dask_jobqueue
@@ -98,13 +134,52 @@ def jobqueue_cluster(kind: str, *, config: str | os.PathLike | None = None, jobs
     # YAML keys use dask's dashed config names; the constructor takes underscores
     args = {k.replace("-", "_"): v for k, v in settings.items() if v is not None}
     args.update(kwargs)
-    cluster = cls(**args)
+    import dask
+
+    from .security import INSECURE_WARNING, RunCertificate, resolve
+
+    opts = args.get("scheduler_options")
+    opts = dict(dask.config.get(f"jobqueue.{kind}.scheduler-options", None) or {} if opts is None else opts)
+    opts.setdefault("dashboard_address", DASHBOARD)
+    args["scheduler_options"] = opts
+    security = resolve(args.pop("security", None))
+    cert = None
+    if security is None:
+        shared = args.get("shared_temp_directory") or dask.config.get(f"jobqueue.{kind}.shared-temp-directory", None)
+        cert = RunCertificate(shared)
+        security = cert.security()
+    elif security is False:
+        logger.warning(INSECURE_WARNING)
+        security = None  # dask-jobqueue: plain tcp://
+    try:
+        cluster = cls(security=security, **args)
+    except BaseException:
+        if cert is not None:
+            cert.remove()
+        raise
+    if cert is not None:
+        _remove_on_close(cluster, cert)
+    cluster._scalenc_dashboard = opts["dashboard_address"]
     if adapt is not None:
         lo, hi = (int(a) for a in adapt)
         cluster.adapt(minimum_jobs=lo, maximum_jobs=hi)
     elif jobs:
         cluster.scale(jobs=jobs)
     return cluster
+
+
+def _remove_on_close(cluster, cert) -> None:
+    """Delete the run certificate when ``cluster`` closes (or is garbage collected)."""
+    close = cluster.close
+
+    def close_and_remove(*args, **kwargs):
+        try:
+            return close(*args, **kwargs)
+        finally:
+            cert.remove()
+
+    cluster.close = close_and_remove
+    cluster.scalenc_certificate = cert  # lives as long as the cluster
 
 
 def scale_settings(path: str | os.PathLike) -> dict[str, Any]:
@@ -185,17 +260,22 @@ def _wait_for_workers(c, n: int, timeout: float, where: str) -> None:
                            "may be pending or failing (check squeue/qstat and the jobqueue log-directory)") from e
 
 
-def cuda_cluster(**kwargs):
-    """dask-cuda's LocalCUDACluster: one worker per visible GPU, each with ``GPU: 1``."""
+def cuda_cluster(*, security: Any = None, **kwargs):
+    """dask-cuda's LocalCUDACluster: one worker per visible GPU, each with ``GPU: 1``; TLS and
+    the dashboard as :func:`local_cluster`."""
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError as e:
         raise ImportError("cluster='cuda' needs dask-cuda: install scalenc[gpu] on a GPU node") from e
     kwargs.setdefault("resources", {"GPU": 1})
-    return LocalCUDACluster(**kwargs)
+    kwargs["security"] = _security_for_new_cluster(security)
+    kwargs.setdefault("dashboard_address", DASHBOARD)
+    cluster = LocalCUDACluster(**kwargs)
+    cluster._scalenc_dashboard = kwargs["dashboard_address"]
+    return cluster
 
 
-def client(cluster: Any = None, **kwargs):
+def client(cluster: Any = None, *, security: Any = None, **kwargs):
     """A Dask client for ``cluster``.
 
     Parameters
@@ -203,6 +283,12 @@ def client(cluster: Any = None, **kwargs):
     cluster : None, "local", "slurm", "pbs", "cuda", a scheduler address, a path to a
         jobqueue YAML, or a Cluster object
         None and "local" start a :func:`local_cluster` (keyword arguments go to it).
+    security : None, False, distributed.security.Security, or a path to a security YAML
+        None: a cluster started here uses TLS with a certificate made for it; an existing
+        scheduler (an address, a scheduler file) is reached with the Dask configuration's
+        ``distributed.comm.tls`` settings. A ``Security`` or a security YAML
+        (:func:`scalenc.distributed.security.load_security`): those certificates. False: no
+        TLS (a warning). :func:`scalenc.distributed.security.use_security` sets the default.
     **kwargs
         Passed to the cluster constructor (``jobs=`` for jobqueue clusters).
 
@@ -213,14 +299,16 @@ def client(cluster: Any = None, **kwargs):
     """
     from distributed import Client
 
+    from .security import INSECURE_WARNING, insecure, resolve
+
     if cluster is None or cluster == "local":
-        c = Client(local_cluster(**kwargs))
+        c = Client(local_cluster(security=security, **kwargs))
     elif isinstance(cluster, str) and cluster in JOBQUEUE_KINDS:
         if "jobs" not in kwargs and "adapt" not in kwargs:
             kwargs["jobs"] = 1  # without jobs nothing would ever run
-        c = Client(jobqueue_cluster(cluster, **kwargs))
+        c = Client(jobqueue_cluster(cluster, security=security, **kwargs))
     elif cluster == "cuda":
-        c = Client(cuda_cluster(**kwargs))
+        c = Client(cuda_cluster(security=security, **kwargs))
     elif isinstance(cluster, (str, os.PathLike)) and str(cluster).endswith((".yaml", ".yml")):
         import yaml
 
@@ -238,22 +326,70 @@ def client(cluster: Any = None, **kwargs):
                 kwargs["adapt"] = sc["adapt"]
             else:
                 kwargs["jobs"] = int(sc.get("jobs", 1))
-        c = Client(jobqueue_cluster(kinds[0], config=p, **kwargs))
+        c = Client(jobqueue_cluster(kinds[0], config=p, security=security, **kwargs))
         if wait_n:
             _wait_for_workers(c, wait_n, timeout, str(p))
-    elif isinstance(cluster, (str, os.PathLike)) and str(cluster).endswith(".json"):
-        if not Path(cluster).exists():
-            raise FileNotFoundError(f"scheduler file {cluster} not found")
-        c = Client(scheduler_file=str(cluster), **kwargs)
+    elif isinstance(cluster, (str, os.PathLike)) and (str(cluster).endswith(".json")
+                                                      or (isinstance(cluster, str) and ":" in cluster)):
+        # an existing scheduler: the user's security settings
+        security = resolve(security)
+        if security is False:
+            logger.warning(INSECURE_WARNING)
+            security = insecure()
+        if str(cluster).endswith(".json"):
+            if not Path(cluster).exists():
+                raise FileNotFoundError(f"scheduler file {cluster} not found")
+            import json
+
+            try:
+                address = json.loads(Path(cluster).read_text()).get("address", "")
+            except (ValueError, AttributeError) as e:
+                raise ValueError(f"{cluster}: not a Dask scheduler file (JSON with an 'address')") from e
+            _check_tls_address(address, security, str(cluster))
+            c = Client(scheduler_file=str(cluster), security=security, **kwargs)
+        else:
+            _check_tls_address(str(cluster), security, str(cluster))
+            c = Client(str(cluster), security=security, **kwargs)
     elif isinstance(cluster, str):
-        if "://" not in cluster and ":" not in cluster:
-            raise ValueError(f"cluster={cluster!r} is not 'local', 'slurm', 'pbs', 'cuda', a scheduler address "
-                             "(tcp://host:port) or a jobqueue .yaml")
+        raise ValueError(f"cluster={cluster!r} is not 'local', 'slurm', 'pbs', 'cuda', a scheduler address "
+                         "(tls://host:port) or a jobqueue .yaml")
+    else:  # a Cluster object: its own security
         c = Client(cluster, **kwargs)
-    else:
-        c = Client(cluster, **kwargs)
-    logger.warning("Dask dashboard: %s", c.dashboard_link)
+    logger.warning("Dask dashboard: %s", dashboard_link(c))
     return c
+
+
+def dashboard_link(c) -> str:
+    """The dashboard address of client ``c``'s cluster. Dask names the scheduler's host, but
+    a cluster started here serves its dashboard on localhost only: then the link says so,
+    with the ``ssh -L`` that reaches it from another machine."""
+    cluster = getattr(c, "cluster", None)
+    opts = getattr(cluster, "_scalenc_dashboard", None)
+    if not opts or not str(opts).startswith(("127.0.0.1:", "localhost:")):
+        return c.dashboard_link
+    port = (c.scheduler_info().get("services") or {}).get("dashboard")
+    if port is None:
+        return c.dashboard_link
+    import socket
+
+    return (f"http://localhost:{port}/status (localhost only; from another machine: "
+            f"ssh -L {port}:localhost:{port} {socket.gethostname()})")
+
+
+def _check_tls_address(address: str, security, where: str) -> None:
+    """A one-line error for a tls:// scheduler without a client certificate."""
+    import dask
+
+    if not address.startswith("tls://") or (security is None and dask.config.get(
+            "distributed.client.security-loader", None)):  # Dask's own loader decides
+        return
+    if security is None:
+        from distributed.security import Security
+
+        security = Security()  # the Dask configuration
+    if not (security.tls_client_cert and security.tls_ca_file):
+        raise ValueError(f"{where}: the scheduler {address} uses TLS: give its certificate with --security FILE / "
+                         "security= or Dask's distributed.comm.tls settings")
 
 
 def has_gpu_workers(c) -> bool:

@@ -521,6 +521,9 @@ def surface_map(values, space: BrainSpace | None = None, *, title: str | None = 
             ax.set_ylim(box[2], box[3])
             ax.set_axis_off()
             ax.scalenc_panel = (hemi, view)
+            if r == 0:  # which hemisphere each column shows
+                ax.text(0.5, 1.0, "L" if hemi == "left" else "R", transform=ax.transAxes, ha="center", va="top",
+                        fontsize=10, fontweight="bold", color="0.25")
     if colorbar:
         _colorbar(fig, vm, cmap, label)
     if title:
@@ -535,15 +538,41 @@ def _nifti(values, space: BrainSpace):
     return nib.Nifti1Image(np.nan_to_num(vol, nan=0.0).astype(np.float32), space.affine)
 
 
+def slice_coords(values, space: BrainSpace, n_slices: int = 6) -> list[float]:
+    """Axial cut coordinates (mm) for ``n_slices`` slices: spread over the z extent of the
+    strongest ``|values|`` (the top decile of the non-zero finite ones, at least ``n_slices``
+    voxels), or over the layout's own voxels when no value is (e.g. no significant voxel), never
+    where nilearn would put the cuts of an empty image (the cerebellum)."""
+    v = np.abs(space.check(values))
+    v[~np.isfinite(v)] = 0
+    ijk = np.stack(np.unravel_index(space.index, space.volume_shape), axis=1).astype(float)
+    z = (ijk @ space.affine[:3, :3].T + space.affine[:3, 3])[:, 2]
+    if (v > 0).any():
+        strong = v >= np.quantile(v[v > 0], 0.9)
+        if strong.sum() < n_slices:
+            strong = v >= np.sort(v)[-min(n_slices, int((v > 0).sum()))]
+        lo, hi = np.quantile(z[strong], [0.0, 1.0])
+    elif z.size:
+        lo, hi = np.quantile(z, [0.1, 0.9])
+    else:
+        return [0.0] * n_slices
+    step = abs(float(np.linalg.det(space.affine[:3, :3]))) ** (1 / 3) or 1.0
+    if hi - lo < step * (n_slices - 1):  # a thin band: neighbouring slices around it
+        mid = (lo + hi) / 2
+        lo, hi = mid - step * (n_slices - 1) / 2, mid + step * (n_slices - 1) / 2
+    return [float(c) for c in np.linspace(lo, hi, n_slices)]
+
+
 def volume_map(values, space: BrainSpace, *, kinds: Sequence[str] = ("glass", "slices"), title: str | None = None,
                vmax: float | None = None, cmap: str = DEFAULT_CMAP, label: str | None = None, n_slices: int = 6,
-               glass_mode: str = "ortho", figsize=(7.0, 2.6)):
+               glass_mode: str = "ortho", figsize=(7.0, 2.6), cut_from=None):
     """Glass-brain (max projection, signed) and axial slice maps of volume data.
 
     In an MNI space the slices lie over nilearn's MNI152 template; in another space over
     nothing (and no glass brain). Voxels outside the layout (and values exactly 0) are not
     coloured. ``glass_mode`` is nilearn's ``display_mode`` of the glass brain ("ortho",
-    "z", "lyrz", ...); ``n_slices`` axial slices.
+    "z", "lyrz", ...); ``n_slices`` axial slices, cut where ``cut_from`` (default ``values``;
+    e.g. all voxels' r for a map of the significant ones) is strongest (:func:`slice_coords`).
 
     Returns
     -------
@@ -579,7 +608,8 @@ def volume_map(values, space: BrainSpace, *, kinds: Sequence[str] = ("glass", "s
                 plotting.plot_glass_brain(img, display_mode=glass_mode, plot_abs=False, black_bg=False, **common)
             else:
                 kw = {} if standard else {"bg_img": None}
-                plotting.plot_stat_map(img, display_mode="z", cut_coords=n_slices, draw_cross=False, **kw, **common)
+                cuts = slice_coords(values if cut_from is None else cut_from, space, n_slices)
+                plotting.plot_stat_map(img, display_mode="z", cut_coords=cuts, draw_cross=False, **kw, **common)
     _colorbar(fig, vm, cmap, label, rect=(0.86, 0.1, 0.018, 0.75 * top))
     if title:
         fig.suptitle(title, fontsize=10)

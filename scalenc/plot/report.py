@@ -15,7 +15,14 @@
 ``roi_summary.csv``
     median r (and split scores) per ROI, when there are ROI labels.
 ``report.html``
-    all of the above on one page with the summary numbers per layer.
+    one self-contained interactive page (:mod:`scalenc.plot.interactive`): the maps of
+    ``export/`` on the brain with a selector, a threshold slider and hover values, median r per
+    layer, the ROI table, summary numbers, configuration and timings, ``report.png`` inlined.
+``export/``
+    every map as data (NIfTI, GIFTI per hemisphere, or .npy without a layout) with JSON
+    sidecars, BIDS-derivatives names (:mod:`scalenc.plot.export`).
+
+Only the documented variables of ``results.zarr`` (:data:`RESULT_VARIABLES`) are read.
 
 Subject-space runs without a layout get a slice mosaic when a mask is given, and pycortex
 flatmaps when a pycortex subject is given (arguments of :func:`report`, or the run
@@ -39,53 +46,50 @@ from typing import Any
 
 import numpy as np
 
+from .export import export_maps, run_maps
 from .maps import BrainSpace, brain_map, flatmap, mask_from_nifti, save_figure, significant_values, split_maps
 from .roi import as_labels, plot_roi_summary, roi_summary
 
 logger = logging.getLogger(__name__)
 
 
-def _var(ds, *names):
-    for n in names:
-        if ds is not None and n in getattr(ds, "variables", {}):
-            return np.asarray(ds[n].values)
-    return None
+#: The per-voxel variables of ``results.zarr`` that the report reads (ARCHITECTURE.md, "A per-voxel
+#: result"); nothing else of a run is read.
+RESULT_VARIABLES = ("r", "r2", "alpha", "p", "q", "significant", "r_fold", "weights", "gamma", "r2_split",
+                    "r_split", "noise_ceiling")
 
 
-def _attr(obj, name, default=None):
-    try:
-        return getattr(obj, name)
-    except Exception:  # noqa: BLE001 - a results object without the attribute, or failing to read it
-        return default
+def _var(ds, name):
+    """A documented results variable as a numpy array, or None when the run did not save it."""
+    if name not in RESULT_VARIABLES:
+        raise KeyError(f"{name!r} is not a results variable; the contract has {RESULT_VARIABLES}")
+    return np.asarray(ds[name].values) if ds is not None and name in ds.variables else None
 
 
 class RunSummary:
-    """What the report needs from a saved run, read defensively from ``scalenc.results.load``."""
+    """What the report needs from a saved run, read through :func:`scalenc.results.load` only
+    (the documented variables :data:`RESULT_VARIABLES`, ``metrics.json``, ``config.toml``)."""
 
     def __init__(self, run_dir: str | os.PathLike):
         from .. import results as results_mod
 
         self.path = Path(run_dir)
         self.res = results_mod.load(self.path)
-        self.config: dict[str, Any] = dict(_attr(self.res, "config", {}) or {})
-        self.metrics: dict[str, Any] = dict(_attr(self.res, "metrics", {}) or {})
+        self.config: dict[str, Any] = dict(self.res.config or {})
+        self.metrics: dict[str, Any] = dict(self.res.metrics or {})
         self.run_name = str(self.config.get("run_name") or self.path.name)
-        self.layers = [str(x) for x in (_attr(self.res, "layers", []) or [])]
+        self.layers = list(self.res.layers)
+        self.root = self.res.dataset                        # one Dataset over (layer, voxel)
+        if "r" not in self.root.variables:
+            raise KeyError(f"{self.path}/results.zarr has no per-voxel 'r'; variables: {list(self.root.data_vars)}")
         self.data = {lay: self.res.layer(lay) for lay in self.layers}
-        self.r = {}
-        for lay, ds in self.data.items():
-            r = _var(ds, "correlation", "correlations", "r")
-            if r is None:
-                raise KeyError(f"{self.path}: layer {lay!r} has no per-voxel correlation; "
-                               f"variables: {list(ds.data_vars)}")
-            self.r[lay] = np.asarray(r, float)
+        r_all = np.asarray(self.root["r"].transpose("layer", "voxel").values, float)
+        self.r = {lay: r_all[i] for i, lay in enumerate(self.layers)}
         self.best = max(self.layers, key=lambda lay: _nanmedian(self.r[lay])) if self.layers else None
-        nc = _attr(self.res, "noise_ceiling", None)
-        if nc is None and self.best is not None:                   # a per-layer ceiling, if stored there
-            nc = _var(self.data[self.best], "noise_ceiling")
+        nc = self.res.noise_ceiling
         self.ceiling = None if nc is None else np.asarray(nc, float)
         self.ceiling_source = self._ceiling_source()
-        self.root = self._root()
+        self.subject = str(self.config.get("subject") or self.root.attrs.get("subject") or "")
 
     def _ceiling_source(self) -> str | None:
         layer_metrics = self.metrics.get("layers", {}) if isinstance(self.metrics.get("layers"), dict) else {}
@@ -93,23 +97,10 @@ class RunSummary:
             m = layer_metrics.get(lay, {})
             if isinstance(m, dict) and m.get("noise_ceiling_source"):
                 return str(m["noise_ceiling_source"])
-        for ds in self.data.values():
-            if ds.attrs.get("noise_ceiling_source"):
-                return str(ds.attrs["noise_ceiling_source"])
-        tree = _attr(self.res, "dataset", None) or _attr(self.res, "tree", None)
-        if tree is not None and tree.attrs.get("noise_ceiling_source"):
-            return str(tree.attrs["noise_ceiling_source"])
+        for attrs in (self.root.attrs, self.root["noise_ceiling"].attrs if self.ceiling is not None else {}):
+            if attrs.get("noise_ceiling_source"):
+                return str(attrs["noise_ceiling_source"])
         return None
-
-    def _root(self):
-        ds = _attr(self.res, "dataset", None)
-        if ds is not None:                                 # one Dataset over (layer, voxel)
-            return ds
-        tree = _attr(self.res, "tree", None)
-        try:
-            return tree.to_dataset() if tree is not None else None
-        except Exception:  # noqa: BLE001
-            return None
 
     def voxels(self):
         """The voxels' coordinates/attrs (results root, else the run's assembly), or None."""
@@ -124,6 +115,7 @@ class RunSummary:
             from ..assembly import Assembly
 
             asm = Assembly(str(path))
+            self.subject = self.subject or asm.subject
             vox = asm.voxels
             if asm.voxel_space is not None and "voxel_space" not in vox.attrs:
                 vox = vox.assign_attrs(voxel_space=asm.voxel_space)
@@ -142,6 +134,11 @@ class RunSummary:
         return f"layer {layer}" if len(self.layers) > 1 else ""
 
 
+def _splits(ds) -> dict[str, np.ndarray]:
+    """Each feature space's split scores (``r2_split``, ``r_split``): ``{"<var> <space>": values}``."""
+    return split_maps(ds, [v for v in ("r2_split", "r_split") if v in ds.variables])
+
+
 def _nanmedian(a) -> float:
     a = np.asarray(a, float)
     a = a[np.isfinite(a)]
@@ -154,7 +151,7 @@ def summary_panels(s: RunSummary, fig, gs_row=None, roi_table=None) -> dict[str,
     if gs_row is None:
         gs_row = fig.add_gridspec(1, 1)[0]
     best, r = s.best, s.r[s.best]
-    sig = _var(s.data[best], "significant", "significant_mask")
+    sig = _var(s.data[best], "significant")
     panels = ["hist"] + (["ceiling"] if s.ceiling is not None else []) + (["layers"] if len(s.layers) > 1 else []) \
         + (["roi"] if roi_table is not None else [])
     sub = gs_row.subgridspec(1, len(panels), wspace=0.35)
@@ -218,11 +215,11 @@ def _draw_maps(s: RunSummary, draw, out_dir: Path, dpi: int, prefix: str = "") -
     lab = s.layer_label(s.best)
     suffix = f" ({lab})" if lab else ""
     todo = [("r", f"test r{suffix}", r, "r")]
-    sig = _var(ds, "significant", "significant_mask")
+    sig = _var(ds, "significant")
     if sig is not None and sig.shape == r.shape:
         todo.append(("significant", f"test r, significant voxels ({int(sig.astype(bool).sum())}){suffix}",
                      significant_values(r, sig), "r"))
-    splits = split_maps(ds)
+    splits = _splits(ds)
     split_vmax = {}
     for name, v in splits.items():  # one colour scale per split variable, shared by its spaces
         var = name.split(" ", 1)[0]
@@ -235,6 +232,9 @@ def _draw_maps(s: RunSummary, draw, out_dir: Path, dpi: int, prefix: str = "") -
     written = []
     for key, title, values, label in todo:
         vmax = split_vmax.get(label) or None
+        if not np.isfinite(np.asarray(values, float)).any():       # e.g. no significant voxel
+            logger.info("report: map %r has no finite value; not drawn", title)
+            continue
         fig = draw(values, title=title, label=label, vmax=vmax)
         path = out_dir / f"{prefix}{_safe(key)}.png"
         save_figure(fig, path, dpi=dpi)
@@ -253,7 +253,7 @@ def _roi_table(s: RunSummary, vox) -> Any:
     r = s.r[s.best]
     if roi.shape != r.shape:
         return None
-    values = {"r": r, **split_maps(s.data[s.best])}
+    values = {"r": r, **_splits(s.data[s.best])}
     return roi_summary(values, roi)
 
 
@@ -264,7 +264,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = True, dpi: int = 100,
-           mask=None, pycortex: tuple[str, str] | None = None, pycortex_mask: str = "thick") -> Path:
+           mask=None, pycortex: tuple[str, str] | None = None, pycortex_mask: str = "thick",
+           export: bool = True) -> Path:
     """Draw the report of a saved run (module docstring); return the path of ``report.png``.
 
     Parameters
@@ -274,7 +275,11 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
     maps : bool
         Draw brain maps when the voxels' layout is known (needs nilearn).
     html_page : bool
-        Also write ``report.html``.
+        Also write ``report.html`` (interactive, :mod:`scalenc.plot.interactive`, when plotly is
+        installed; else a static page of the PNGs).
+    export : bool
+        Also write the maps as NIfTI / GIFTI / .npy with JSON sidecars under ``export/``
+        (:mod:`scalenc.plot.export`).
     dpi : int
     mask : (z, y, x) bool array or path to a mask NIfTI, optional
         For subject-space voxels without a layout (LeBel hf5): voxel ``i`` is the ``i``-th
@@ -297,13 +302,13 @@ def report(run_dir: str | os.PathLike, *, maps: bool = True, html_page: bool = T
     try:
         with dask.config.set(scheduler="synchronous"):
             return _report(run_dir, maps=maps, html_page=html_page, dpi=dpi, mask=mask, pycortex=pycortex,
-                           pycortex_mask=pycortex_mask)
+                           pycortex_mask=pycortex_mask, export=export)
     finally:
         if gc_enabled:
             gc.enable()
 
 
-def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask) -> Path:
+def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask, export=True) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -384,8 +389,22 @@ def _report(run_dir, *, maps, html_page, dpi, mask, pycortex, pycortex_mask) -> 
                 ax.imshow(images[2 * i + k][1])
     fig.suptitle(headline(s), fontsize=11)
     out = save_figure(fig, s.path / "report.png", dpi=dpi)
+    specs = run_maps(s) if (export or html_page) else []
+    if export:
+        try:
+            export_maps(s, space, maps=specs)
+        except ImportError as e:
+            logger.warning("report: no NIfTI/GIFTI export (%s)", e)
     if html_page:
-        _write_text(s.path / "report.html", _html(s, map_files, roi_table))
+        try:
+            from .interactive import interactive_html
+
+            page = interactive_html(s, space, specs, roi_table=roi_table, vox=vox,
+                                    png=Path(out).read_bytes(), map_files=map_files)
+        except ImportError as e:
+            logger.warning("report: report.html without interactive maps (%s; pip install plotly)", e)
+            page = _html(s, map_files, roi_table)
+        _write_text(s.path / "report.html", page)
     return Path(out)
 
 

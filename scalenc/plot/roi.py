@@ -63,5 +63,12 @@ def plot_roi_summary(summary: xr.Dataset, *, ax=None, title: str | None = "media
                   fontsize=7)
     ax.axhline(0, color="k", lw=0.5)
     ax.set(ylabel="median", title=title)
-    ax.legend(fontsize=7)
+    leg = ax.legend(fontsize=7, loc="upper center", ncol=max(n_m, 1), frameon=False)
+    # room above the bars for the legend: the y limit raised until the tallest bar ends below it
+    lo, hi = ax.get_ylim()
+    top = float(np.nanmax(np.nan_to_num(med), initial=0.0))
+    if top > 0:
+        box = leg.get_window_extent(ax.figure.canvas.get_renderer()).transformed(ax.transAxes.inverted())
+        frac = max(min(box.y0, 1.0) - 0.03, 0.3)
+        ax.set_ylim(lo, max(hi, lo + (top - lo) / frac))
     return ax
