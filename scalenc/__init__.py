@@ -8,7 +8,7 @@ and ``scalenc.sweep(...)`` fits subjects x models x layers with the stimulus sid
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .align import Downsampler  # noqa: E402
 from .assembly import load_assembly  # noqa: E402

@@ -27,7 +27,8 @@ from pathlib import Path
 import dask
 import numpy as np
 
-from . import __version__, results
+from . import results
+from ._version import __version__
 from ._io import atomic_directory
 from .assembly import Assembly, lebel, load_assembly
 from .assembly.legacy import import_pickle

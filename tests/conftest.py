@@ -46,3 +46,27 @@ def use_hub_home(hub_home, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return hub_home
+
+
+def _backend_params():
+    """One ``pytest.param`` per ridge backend of ``scalenc.ridge.backend._MODULES`` (the one
+    list): CUDA backends carry the ``gpu`` mark; an unavailable backend is skipped when used."""
+    from scalenc.ridge.backend import BACKENDS, GPU_BACKENDS
+
+    return [pytest.param(name, id=name, marks=[pytest.mark.gpu] if name in GPU_BACKENDS else [])
+            for name in BACKENDS]
+
+
+BACKEND_PARAMS = _backend_params()
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend(request):
+    """Every ridge backend at its default device (numpy, cupy, torch on the CPU, torch_cuda),
+    skipped where it cannot run (no CuPy, no CUDA device)."""
+    from scalenc.ridge.backend import get_backend, unavailable
+
+    why = unavailable(request.param)
+    if why is not None:
+        pytest.skip(why)
+    return get_backend(request.param)

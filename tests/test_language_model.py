@@ -519,3 +519,39 @@ def test_config_errors(tiny):
         LanguageModelExtractor(d, dict(lookback=1024)).compute(tiny["assembly"], tiny["story"])
     with pytest.raises(FeatureError, match="no model"):
         LanguageModelExtractor(None, {})
+
+
+def test_device_map_and_half_precision_reach_from_pretrained(tiny, monkeypatch):
+    """``device_map`` and ``dtype`` pass through ``_hf.from_pretrained`` to transformers
+    (accelerate places the model: the CPU here); features are unchanged with a device map,
+    within bfloat16 rounding in bfloat16; neither is part of the feature cache key except
+    the dtype."""
+    from transformers import AutoModel
+
+    from scalenc.features import _hf
+
+    a, story = tiny["assembly"], tiny["story"]
+    seen = []
+    orig = AutoModel.from_pretrained.__func__
+
+    def spy(cls, *args, **kw):
+        seen.append((kw.get("device_map"), kw.get("dtype")))
+        return orig(cls, *args, **kw)
+
+    monkeypatch.setattr(AutoModel, "from_pretrained", classmethod(spy))
+    _hf.clear_model_cache()
+    base = dict(lookback=32, device="cpu")
+    ref = LanguageModelExtractor(str(tiny["model_dir"]), base).compute(a, story)
+    ex = LanguageModelExtractor(str(tiny["model_dir"]), dict(base, device_map="auto"))
+    got = ex.compute(a, story)
+    assert ("auto", torch.float32) in seen and (None, torch.float32) in seen
+    np.testing.assert_allclose(got["features"].values, ref["features"].values, rtol=1e-5, atol=1e-6)
+    assert cache_key(ex.identity(), "s") == cache_key(LanguageModelExtractor(str(tiny["model_dir"]),
+                                                                             base).identity(), "s")
+    half = LanguageModelExtractor(str(tiny["model_dir"]), dict(base, dtype="bfloat16")).compute(a, story)
+    assert (None, torch.bfloat16) in seen
+    diff = np.abs(half["features"].values - ref["features"].values).max() / np.abs(ref["features"].values).max()
+    assert 0 < diff < 0.1
+    with pytest.raises(FeatureError, match="device_map is for backend='transformers'"):
+        LanguageModelExtractor(str(tiny["model_dir"]), dict(base, device_map="auto",
+                                                            backend="transformer_lens")).compute(a, story)

@@ -8,11 +8,7 @@ from scipy import stats
 
 from scalenc.models import NestedCVModel
 from scalenc.ridge import ChunkKFold, r2_score, ridge_closed_form
-from scalenc.ridge.backend import CHECKED, unavailable
 
-BACKENDS = [pytest.param(b, id="-".join(filter(None, b)),
-                         marks=[pytest.mark.skipif(unavailable(*b) is not None, reason=str(unavailable(*b)))]
-                         + ([pytest.mark.gpu] if b[0] == "cupy" or b[1] == "cuda" else [])) for b in CHECKED]
 ALPHAS = np.logspace(-1, 4, 8)
 
 
@@ -38,13 +34,12 @@ def _brute(X, Y, folds, use_corr=True):
     return ALPHAS[S.argmax(0)]
 
 
-@pytest.mark.parametrize("bk", BACKENDS)
 @pytest.mark.parametrize("use_corr", [True, False])
-def test_train_test_mode_equals_brute_force(bk, use_corr):
+def test_train_test_mode_equals_brute_force(backend, use_corr):
     X, Y = _data(300, seed=1)
     Xt, Yt = _data(80, seed=2)
     model = NestedCVModel(alphas=ALPHAS, n_inner_folds=4, chunk_length=15, seed=4, use_corr=use_corr,
-                          backend=bk[0], device=bk[1], dtype="float64", pvalue_method="analytic")
+                          backend=backend.name, device=backend.device, dtype="float64", pvalue_method="analytic")
     metrics, weights, best = model.fit_predict(X, Y, X_test=Xt, y_test=Yt)
     folds = list(ChunkKFold(chunk_length=15, n_splits=4, seed=4).split(len(X)))
     np.testing.assert_array_equal(best, _brute(X, Y, folds, use_corr))
@@ -58,11 +53,10 @@ def test_train_test_mode_equals_brute_force(bk, use_corr):
                                rtol=1e-6)
 
 
-@pytest.mark.parametrize("bk", BACKENDS)
-def test_outer_loop_equals_brute_force(bk):
+def test_outer_loop_equals_brute_force(backend):
     X, Y = _data(360, seed=3)
     model = NestedCVModel(alphas=ALPHAS, n_outer_folds=3, n_inner_folds=3, chunk_length=20, seed=2,
-                          backend=bk[0], device=bk[1], dtype="float64")
+                          backend=backend.name, device=backend.device, dtype="float64")
     metrics, weights, best = model.fit_predict(X, Y)
     rs, coefs, alphas = [], [], []
     for tr, te in ChunkKFold(chunk_length=20, n_splits=3, seed=2).split(len(X)):

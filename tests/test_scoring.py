@@ -25,40 +25,40 @@ def _ar1(rng: np.random.Generator, n: int, v: int, rho: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # pearson_r, r2_score
 # --------------------------------------------------------------------------------------
-def test_pearson_r_matches_corrcoef_and_scipy():
+def test_pearson_r_matches_corrcoef_and_scipy(backend):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((50, 7))
     b = 0.5 * a + rng.standard_normal((50, 7)) + 3.0
-    r = pearson_r(a, b)
+    r = pearson_r(backend.asarray(a), backend.asarray(b))
     assert r.shape == (7,)
     expected = [np.corrcoef(a[:, j], b[:, j])[0, 1] for j in range(7)]
     np.testing.assert_allclose(r, expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(r, [stats.pearsonr(a[:, j], b[:, j]).statistic for j in range(7)], atol=1e-12)
 
 
-def test_pearson_r_float32_accumulates_in_float64():
+def test_pearson_r_float32_accumulates_in_float64(backend):
     rng = np.random.default_rng(1)
     a = (rng.standard_normal((4000, 3)) + 1000.0).astype(np.float32)  # large offset
     b = (a - 1000.0 + rng.standard_normal((4000, 3)) + 1000.0).astype(np.float32)
     ref = [np.corrcoef(a[:, j].astype(np.float64), b[:, j].astype(np.float64))[0, 1] for j in range(3)]
-    r = pearson_r(a, b)
+    r = pearson_r(backend.asarray(a), backend.asarray(b))
     assert r.dtype == np.float64
     np.testing.assert_allclose(r, ref, rtol=1e-10)
 
 
-def test_pearson_r_constant_column_is_zero():
+def test_pearson_r_constant_column_is_zero(backend):
     rng = np.random.default_rng(2)
     a = rng.standard_normal((30, 3))
     b = rng.standard_normal((30, 3))
     a[:, 1] = 0.1  # constant in y_true (not exactly representable: float sums round)
     b[:, 2] = -7.3  # constant in y_pred
     with np.errstate(all="raise"):
-        r = pearson_r(a, b)
+        r = pearson_r(backend.asarray(a), backend.asarray(b))
     assert r[1] == 0.0 and r[2] == 0.0
     assert r[0] == pytest.approx(np.corrcoef(a[:, 0], b[:, 0])[0, 1])
 
 
-def test_r2_score_matches_manual_loop():
+def test_r2_score_matches_manual_loop(backend):
     rng = np.random.default_rng(3)
     y = rng.standard_normal((40, 5)) * [1, 2, 3, 4, 5]
     pred = y + rng.standard_normal((40, 5))
@@ -69,7 +69,7 @@ def test_r2_score_matches_manual_loop():
         m = sum(y[:, j]) / 40
         sst = sum((y[t, j] - m) ** 2 for t in range(40))
         expected.append(1 - sse / sst)
-    out = r2_score(y, pred)
+    out = r2_score(backend.asarray(y), backend.asarray(pred))
     np.testing.assert_allclose(out, expected, rtol=1e-12)
     assert out[4] < -1
     y[:, 0] = 2.0
@@ -181,12 +181,13 @@ def test_block_permutation_strong_signal_and_constant():
     assert np.all(np.abs(null[:, :3]) < 0.5)
 
 
-def test_block_permutation_methods_agree_and_match_definition():
+def test_block_permutation_methods_agree_and_match_definition(backend):
     rng = np.random.default_rng(8)
     y = rng.standard_normal((93, 6))
     pred = 0.2 * y + rng.standard_normal((93, 6))
     groups = np.repeat([0, 1, 2], [31, 40, 22])
-    p_g, null_g = block_permutation_pvalues(y, pred, block_length=8, n_permutations=50, groups=groups,
+    p_g, null_g = block_permutation_pvalues(backend.asarray(y), backend.asarray(pred), block_length=8,
+                                            n_permutations=50, groups=groups,
                                             return_null=True, method="gather")
     p_b, null_b = block_permutation_pvalues(y, pred, block_length=8, n_permutations=50, groups=groups,
                                             return_null=True, method="blocks")
@@ -231,14 +232,14 @@ def test_block_permutation_too_few_blocks():
 # --------------------------------------------------------------------------------------
 # noise_ceiling
 # --------------------------------------------------------------------------------------
-def test_noise_ceiling_simulated_repeats():
+def test_noise_ceiling_simulated_repeats(backend):
     rng = np.random.default_rng(10)
     k, n, v = 4, 3000, 30
     s2 = np.linspace(0.2, 3.0, v)  # signal variance per voxel
     n2 = 1.0  # noise variance
     s = rng.standard_normal((n, v)) * np.sqrt(s2)
     y = s[None] + rng.standard_normal((k, n, v)) * np.sqrt(n2)
-    nc = noise_ceiling(y)
+    nc = noise_ceiling(backend.asarray(y))
     np.testing.assert_allclose(nc["explainable_variance"], s2 / (s2 + n2), atol=0.05)
     cc_empirical = pearson_r(s, y.mean(axis=0))
     np.testing.assert_allclose(nc["cc_max"], cc_empirical, atol=0.05)
@@ -296,17 +297,12 @@ def test_score_summary():
 # --------------------------------------------------------------------------------------
 # every backend: arrays of any ridge backend give the float64 numpy references
 # --------------------------------------------------------------------------------------
-from scalenc.ridge.backend import CHECKED, get_backend, unavailable  # noqa: E402
-
-BACKENDS = [pytest.param(b, id="-".join(filter(None, b)),
-                         marks=[pytest.mark.skipif(unavailable(*b) is not None, reason=str(unavailable(*b)))]
-                         + ([pytest.mark.gpu] if b[0] == "cupy" or b[1] == "cuda" else [])) for b in CHECKED]
 
 
-@pytest.mark.parametrize("bk", BACKENDS)
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_scores_of_backend_arrays_equal_float64_references(bk, dtype):
-    b = get_backend(*bk)
+def test_scores_of_backend_arrays_equal_float64_references(backend, dtype):
+    b = backend
     rng = np.random.default_rng(20)
     y = rng.standard_normal((120, 9)) + 2.0
     yh = 0.4 * y + rng.standard_normal((120, 9))

@@ -454,16 +454,78 @@ def test_config_errors(models):
 ])
 def test_batching_groups(models, asm, audio, monkeypatch, name, expected):
     sizes = []
-    orig = SpeechExtractor._forward
+    orig = SpeechExtractor._inputs
 
-    def spy(self, m, windows):
-        sizes.append(len(windows))
-        assert len({w.size for w in windows}) == 1 or m.model_type == "whisper"
-        return orig(self, m, windows)
+    def spy(self, m, y, win, sel, pinned):
+        sizes.append(len(sel))
+        assert len({int(win.length[k]) for k in sel}) == 1 or m.model_type == "whisper"
+        return orig(self, m, y, win, sel, pinned)
 
-    monkeypatch.setattr(SpeechExtractor, "_forward", spy)
+    monkeypatch.setattr(SpeechExtractor, "_inputs", spy)
     SpeechExtractor(models[name], CFG).compute(asm, audio["story"])
     assert sorted(sizes) == sorted(expected)
+
+
+@pytest.mark.parametrize("name", ["whisper", "hubert"])
+def test_prefetch_thread_gives_the_sequential_features(models, asm, audio, computed, name):
+    """The CPU side of the batches (log-mel / normalisation) prepared by a producer thread
+    gives bit-identical features to preparing each batch just before its forward pass."""
+    seq = SpeechExtractor(models[name], {**CFG, "prefetch": 0}).compute(asm, audio["story"])
+    for ahead in (1, 3):
+        got = SpeechExtractor(models[name], {**CFG, "prefetch": ahead}).compute(asm, audio["story"])
+        np.testing.assert_array_equal(got["features"].values, seq["features"].values)
+    np.testing.assert_array_equal(seq["features"].values, computed(name)["features"].values)
+
+
+def test_prefetch_error_reaches_the_caller_and_the_producer_stops():
+    import threading
+
+    from scalenc.features.speech import _prefetched
+
+    assert [(i, p) for i, p in _prefetched([1, 2, 3], lambda i: 10 * i, 2)] == [(1, 10), (2, 20), (3, 30)]
+
+    def bad(i):
+        if i == 3:
+            raise ValueError("bad batch 3")
+        return i
+
+    seen = []
+    with pytest.raises(ValueError, match="bad batch 3"):
+        for i, _ in _prefetched(list(range(10)), bad, 2):
+            seen.append(i)
+    assert seen == [0, 1, 2]
+    gen = _prefetched(list(range(100)), lambda i: i, 2)
+    next(gen)
+    gen.close()  # the consumer stops early: the producer thread ends
+    assert not any(t.name == "scalenc-speech-prefetch" for t in threading.enumerate())
+
+
+def test_bfloat16_features_close_to_float32(models, asm, audio, computed):
+    """``dtype="bfloat16"`` runs on the CPU; its features differ from float32 by bfloat16
+    rounding (8 significant bits) through the layers."""
+    got = SpeechExtractor(models["hubert"], {**CFG, "dtype": "bfloat16"}).compute(asm, audio["story"])
+    ref = computed("hubert")["features"].values
+    diff = np.abs(got["features"].values - ref).max() / np.abs(ref).max()
+    assert 0 < diff < 0.1
+
+
+def test_device_map_reaches_from_pretrained(models, asm, audio, computed, monkeypatch):
+    """``device_map`` is passed to ``from_pretrained`` (accelerate places the model; on
+    this CPU-only machine everything lands on the CPU) and the features do not change."""
+    from scalenc.features import _hf
+
+    seen = []
+    orig = _hf.from_pretrained
+
+    def spy(cls, model, **kw):
+        seen.append((cls.__name__, kw.get("device_map")))
+        return orig(cls, model, **kw)
+
+    monkeypatch.setattr(_hf, "from_pretrained", spy)
+    _hf.clear_model_cache()
+    got = SpeechExtractor(models["hubert"], {**CFG, "device_map": "auto"}).compute(asm, audio["story"])
+    assert ("AutoModel", "auto") in seen
+    np.testing.assert_allclose(got["features"].values, computed("hubert")["features"].values, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -15,11 +15,15 @@ One place for what both extractors need from :mod:`transformers`:
 - :func:`from_pretrained`: ``cls.from_pretrained`` with the resolved source, the dtype
   keyword and one clear :class:`~scalenc.features.base.FeatureError` on failure;
 - :class:`ModelCache`: models and tokenizers loaded once per process (thread-safe: Dask
-  workers run tasks in threads).
+  workers run tasks in threads), keyed by :func:`model_key`;
+- :func:`place` / :func:`input_device`: a loaded model on its device, or spread by
+  ``device_map`` (``"auto"``: over the GPUs of a node, then the CPU, through accelerate)
+  for models too big for one GPU.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
@@ -275,6 +279,39 @@ def from_pretrained(cls, model: ResolvedModel, *, what: str, who: str, dtype=Non
         raise FeatureError(f"{who}: cannot load the {what} from {model}: {e}") from None
 
 
+def model_key(kind: str, model: ResolvedModel, *extra) -> tuple:
+    """The per-process cache key of what was loaded from ``model``: its kind (``"speech"``,
+    ``"language_model"``, ``"tokenizer"``), its files' identity, and everything else that
+    changes the loaded object (device, dtype, device_map, ...)."""
+    return (kind, json.dumps(model.identity(), sort_keys=True), *(json.dumps(e, sort_keys=True, default=str)
+                                                                    for e in extra))
+
+
+def device_map_kwargs(device_map) -> dict[str, Any]:
+    """``{"device_map": device_map}`` for ``from_pretrained`` when one is set (``"auto"``,
+    ``"balanced"``, a dict of module -> device; needs accelerate), else nothing."""
+    return {} if device_map is None else {"device_map": device_map}
+
+
+def place(model, dev, device_map=None):
+    """``model`` in eval mode on ``dev``; a model loaded with a ``device_map`` stays where
+    accelerate put it."""
+    model.eval()
+    if device_map is None:
+        model.to(dev)
+    return model
+
+
+def input_device(model, dev, device_map=None):
+    """Where a model's inputs go: ``dev``, or with a ``device_map`` the device of its first
+    parameters (the input embeddings)."""
+    if device_map is None:
+        return dev
+    import torch
+
+    return next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device(dev)
+
+
 def config_int(config, *names: str) -> int | None:
     """The first of ``names`` that the config has as an int (configs name sizes differently)."""
     for nm in names:
@@ -321,6 +358,6 @@ def clear_model_cache() -> None:
     MODELS.clear()
 
 
-__all__ = ["DTYPES", "MODELS", "ModelCache", "ResolvedModel", "clear_model_cache", "config_int", "from_pretrained",
-           "from_pretrained_kwargs", "hub_cache_dir", "hub_offline", "pick_device", "resolve_model", "torch_dtype",
-           "transformer_lens_official_name"]
+__all__ = ["DTYPES", "MODELS", "ModelCache", "ResolvedModel", "clear_model_cache", "config_int", "device_map_kwargs",
+           "from_pretrained", "from_pretrained_kwargs", "hub_cache_dir", "hub_offline", "input_device", "model_key",
+           "pick_device", "place", "resolve_model", "torch_dtype", "transformer_lens_official_name"]

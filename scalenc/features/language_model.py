@@ -90,7 +90,6 @@ digest, or the Hub id and resolved commit.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import time
@@ -289,27 +288,27 @@ def load_tokenizer(tok: _hf.ResolvedModel, *, add_prefix_space: bool | None = No
     from transformers import AutoTokenizer
 
     kw = {} if add_prefix_space is None else {"add_prefix_space": add_prefix_space}
-    key = ("tokenizer", _identity_key(tok), add_prefix_space)
+    key = _hf.model_key("tokenizer", tok, add_prefix_space)
     return _hf.MODELS.get(key, lambda: _hf.from_pretrained(AutoTokenizer, tok, what="tokenizer", who=WHO, **kw))
-
-
-def _identity_key(m: _hf.ResolvedModel) -> str:
-    return json.dumps(m.identity(), sort_keys=True)
 
 
 def load_model(model: _hf.ResolvedModel, *, backend: str = "transformers", device: str = "auto",
                dtype: str = "float32", tokenizer: _hf.ResolvedModel | None = None,
-               strict_device: bool = False) -> LoadedModel:
-    """Load a model (cached per process; see :mod:`scalenc.features._hf`)."""
+               strict_device: bool = False, device_map=None) -> LoadedModel:
+    """Load a model (cached per process; see :mod:`scalenc.features._hf`). ``device_map``
+    (transformers backend): passed to ``from_pretrained`` (``"auto"``: spread over the
+    node's GPUs, for models too big for one)."""
     dev = _hf.pick_device(device, strict=strict_device, who=WHO)
     tdt = _hf.torch_dtype(dtype, who=WHO)
-    key = ("language_model", _identity_key(model), backend, str(dev), dtype,
-           _identity_key(tokenizer) if (backend == "transformer_lens" and tokenizer is not None) else None)
-    return _hf.MODELS.get(key, lambda: _load_model(model, backend, dev, dtype, tdt, tokenizer))
+    if device_map is not None and backend != "transformers":
+        raise FeatureError(f"{WHO}: device_map is for backend='transformers', got backend={backend!r}")
+    tl_tok = tokenizer.identity() if (backend == "transformer_lens" and tokenizer is not None) else None
+    key = _hf.model_key("language_model", model, backend, str(dev), dtype, tl_tok, device_map)
+    return _hf.MODELS.get(key, lambda: _load_model(model, backend, dev, dtype, tdt, tokenizer, device_map))
 
 
 def _load_model(model: _hf.ResolvedModel, backend: str, dev, dtype: str, tdt,
-                tokenizer: _hf.ResolvedModel | None) -> LoadedModel:
+                tokenizer: _hf.ResolvedModel | None, device_map=None) -> LoadedModel:
     t0 = time.perf_counter()
     from transformers import AutoConfig, AutoModel
 
@@ -319,12 +318,15 @@ def _load_model(model: _hf.ResolvedModel, backend: str, dev, dtype: str, tdt,
                            "extractor supports decoder-only and encoder-only models")
     bridge = None
     if backend == "transformers":
-        hf = _hf.from_pretrained(AutoModel, model, what="model weights", who=WHO, dtype=tdt)
+        hf = _hf.from_pretrained(AutoModel, model, what="model weights", who=WHO, dtype=tdt,
+                                 **_hf.device_map_kwargs(device_map))
     else:
         hf, bridge = _load_bridge(model, config, dev, tdt, tokenizer or model)
-    hf.eval()
     if bridge is None:
-        hf.to(dev)
+        _hf.place(hf, dev, device_map)
+        dev = _hf.input_device(hf, dev, device_map)
+    else:
+        hf.eval()
     base = hf.base_model if hasattr(hf, "base_model") else hf
     n_blocks = (int(bridge.cfg.n_layers) if bridge is not None
                 else _hf.config_int(config, "num_hidden_layers", "n_layer", "num_layers"))
@@ -418,6 +420,10 @@ class LanguageModelExtractor(FeatureExtractor):
             ``"mps"``; an unavailable device gives a warning and the CPU.
         ``strict_device`` : bool
             True: an unavailable ``device`` is a FeatureError instead.
+        ``device_map`` : str or dict, optional
+            Passed to ``from_pretrained`` (transformers backend): ``"auto"`` spreads a model
+            too big for one GPU over the node's GPUs (accelerate); use with
+            ``dtype="bfloat16"``/``"float16"`` for large models. Not part of the cache key.
         ``revision`` : str, optional
             Hub revision (branch, tag or commit) of a Hub ``model_name``; the feature
             cache key holds the commit it resolves to.
@@ -457,6 +463,7 @@ class LanguageModelExtractor(FeatureExtractor):
         "dtype": "float32",
         "add_prefix_space": None,
         "tokenizer": None,
+        "device_map": None,
     }
     types: ClassVar[dict[str, tuple[type, ...]]] = {
         "model_name": (str, os.PathLike),
@@ -540,6 +547,9 @@ class LanguageModelExtractor(FeatureExtractor):
     def tokenizer_path(self) -> Path:
         return self.tokenizer.path
 
+    def no_cache_keys(self) -> set[str]:
+        return super().no_cache_keys() | {"device_map"}
+
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
         m, t = self.model, self.tokenizer
@@ -559,7 +569,7 @@ class LanguageModelExtractor(FeatureExtractor):
         c = self.config
         m, t = self.model, self.tokenizer
         lm = load_model(m, backend=c["backend"], device=c["device"], dtype=c["dtype"], tokenizer=t,
-                        strict_device=c["strict_device"])
+                        strict_device=c["strict_device"], device_map=c["device_map"])
         tok = load_tokenizer(t, add_prefix_space=c["add_prefix_space"])
         return lm, tok
 

@@ -63,7 +63,6 @@ language-model extractor.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from pathlib import Path
@@ -265,7 +264,7 @@ class _LoadedModel:
 
 
 def load_speech_model(model_name, *, device: str = "auto", dtype: str = "float32", revision: str | None = None,
-                      strict_device: bool = False) -> _LoadedModel:
+                      strict_device: bool = False, device_map=None) -> _LoadedModel:
     """Load (once per process) a speech model and its feature extractor.
 
     Parameters
@@ -280,6 +279,9 @@ def load_speech_model(model_name, *, device: str = "auto", dtype: str = "float32
         Hub revision.
     strict_device : bool
         An unavailable device is an error instead of a warning and the CPU.
+    device_map : str or dict, optional
+        Passed to ``from_pretrained`` (``"auto"``: spread over the node's GPUs); the
+        inputs then go to the device of the model's first parameters.
 
     Returns
     -------
@@ -290,11 +292,11 @@ def load_speech_model(model_name, *, device: str = "auto", dtype: str = "float32
              else _hf.resolve_model(model_name, revision=revision, what="model", who=WHO))
     dev = _hf.pick_device(device, strict=strict_device, who=WHO)
     tdtype = _hf.torch_dtype(dtype, who=WHO, allowed=_DTYPES)
-    key = ("speech", json.dumps(where.identity(), sort_keys=True), str(dev), dtype)
-    return _hf.MODELS.get(key, lambda: _load(where, dev, dtype, tdtype))
+    key = _hf.model_key("speech", where, str(dev), dtype, device_map)
+    return _hf.MODELS.get(key, lambda: _load(where, dev, dtype, tdtype, device_map))
 
 
-def _load(where: _hf.ResolvedModel, dev, dtype: str, tdtype) -> _LoadedModel:
+def _load(where: _hf.ResolvedModel, dev, dtype: str, tdtype, device_map=None) -> _LoadedModel:
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     cfg = _hf.from_pretrained(AutoConfig, where, what="transformers config (config.json)", who=WHO)
@@ -308,7 +310,8 @@ def _load(where: _hf.ResolvedModel, dev, dtype: str, tdtype) -> _LoadedModel:
     if mtype == "whisper":
         from transformers import WhisperModel
 
-        full = _hf.from_pretrained(WhisperModel, where, what="model weights", who=WHO, dtype=tdtype)
+        full = _hf.from_pretrained(WhisperModel, where, what="model weights", who=WHO, dtype=tdtype,
+                                   **_hf.device_map_kwargs(device_map))
         model = full.get_encoder()
         del full
         expected = model.config.max_source_positions * model.conv1.stride[0] * model.conv2.stride[0]
@@ -319,10 +322,12 @@ def _load(where: _hf.ResolvedModel, dev, dtype: str, tdtype) -> _LoadedModel:
         hidden = int(cfg.d_model)
         n_layers = int(cfg.encoder_layers)
     else:
-        model = _hf.from_pretrained(AutoModel, where, what="model weights", who=WHO, dtype=tdtype)
+        model = _hf.from_pretrained(AutoModel, where, what="model weights", who=WHO, dtype=tdtype,
+                                    **_hf.device_map_kwargs(device_map))
         hidden = int(cfg.hidden_size)
         n_layers = int(cfg.num_hidden_layers)
-    model.eval().to(dev)
+    _hf.place(model, dev, device_map)
+    dev = _hf.input_device(model, dev, device_map)
     logger.info("%s: loaded %s model from %s on %s (%s)", WHO, mtype, where, dev, dtype)
     return _LoadedModel(model=model, feature_extractor=fe, model_type=mtype, n_layers=n_layers,
                         hidden_size=hidden, device=dev, dtype=tdtype)
@@ -380,9 +385,17 @@ class SpeechExtractor(FeatureExtractor):
             Audio is loaded with ``librosa.load(path, sr=target_sample_rate, mono=True)``;
             must equal the feature extractor's ``sampling_rate``.
         ``dtype`` : {"float32", "float16", "bfloat16"}, default "float32"
-            Model weights and inputs; features are stored as float32.
+            Model weights and inputs; features are stored as float32 (bfloat16 on the
+            CPU: largest difference about 2 % of the largest feature on a tiny HuBERT,
+            ``benchmarks/gpu.py``).
+        ``prefetch`` : int, default 2
+            Batches whose CPU side (window slicing, log-mel / normalisation, padding) a
+            producer thread prepares ahead of the model (0: none).
+        ``device_map`` : str or dict, optional
+            Passed to ``from_pretrained`` (``"auto"``: a model too big for one GPU spread
+            over the node's GPUs by accelerate).
     cache_dir : path-like, optional
-        Feature cache root; the key covers the config (not layer, batch_size, device),
+        Feature cache root; the key covers the config (not layer, batch_size, device, prefetch, device_map),
         the model folder's files (or Hub id and commit) and the audio file's bytes.
 
     Notes
@@ -405,6 +418,8 @@ class SpeechExtractor(FeatureExtractor):
         "dtype": "float32",
         "whisper_frame": "reference",
         "revision": None,
+        "prefetch": 2,
+        "device_map": None,
     }
     types: ClassVar[dict[str, tuple[type, ...]]] = {
         "layer": (int, np.integer, list, tuple, str),
@@ -462,7 +477,7 @@ class SpeechExtractor(FeatureExtractor):
     def load(self) -> _LoadedModel:
         """The model and feature extractor (cached per process), checked against the config."""
         m = load_speech_model(self.where, device=self.config["device"], dtype=self.config["dtype"],
-                              strict_device=self.config["strict_device"])
+                              strict_device=self.config["strict_device"], device_map=self.config["device_map"])
         sr = int(self.config["target_sample_rate"])
         fe_sr = getattr(m.feature_extractor, "sampling_rate", None)
         if fe_sr is not None and int(fe_sr) != sr:
@@ -542,59 +557,128 @@ class SpeechExtractor(FeatureExtractor):
     def compute_windows(self, audio: np.ndarray, win: Windows, m: _LoadedModel | None = None) -> np.ndarray:
         """Features of the given windows of ``audio``.
 
+        The CPU side of a batch (slicing the windows, the feature extractor's log-mel
+        spectrograms or normalisation, padding) runs in a producer thread ``prefetch``
+        batches ahead of the model; on a GPU the pooled frames of every batch and layer are
+        gathered into one device tensor and copied to the host once, at the end.
+
         Returns
         -------
         (L + 1, K, hidden) float32
         """
+        import torch
+
         m = self.load() if m is None else m
         bs = int(self.config["batch_size"])
-        out = np.empty((m.n_layers + 1, len(win), m.hidden_size), dtype=np.float32)
+        shape = (m.n_layers + 1, len(win), m.hidden_size)
+        on_host = m.device.type == "cpu"
+        out = (np.empty(shape, dtype=np.float32) if on_host
+               else torch.empty(shape, dtype=torch.float32, device=m.device))
         # group windows by model input length: Whisper pads every window to 30 s, so all
         # windows share one input shape; the wav2vec2 family runs windows unpadded, so
         # only equal-length windows share a batch.
         keys = np.zeros(len(win), np.int64) if m.model_type == "whisper" else win.length
-        for length in np.unique(keys):
-            idx = np.flatnonzero(keys == length)
-            for b0 in range(0, idx.size, bs):
-                sel = idx[b0:b0 + bs]
-                chunks = [audio[win.start[k]:win.end[k]] for k in sel]
-                for lay, h in enumerate(self._forward(m, chunks)):
-                    out[lay, sel] = h
-        return out
+        batches = [idx[b0:b0 + bs] for length in np.unique(keys) for idx in [np.flatnonzero(keys == length)]
+                   for b0 in range(0, idx.size, bs)]
+        pinned = not on_host and m.device.type == "cuda"
+        with torch.inference_mode():
+            for sel, inputs in _prefetched(batches, lambda sel: self._inputs(m, audio, win, sel, pinned),
+                                           int(self.config["prefetch"])):
+                rows = torch.as_tensor(sel, device=m.device) if not on_host else sel
+                for lay, h in enumerate(self._run(m, inputs)):
+                    out[lay, rows] = h.numpy() if on_host else h
+        return out if on_host else out.cpu().numpy()
 
-    def _forward(self, m: _LoadedModel, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """One forward pass over equal-input-length windows; per layer (B, hidden)."""
-        import torch
-
+    def _inputs(self, m: _LoadedModel, audio: np.ndarray, win: Windows, sel: np.ndarray, pinned: bool) -> dict:
+        """The model inputs of one batch of equal-input-length windows, built on the CPU
+        (the producer thread's work): tensors (pinned for an asynchronous copy to a CUDA
+        device) and the encoder frame each window is read at."""
         sr = int(self.config["target_sample_rate"])
         fe = m.feature_extractor
+        windows = [audio[win.start[k]:win.end[k]] for k in sel]
         n = np.array([w.size for w in windows])
-        with torch.inference_mode():
-            if m.model_type == "whisper":
-                kw = {"device": str(m.device)} if m.device.type != "cpu" else {}
-                x = fe(windows, sampling_rate=sr, return_tensors="pt", **kw)["input_features"]
-                hs = m.model(x.to(m.device, m.dtype), output_hidden_states=True).hidden_states
-                last = np.array([whisper_frame(k, fe.hop_length, self.config["whisper_frame"], hs[0].shape[1])
-                                 for k in n])
-            else:
-                if np.any(n != n[0]):  # never padded: batched == per-window
-                    raise RuntimeError("internal: wav2vec2-family batch with unequal window lengths")
-                inp = fe(windows, sampling_rate=sr, return_tensors="pt")
-                am = inp.get("attention_mask")
-                hs = m.model(inp["input_values"].to(m.device, m.dtype),
-                             attention_mask=None if am is None else am.to(m.device),
-                             output_hidden_states=True).hidden_states
-                last = np.full(len(windows), hs[0].shape[1] - 1)
-            last_t = torch.as_tensor(last, device=m.device)
-            rows = torch.arange(len(windows), device=m.device)
-            res = []
-            if self.config["pool"] == "last":
-                for h in hs:
-                    res.append(h[rows, last_t].float().cpu().numpy())
-            else:
-                T = hs[0].shape[1]
-                mask = (torch.arange(T, device=m.device)[None, :] <= last_t[:, None]).float()
-                count = mask.sum(1, keepdim=True)
-                for h in hs:
-                    res.append(((h.float() * mask[:, :, None]).sum(1) / count).cpu().numpy())
-        return res
+        if m.model_type == "whisper" and not pinned:
+            x = {"x": fe(windows, sampling_rate=sr, return_tensors="pt")["input_features"]}
+        elif m.model_type == "whisper":  # log-mel on the GPU (in _run): faster than the CPU's STFTs
+            return {"windows": windows, "n": n}
+        else:
+            if np.any(n != n[0]):  # never padded: batched == per-window
+                raise RuntimeError("internal: wav2vec2-family batch with unequal window lengths")
+            inp = fe(windows, sampling_rate=sr, return_tensors="pt")
+            x = {"x": inp["input_values"], "attention_mask": inp.get("attention_mask")}
+        if pinned:
+            x = {k: None if v is None else v.pin_memory() for k, v in x.items()}
+        return {**x, "n": n}
+
+    def _run(self, m: _LoadedModel, inputs: dict) -> list:
+        """One forward pass; per layer the pooled (B, hidden) float32 frames, left on the
+        model's device."""
+        import torch
+
+        fe = m.feature_extractor
+        n = inputs["n"]
+        if "windows" in inputs:
+            inputs["x"] = fe(inputs["windows"], sampling_rate=int(self.config["target_sample_rate"]),
+                             return_tensors="pt", device=str(m.device))["input_features"]
+        x = inputs["x"].to(m.device, m.dtype, non_blocking=True)
+        if m.model_type == "whisper":
+            hs = m.model(x, output_hidden_states=True).hidden_states
+            last = np.array([whisper_frame(k, fe.hop_length, self.config["whisper_frame"], hs[0].shape[1])
+                             for k in n])
+        else:
+            am = inputs["attention_mask"]
+            hs = m.model(x, attention_mask=None if am is None else am.to(m.device, non_blocking=True),
+                         output_hidden_states=True).hidden_states
+            last = np.full(len(n), hs[0].shape[1] - 1)
+        last_t = torch.as_tensor(last, device=m.device)
+        rows = torch.arange(len(n), device=m.device)
+        if self.config["pool"] == "last":
+            return [h[rows, last_t].float() for h in hs]
+        T = hs[0].shape[1]
+        mask = (torch.arange(T, device=m.device)[None, :] <= last_t[:, None]).float()
+        count = mask.sum(1, keepdim=True)
+        return [(h.float() * mask[:, :, None]).sum(1) / count for h in hs]
+
+    def no_cache_keys(self) -> set[str]:
+        return super().no_cache_keys() | {"prefetch", "device_map"}
+
+
+def _prefetched(items: list, prepare, ahead: int):
+    """``(item, prepare(item))`` for each item, in order; with ``ahead > 0`` a producer
+    thread prepares up to ``ahead`` items ahead of the consumer (an error in it is raised
+    here; the thread stops when the consumer does)."""
+    if ahead <= 0 or len(items) < 2:
+        for it in items:
+            yield it, prepare(it)
+        return
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for it in items:
+                if stop.is_set():
+                    return
+                q.put((it, prepare(it), None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put((None, None, e))
+
+    t = threading.Thread(target=produce, name="scalenc-speech-prefetch", daemon=True)
+    t.start()
+    try:
+        for _ in items:
+            it, prepared, err = q.get()
+            if err is not None:
+                raise err
+            yield it, prepared
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            t.join(timeout=0.05)

@@ -91,7 +91,8 @@ def _fit_ridge(model, X, Y, folds, *, feature_space=None, x_side=None):
 
 
 def _prepare_ridge(model, X, folds):
-    return prepare_x(X, folds, model.penalties, score=model.score_name, dtype=model.dtype)
+    return prepare_x(X, folds, model.penalties, score=model.score_name, dtype=model.dtype, backend=model.backend,
+                     device=model.device)
 
 
 register_solver(Solver("ridge_regression", _fit_ridge, prepare=_prepare_ridge))

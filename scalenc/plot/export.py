@@ -262,6 +262,6 @@ def _dump(path: Path, obj: dict) -> None:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__

@@ -28,7 +28,8 @@ import numpy as np
 from .backend import Backend, get_backend
 from .cv import check_cv
 from .scoring import pearson_r, r2_score
-from .solver import Output, cv_block, intercept, map_voxel_blocks, predict_linear, solver_targets, xside_for
+from .solver import (Output, cv_block, device_voxel_block, intercept, map_voxel_blocks, predict_linear,
+                     solver_targets, xside_for)
 from .split import correlation_score_split, r2_score_split
 
 __all__ = ["BandedRidgeCV", "BandedRidgeCVResult", "banded_candidates", "feature_spaces", "solve_banded_ridge_cv"]
@@ -190,7 +191,8 @@ def solve_banded_ridge_cv(X, Y, feature_space, alphas, folds: Sequence[tuple[np.
     candidates = _check_candidates(candidates, len(spaces))
     scales = np.sqrt(candidates)[:, space_of]                     # (n_candidates, p)
     xs, xs_run = xside_for(Y, X, folds, alphas, scales=scales, fit_intercept=fit_intercept, score=score,
-                           dtype=dtype)
+                           dtype=dtype, backend=bk)
+    voxel_block = device_voxel_block(voxel_block, bk, n, p, len(xs.folds), Y.shape[1])
     n_cand, A = candidates.shape[0], xs.alphas.size
     outputs = {"cv_scores": Output((n_cand, A), "float64"), "candidate": Output((), "int64"),
                "alpha_index": Output((), "int64"), "mean_y": Output((), "float64")}

@@ -37,14 +37,16 @@ import dataclasses
 import logging
 import operator
 import os
+import threading
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backend import Backend, array_module_of, get_backend
+from .backend import Backend, array_module_of, get_backend, host_array
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +172,7 @@ class Grams:
     G: np.ndarray             # (p, p) Gram of the globally centred X
     X: np.ndarray | None      # (n, p) globally centred X when n < p (kernel form of the refit)
     dtype: str
+    backend: Backend = dataclasses.field(default_factory=lambda: get_backend("numpy"))  # where the arrays live
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -188,40 +191,110 @@ class XSide:
     partition: bool           # the test folds partition the rows: C = sum of C_te
 
 
-def _decompose(Xc_train: np.ndarray | None, G_train_c: np.ndarray, rtol: float = 1e-10):
-    """(V, lambda) of the centred training Gram, in the cheaper of p- or n-space."""
+def _decompose(Xc_train, G_train_c, bk: Backend, rtol: float = 1e-10):
+    """(V, lambda) of the centred training Gram, in the cheaper of p- or n-space (float64,
+    on ``bk``'s device). With ``Xc_train`` (n_train < p) the n x n kernel is decomposed and
+    its eigenvectors mapped back to the row space of the features (the kernel form)."""
     if Xc_train is not None:
         K = Xc_train @ Xc_train.T
-        mu, U = np.linalg.eigh(K)
-        keep = mu > rtol * max(mu.max(initial=0.0), 1e-300)
+        mu, U = bk.eigh(K)
+        keep = mu > rtol * max(float(mu.max()) if mu.shape[0] else 0.0, 1e-300)
         mu, U = mu[keep], U[:, keep]
-        return (Xc_train.T @ U) / np.sqrt(mu), mu
-    lam, V = np.linalg.eigh(G_train_c)
-    return V, np.maximum(lam, 0.0)
+        return (Xc_train.T @ U) / bk.sqrt(mu)[None, :], mu
+    lam, V = bk.eigh(G_train_c)
+    return V, bk.maximum(lam, 0.0)
 
 
-def _scaled_basis(G: np.ndarray, Xrows: np.ndarray | None, s: np.ndarray | None):
+def _scaled_basis(G, Xrows, s, bk: Backend):
     """float64 ``(S V, lambda)`` of ``S G S`` (``S = diag(s)``; identity when ``s`` is None)."""
     if s is None:
-        return _decompose(Xrows, G)
-    V, lam = _decompose(None if Xrows is None else Xrows * s, G * np.outer(s, s))
+        return _decompose(Xrows, G, bk)
+    V, lam = _decompose(None if Xrows is None else Xrows * s[None, :], G * (s[:, None] * s[None, :]), bk)
     return s[:, None] * V, lam
 
 
-def candidate_side(grams: Grams, scale: np.ndarray | None = None) -> CandidateSide:
+def candidate_side(grams: Grams, scale: np.ndarray | None = None, backend: str | Backend | None = None,
+                   device: str | None = None) -> CandidateSide:
     """Decompositions of one candidate: every fold's and the refit's, for features
-    multiplied by ``scale`` ((p,) array; None: unscaled)."""
+    multiplied by ``scale`` ((p,) array; None: unscaled).
+
+    They run in float64 on ``backend`` (default: the one ``grams`` were computed on; a Dask
+    worker passes its own), and come back as numpy arrays."""
+    return _host(_candidate_side(grams, scale, grams.backend if backend is None else get_backend(backend, device)))
+
+
+def _candidate_side(grams: Grams, scale, bk: Backend) -> CandidateSide:
+    """:func:`candidate_side` with its arrays left on ``bk``'s device."""
     dtype = grams.dtype
+    g64 = _on(grams, bk, dtype=None)
+    s = None if scale is None else bk.asarray(scale, dtype="float64")
     folds = []
-    for g in grams.folds:
-        Q, lam = _scaled_basis(g.Gc, g.Xc_tr, scale)
-        if g.n_te > lam.size:  # (always when n_te > p, where Xc_te is not kept)
-            test: StatsTest | PredTest = StatsTest(H=(Q.T @ g.Gte @ Q).astype(dtype), u=(g.ute @ Q).astype(dtype))
+    for g in g64.folds:
+        Q, lam = _scaled_basis(g.Gc, g.Xc_tr, s, bk)
+        if g.n_te > lam.shape[0]:  # (always when n_te > p, where Xc_te is not kept)
+            test: StatsTest | PredTest = StatsTest(H=bk.asarray(Q.T @ g.Gte @ Q, dtype), u=bk.asarray(g.ute @ Q, dtype))
         else:
-            test = PredTest(XQ=(g.Xc_te @ Q).astype(dtype))
-        folds.append(FoldBasis(basis=Eigenbasis(Q=Q.astype(dtype), lam=lam), test=test))
-    Q, lam = _scaled_basis(grams.G, grams.X, scale)
-    return CandidateSide(folds=tuple(folds), full=Eigenbasis(Q=Q.astype(dtype), lam=lam))
+            test = PredTest(XQ=bk.asarray(g.Xc_te @ Q, dtype))
+        folds.append(FoldBasis(basis=Eigenbasis(Q=bk.asarray(Q, dtype), lam=lam), test=test))
+    Q, lam = _scaled_basis(g64.G, g64.X, s, bk)
+    return CandidateSide(folds=tuple(folds), full=Eigenbasis(Q=bk.asarray(Q, dtype), lam=lam))
+
+
+# Arrays of the X side on a device --------------------------------------------------------
+_HOST_ONLY = frozenset({"alphas", "backend", "dtype"})   # fields that stay as they are
+
+
+def _map_arrays(obj, fn):
+    """``obj`` (an X-side dataclass, or a tuple of them) with ``fn`` applied to every array."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: _map_arrays(getattr(obj, f.name), fn)
+                                           for f in dataclasses.fields(obj) if f.name not in _HOST_ONLY})
+    if isinstance(obj, (tuple, list)):
+        return tuple(_map_arrays(o, fn) for o in obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return fn(obj)
+
+
+def _host(obj):
+    """The numpy form of an X-side object (what is pickled, shared and returned)."""
+    return _map_arrays(obj, host_array)
+
+
+def _on(obj, bk: Backend, dtype=None):
+    return _map_arrays(obj, lambda a: bk.asarray(a, dtype)) if bk.name != "numpy" else obj
+
+
+_DEVICE_LOCK = threading.Lock()
+_DEVICE_COPIES: dict[tuple[int, Backend], tuple[weakref.ref, Any]] = {}
+
+
+def _remember(host, bk: Backend, dev) -> None:
+    key = (id(host), bk)
+    with _DEVICE_LOCK:
+        _DEVICE_COPIES[key] = (weakref.ref(host), dev)
+    weakref.finalize(host, _forget, key)
+
+
+def _forget(key) -> None:
+    with _DEVICE_LOCK:
+        _DEVICE_COPIES.pop(key, None)
+
+
+def on_backend(xs: XSide, bk: Backend) -> XSide:
+    """``xs`` with its arrays on ``bk``'s device, sent there once per (X side, backend) and
+    kept while ``xs`` lives: every voxel block, the nested folds and the sweep's subjects
+    that share ``xs`` reuse the device copy. numpy: ``xs`` itself."""
+    if bk.name == "numpy":
+        return xs
+    key = (id(xs), bk)
+    with _DEVICE_LOCK:
+        hit = _DEVICE_COPIES.get(key)
+    if hit is not None and hit[0]() is xs:
+        return hit[1]
+    dev = _on(xs, bk)
+    _remember(xs, bk, dev)
+    return dev
 
 
 def _check_alphas(alphas) -> np.ndarray:
@@ -232,28 +305,41 @@ def _check_alphas(alphas) -> np.ndarray:
 
 
 def prepare_grams(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, fit_intercept: bool = True,
-                  score: str = "r", dtype: str = "float32") -> tuple[XSide, Grams]:
+                  score: str = "r", dtype: str = "float32", backend: str | Backend | None = None,
+                  device: str | None = None) -> tuple[XSide, Grams]:
     """The X side without candidates, and the Grams each candidate is decomposed from.
 
     Parameters as :func:`prepare_x`. Returns ``(xside, grams)`` with
     ``xside.candidates == ()``; add them with :func:`candidate_side` (in memory, or as
-    one Dask task per candidate)."""
+    one Dask task per candidate). The Grams stay on the backend's device (float64)."""
+    xs, grams = _prepare_grams(X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype,
+                               bk=get_backend(backend, device))
+    host = _host(xs)
+    if grams.backend.name != "numpy":
+        _remember(host, grams.backend, xs)
+    return host, grams
+
+
+def _prepare_grams(X, folds, alphas, *, fit_intercept, score, dtype, bk: Backend) -> tuple[XSide, Grams]:
+    """:func:`prepare_grams` with every array on ``bk``'s device: G = X^T X, the fold
+    downdates and centring run there in float64."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if np.dtype(dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     dtype = str(np.dtype(dtype))
-    X64 = np.asarray(X, dtype=np.float64)
-    if X64.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_trs, n_features), got shape {X64.shape}")
-    if not np.all(np.isfinite(X64)):
+    if np.ndim(X) != 2:
+        raise ValueError(f"X must be 2-D (n_trs, n_features), got shape {np.shape(X)}")
+    alphas = _check_alphas(alphas)
+    X64 = bk.asarray(X, dtype="float64")
+    if not bk.all_finite(X64):
         raise ValueError("X contains NaN or infinite values")
     n, p = X64.shape
-    alphas = _check_alphas(alphas)
-    mean_x = X64.mean(axis=0) if fit_intercept else np.zeros(p)
-    X64 = X64 - mean_x
+    zeros = 0.0 * X64[0]
+    mean_x = bk.sum(X64, 0) / n if fit_intercept else zeros
+    X64 = X64 - mean_x[None, :]
     G = X64.T @ X64
-    sx_all = X64.sum(axis=0)
+    sx_all = bk.sum(X64, 0)
     covered = np.zeros(n, int)
     rows, grams = [], []
     for k, (train, test) in enumerate(folds):
@@ -263,30 +349,32 @@ def prepare_grams(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, 
             raise ValueError(f"fold {k}: empty train or test set")
         covered[test] += 1
         complement = train.size + test.size == n and not np.intersect1d(train, test).size
-        Xte = X64[test]
+        Xte = X64[bk.asarray(test)]
         if complement:
             Gtr = G - Xte.T @ Xte
-            sx = sx_all - Xte.sum(axis=0)
+            sx = sx_all - bk.sum(Xte, 0)
         else:
-            Xtr = X64[train]
+            Xtr = X64[bk.asarray(train)]
             Gtr = Xtr.T @ Xtr
-            sx = Xtr.sum(axis=0)
+            sx = bk.sum(Xtr, 0)
         ntr = train.size
-        mx = sx / ntr if fit_intercept else np.zeros(p)
-        Xc_te = Xte - mx
-        grams.append(FoldGram(Gc=Gtr - ntr * np.outer(mx, mx) if fit_intercept else Gtr, Gte=Xc_te.T @ Xc_te,
-                              ute=Xc_te.sum(axis=0), Xc_tr=(X64[train] - mx) if ntr < p else None,
+        mx = sx / ntr if fit_intercept else zeros
+        Xc_te = Xte - mx[None, :]
+        grams.append(FoldGram(Gc=Gtr - ntr * (mx[:, None] * mx[None, :]) if fit_intercept else Gtr,
+                              Gte=Xc_te.T @ Xc_te, ute=bk.sum(Xc_te, 0),
+                              Xc_tr=(X64[bk.asarray(train)] - mx[None, :]) if ntr < p else None,
                               n_te=test.size, Xc_te=Xc_te if test.size <= p else None))
         rows.append(FoldRows(train=train, test=test, complement=complement, n_train=ntr, mx=mx, sx=sx,
-                             Xte=Xte.astype(dtype)))
+                             Xte=bk.asarray(Xte, dtype)))
     partition = bool(np.all(covered == 1)) and all(f.complement for f in rows)
-    xs = XSide(X=X64.astype(dtype), mean_x=mean_x, folds=tuple(rows), candidates=(), alphas=alphas,
+    xs = XSide(X=bk.asarray(X64, dtype), mean_x=mean_x, folds=tuple(rows), candidates=(), alphas=alphas,
                fit_intercept=fit_intercept, score=score, dtype=dtype, partition=partition)
-    return xs, Grams(folds=tuple(grams), G=G, X=X64 if n < p else None, dtype=dtype)
+    return xs, Grams(folds=tuple(grams), G=G, X=X64 if n < p else None, dtype=dtype, backend=bk)
 
 
 def prepare_x(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, fit_intercept: bool = True,
-              score: str = "r", dtype: str = "float32", scales=None) -> XSide:
+              score: str = "r", dtype: str = "float32", scales=None, backend: str | Backend | None = None,
+              device: str | None = None) -> XSide:
     """Compute the X-side quantities of the p-space solver.
 
     Parameters
@@ -303,29 +391,42 @@ def prepare_x(X, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas, *, fit_
     scales : (n_candidates, n_features) array, optional
         Per-feature multipliers of each candidate (banded ridge: ``sqrt(gamma)`` of the
         feature's space). Default: one unscaled candidate (plain ridge).
+    backend, device
+        Where the X side is computed: G = X^T X, the fold downdates and the
+        eigendecompositions run in float64 there (default: the enclosing
+        :func:`~scalenc.ridge.backend.use_backend`, else numpy). The returned X side holds
+        numpy arrays; its device copy is kept for the voxel blocks (:func:`on_backend`).
     """
-    xs, grams = prepare_grams(X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype)
+    bk = get_backend(backend, device)
+    xs, grams = _prepare_grams(X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype, bk=bk)
     cands = [None] if scales is None else list(np.asarray(scales, dtype=np.float64))
-    return dataclasses.replace(xs, candidates=tuple(candidate_side(grams, s) for s in cands))
+    dev = dataclasses.replace(xs, candidates=tuple(_candidate_side(grams, s, bk) for s in cands))
+    host = _host(dev)
+    if bk.name != "numpy":
+        _remember(host, bk, dev)
+    return host
 
 
-def xside_for(Y, X, folds, alphas, *, scales=None, **kwargs):
+def xside_for(Y, X, folds, alphas, *, scales=None, backend: Backend | None = None, **kwargs):
     """The X side to solve ``Y`` with: computed here (:func:`prepare_x`) for an in-memory
     ``Y``; for a dask ``Y``, a ``dask.delayed`` in which each candidate's decompositions
     are one task (run on the cluster once, shared by every voxel-block task).
 
     Returns ``(xside, xside_or_delayed)``: the first without candidates when delayed
-    (enough for shapes and the intercept), the second what the block function gets."""
+    (enough for shapes and the intercept), the second what the block function gets.
+    ``backend``: where the X side runs (in memory: here; dask: the Grams here in numpy,
+    the decompositions on the workers' ``backend``)."""
     if array_module_of(Y) != "dask":
-        xs = prepare_x(X, folds, alphas, scales=scales, **kwargs)
+        xs = prepare_x(X, folds, alphas, scales=scales, backend=backend, **kwargs)
         return xs, xs
     import dask
 
-    xs, grams = prepare_grams(X, folds, alphas, **kwargs)
+    xs, grams = prepare_grams(X, folds, alphas, backend="numpy", **kwargs)
     token = uuid.uuid4().hex[:12]
     grams_d = dask.delayed(grams, name=f"ridge-grams-{token}", traverse=False)
     cands = [None] if scales is None else list(np.asarray(scales, dtype=np.float64))
-    sides = [dask.delayed(candidate_side, pure=False)(grams_d, s, dask_key_name=f"ridge-candidate-{token}-{c}")
+    sides = [dask.delayed(candidate_side, pure=False)(grams_d, s, backend,
+                                                      dask_key_name=f"ridge-candidate-{token}-{c}")
              for c, s in enumerate(cands)]
     return xs, dask.delayed(dataclasses.replace, pure=False)(xs, candidates=sides,
                                                               dask_key_name=f"ridge-xside-{token}")
@@ -400,7 +501,7 @@ def _candidate_scores(xs: XSide, cand: CandidateSide, fys: list[_FoldY], bk: Bac
         per_alpha = []
         for a in xs.alphas:  # float(a): a numpy float64 scalar would promote the GEMMs to float64
             se, see, sye = fb.test.moments(prep, Z * (1.0 / (lam + float(a)))[:, None], fy.Yte, bk)
-            per_alpha.append(_scores_from_stats(se, see, sye, fy.sy, fy.syy, f.test.size, fy.my, xs.score, bk))
+            per_alpha.append(_scores_from_stats(se, see, sye, fy.sy, fy.syy, f.test.shape[0], fy.my, xs.score, bk))
         out.append(bk.stack(per_alpha, 0))
     return bk.to_numpy(bk.stack(out, 0)).astype(np.float64)
 
@@ -460,6 +561,7 @@ def cv_block(Y_block, xs: XSide, bk: Backend, *, fixed: tuple[int, int] | None =
         also ``fold_scores`` (n_candidates, n_folds, n_alphas, vb) and ``cv_scores``
         (n_candidates, n_alphas, vb); with ``with_coef`` also ``coef`` (p, vb).
     """
+    xs = on_backend(xs, bk)
     Y = bk.asarray(Y_block, dtype=xs.dtype)
     vb = Y.shape[1]
     out: dict[str, np.ndarray] = {}
@@ -514,6 +616,28 @@ def map_voxel_blocks(block_fn: Callable[..., dict[str, np.ndarray]], Y, outputs:
     if array_module_of(Y) == "dask":
         return _map_dask(block_fn, Y, outputs, voxel_block, shared, kwargs)
     return _map_local(block_fn, Y, outputs, voxel_block, progress, shared, kwargs)
+
+
+#: fraction of the free device memory a GPU voxel block may take
+DEVICE_MEMORY_FRACTION = 0.5
+
+
+def device_voxel_block(voxel_block: int | None, bk: Backend, n: int, p: int, n_folds: int, v: int) -> int | None:
+    """Voxels per block: ``voxel_block`` on the CPU; on a GPU backend as many as fit in half
+    the free device memory (never fewer than ``voxel_block``), so that one block keeps the
+    device busy. Per voxel a block holds about ``3 n + (3 K + 6) p`` numbers (Y and its test
+    rows, the cross-products per fold, the projections, the weights), counted at 8 bytes
+    (float64, or float32 with room for the temporaries)."""
+    if not bk.on_gpu:
+        return voxel_block
+    free = bk.free_memory()
+    if not free:
+        return voxel_block
+    per_voxel = 8 * (3 * n + (3 * n_folds + 6) * p)
+    fit = max(1, int(DEVICE_MEMORY_FRACTION * free // per_voxel))
+    width = min(v, max(fit, int(voxel_block or 0)))
+    logger.info("GPU voxel blocks of %d voxels (%.1f GiB free on %s)", width, free / 2 ** 30, bk)
+    return width
 
 
 def local_workers(n_blocks: int, bk=None) -> int:
@@ -716,8 +840,10 @@ def solve_ridge_cv(X, Y, alphas, folds: Sequence[tuple[np.ndarray, np.ndarray]],
     if x_side is not None:
         xs = xs_run = x_side
     else:
-        xs, xs_run = xside_for(Y, X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype)
+        xs, xs_run = xside_for(Y, X, folds, alphas, fit_intercept=fit_intercept, score=score, dtype=dtype,
+                               backend=bk)
     K, A, p = len(xs.folds), alphas.size, xs.X.shape[1]
+    voxel_block = device_voxel_block(voxel_block, bk, n, p, K, Y.shape[1])
     coef_out = {"coef": Output((p,), xs.dtype)}
     outputs = {"fold_scores": Output((1, K, A), "float64"), "alpha_index": Output((), "int64"),
                "mean_y": Output((), "float64"), **(coef_out if return_coef and not single_alpha else {})}

@@ -27,10 +27,13 @@ from typing import Any
 
 from ._base import Backend, host_array
 
-#: backend name -> (module, class)
-_MODULES = {"numpy": ("numpy", "NumpyBackend"), "cupy": ("cupy", "CupyBackend"),
-            "torch": ("torch", "TorchBackend"), "torch_cuda": ("torch_cuda", "TorchCudaBackend")}
+#: backend name -> (module, class, needs a CUDA device): the one list of backends (the
+#: test suite's ``backend`` fixture and the benchmarks are derived from it)
+_MODULES = {"numpy": ("numpy", "NumpyBackend", False), "cupy": ("cupy", "CupyBackend", True),
+            "torch": ("torch", "TorchBackend", False), "torch_cuda": ("torch_cuda", "TorchCudaBackend", True)}
 BACKENDS = tuple(_MODULES)
+#: the backends that run on a CUDA device
+GPU_BACKENDS = tuple(name for name, (_, _, gpu) in _MODULES.items() if gpu)
 
 _CURRENT: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("scalenc_ridge_backend", default=None)
 
@@ -54,7 +57,7 @@ def get_backend(backend: str | Backend | None = None, device: str | None = None)
         backend = "numpy"
     if backend not in _MODULES:
         raise ValueError(f"unknown ridge backend {backend!r}; choose one of {BACKENDS}")
-    module, cls = _MODULES[backend]
+    module, cls, _ = _MODULES[backend]
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(device)
 
 
@@ -69,8 +72,8 @@ def use_backend(backend: str | Backend, device: str | None = None) -> Iterator[B
         _CURRENT.reset(token)
 
 
-#: (backend, device) pairs a test suite or benchmark tries: CPU first, then CUDA.
-CHECKED = (("numpy", None), ("torch", "cpu"), ("cupy", None), ("torch", "cuda"))
+#: (backend, device) pairs a test suite or benchmark tries: every backend at its default device.
+CHECKED = tuple((name, None) for name in _MODULES)
 
 
 def unavailable(backend: str, device: str | None = None) -> str | None:
@@ -88,4 +91,5 @@ def array_module_of(x: Any) -> str:
     return {"cupy": "cupy", "torch": "torch", "dask": "dask"}.get(mod, "numpy")
 
 
-__all__ = ["BACKENDS", "CHECKED", "Backend", "array_module_of", "get_backend", "host_array", "unavailable", "use_backend"]
+__all__ = ["BACKENDS", "CHECKED", "GPU_BACKENDS", "Backend", "array_module_of", "get_backend", "host_array",
+           "unavailable", "use_backend"]

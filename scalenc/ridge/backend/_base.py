@@ -92,3 +92,25 @@ class Backend:
 
     def stack(self, xs, axis: int = 0):
         raise NotImplementedError
+
+    # X side (float64 linear algebra) ----------------------------------------------------------
+    def eigh(self, a):
+        """``(w, V)`` of a symmetric matrix, eigenvalues ascending."""
+        return self.xp.linalg.eigh(a)
+
+    def all_finite(self, x) -> bool:
+        """Whether every element of ``x`` is finite (one host boolean)."""
+        return bool(self.xp.isfinite(x).all())
+
+    # device ------------------------------------------------------------------------------
+    @property
+    def on_gpu(self) -> bool:
+        """Whether this backend's arrays live on a CUDA device."""
+        return False
+
+    def free_memory(self) -> int | None:
+        """Free bytes on the device (None on the CPU: the solver then keeps its CPU block sizes)."""
+        return None
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (before reading a timer)."""

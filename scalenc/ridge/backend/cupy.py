@@ -43,3 +43,19 @@ class CupyBackend(Backend):
 
     def stack(self, xs, axis=0):
         return self.xp.stack(list(xs), axis=axis)
+
+    def eigh(self, a):
+        with self._device():
+            return self.xp.linalg.eigh(a)
+
+    @property
+    def on_gpu(self):
+        return True
+
+    def free_memory(self):
+        with self._device():
+            return int(self.xp.cuda.Device().mem_info[0])
+
+    def synchronize(self):
+        with self._device():
+            self.xp.cuda.Device().synchronize()

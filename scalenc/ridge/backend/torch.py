@@ -42,3 +42,14 @@ class TorchBackend(Backend):
 
     def stack(self, xs, axis=0):
         return self.xp.stack(list(xs), dim=axis)
+
+    @property
+    def on_gpu(self):
+        return self.device.startswith("cuda")
+
+    def free_memory(self):
+        return int(self.xp.cuda.mem_get_info(self.xp.device(self.device))[0]) if self.on_gpu else None
+
+    def synchronize(self):
+        if self.on_gpu:
+            self.xp.cuda.synchronize(self.xp.device(self.device))
