@@ -366,8 +366,8 @@ def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alig
                                  f"name of its own (unknown: {missing})")
             best = {}
             for m in names:
-                t = table[table.model == m].groupby("layer", sort=False)["mean_r_abs_r"].mean()
-                best[m] = str(t.idxmax())
+                by_layer = table[table.model == m].groupby("layer", sort=False)["mean_r_abs_r"].mean()
+                best[m] = str(by_layer.idxmax())
             chosen[sname] = best
             for subj, asm in zip(subjects, asms):
                 exs, pins = [], []

@@ -20,6 +20,7 @@ import numpy as np
 from ..ridge.banded import predict_split, solve_banded_ridge_cv
 from ..ridge.solver import prepare_x, solve_ridge_cv
 from ..ridge.split import correlation_score_split, r2_score_split
+from ..ridge.stacking import solve_stacking_cv, structured_variance_partitioning
 
 __all__ = ["SOLVERS", "BandedSearch", "Solver", "SolverOptions", "register_solver"]
 
@@ -116,3 +117,27 @@ def _banded_outputs(model, res, Xt, yt):
 
 
 register_solver(Solver("banded_ridge", _fit_banded, outputs=_banded_outputs, needs_feature_space=True))
+
+
+# ---- stacked ridge (one ridge per feature space, simplex weights per voxel) ---------------------
+def _fit_stacking(model, X, Y, folds, *, feature_space=None, x_side=None):
+    # best_alphas: the alpha of each voxel's highest-weight space (scalenc.ridge.stacking)
+    return solve_stacking_cv(X, Y, feature_space, model.alphas, folds, score=model.score_name,
+                             single_alpha=model.single_alpha, alpha_squared=model.alpha_squared,
+                             **model.solver_kwargs)
+
+
+def _stacking_outputs(model, res, Xt, yt):
+    """Stacking weights and each space's alpha, the split of the stacked prediction over its
+    weighted parts ``w_b X_b coef_b``, and the structured variance partitioning on the
+    scored rows (:func:`~scalenc.ridge.stacking.structured_variance_partitioning`); dims
+    (space, voxel)."""
+    parts = predict_split(Xt, np.asarray(res.coef, dtype=np.float64), res.space_of_feature, len(res.spaces))
+    variables = {"stack_weight": res.weights, "space_alpha": res.space_alphas,
+                 "r2_split": r2_score_split(yt, parts, center=True), "r_split": correlation_score_split(yt, parts),
+                 **structured_variance_partitioning(res, Xt, yt)}
+    variables = {k: (("space", "voxel"), np.asarray(a, dtype=np.float64)) for k, a in variables.items()}
+    return variables, {"space": ("space", [str(s) for s in res.spaces])}
+
+
+register_solver(Solver("stacking", _fit_stacking, outputs=_stacking_outputs, needs_feature_space=True))
