@@ -80,9 +80,13 @@ def _cmd_build_lebel(args) -> int:
 
 
 def _bids_options(args) -> dict:
-    return dict(tr=args.tr, test_stories=args.test_stories, confounds=args.confounds, detrend=args.detrend,
-                high_pass=args.high_pass, surface=args.surface, volume_time=args.volume_time,
-                voxel_chunk=args.voxel_chunk, overwrite=args.overwrite)
+    """The BIDS readers' shared options from their flags (one ReaderOptions for all three)."""
+    from .assembly.bids import ReaderOptions
+
+    return dict(options=ReaderOptions(tr=args.tr, test_stories=args.test_stories, confounds=args.confounds,
+                                      detrend=args.detrend, high_pass=args.high_pass, surface=args.surface,
+                                      volume_time=args.volume_time, voxel_chunk=args.voxel_chunk,
+                                      overwrite=args.overwrite))
 
 
 def _cmd_build_bids(args) -> int:

@@ -391,3 +391,20 @@ def test_cli_messages_name_flags_not_python_arguments(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["assembly", "build", "narratives", "--help"])
     assert "(default: the fMRIPrep" in " ".join(capsys.readouterr().out.split())
+
+
+def test_reader_options_group_the_shared_settings(tmp_path):
+    """bids/narratives/lpp share one ReaderOptions; its fields also work as keywords; an
+    unknown keyword names the accepted options."""
+    import inspect
+
+    from scalenc.assembly import bids, lpp, narratives
+
+    o = bids.ReaderOptions.of(None, tr=1.5, detrend=True)
+    assert (o.tr, o.detrend, o.zscore) == (1.5, True, True)
+    assert bids.ReaderOptions.of(o, confounds="motion").confounds == "motion" and o.confounds is None
+    with pytest.raises(TypeError, match=r"narratives.build\(\) got unexpected keyword\(s\) \['high_pas'\]"):
+        narratives.build(tmp_path, "001", ["pieman"], high_pas=0.01)
+    for fn in (bids.build, narratives.build, lpp.build):
+        params = inspect.signature(fn).parameters
+        assert "options" in params and len(params) <= 13, fn

@@ -44,6 +44,7 @@ volumes at a time (left then right hemisphere, 20,484 vertices).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -565,14 +566,48 @@ def _plan(run: Run, tr: float | None, volume_time: str, word_clock: str) -> dict
                 n_vol=n_vol, img=img, tr_time=t, sidecar=str(sidecar) if sidecar.exists() else None)
 
 
+@dataclasses.dataclass
+class ReaderOptions:
+    """The options every BIDS/fMRIPrep reader shares (:func:`build`, ``narratives.build``,
+    ``lpp.build`` and the flags of their ``scalenc assembly build`` subcommands); each may
+    also be given as a keyword of its own (``build(..., tr=1.5)``).
+
+    tr : repetition time, s (checked against the sidecars; None: from them)
+    test_stories : stories held out as the test set
+    confounds : a name of :data:`CONFOUND_STRATEGIES` or ``load_confounds`` keywords
+    detrend, high_pass : linear detrending; cosine high-pass cutoff (Hz)
+    zscore : z-score each voxel over a run's kept volumes
+    surface : project NIfTI runs onto this fsaverage mesh
+    volume_time : ``"centre"`` or ``"start"`` of the TR
+    voxel_chunk, overwrite, progress : the store's chunk width; replace ``out``; progress bar
+    """
+
+    tr: float | None = None
+    test_stories: Sequence[str] = ()
+    confounds: str | Mapping[str, Any] | None = None
+    detrend: bool = False
+    high_pass: float | None = None
+    zscore: bool = True
+    surface: str | None = None
+    volume_time: str = "centre"
+    voxel_chunk: int = DEFAULT_VOXEL_CHUNK
+    overwrite: bool = False
+    progress: bool = True
+
+    @classmethod
+    def of(cls, options: ReaderOptions | None = None, where: str = "build", **keywords) -> ReaderOptions:
+        """``options`` (default: all defaults) with ``keywords`` (its field names) replaced;
+        an unknown keyword is one error naming the accepted ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(keywords) - names)
+        if unknown:
+            raise TypeError(f"{where}() got unexpected keyword(s) {unknown}; reader options: {sorted(names)}")
+        return dataclasses.replace(options or cls(), **keywords)
+
+
 def build(runs: Sequence[Run], out: str | os.PathLike, *, subject: str, dataset: str = "bids",
-          mask=None, tr: float | None = None, test_stories: Sequence[str] = (),
-          confounds: str | Mapping[str, Any] | None = None, detrend: bool = False,
-          high_pass: float | None = None, zscore: bool = True, surface: str | None = None,
-          mesh: str | None = None, volume_time: str = "centre", word_clock: str = "audio",
-          time_block: int = TIME_BLOCK,
-          voxel_chunk: int = DEFAULT_VOXEL_CHUNK, attrs: Mapping[str, Any] | None = None,
-          overwrite: bool = False, progress: bool = True) -> Path:
+          mask=None, mesh: str | None = None, word_clock: str = "audio", time_block: int = TIME_BLOCK,
+          attrs: Mapping[str, Any] | None = None, options: ReaderOptions | None = None, **reader_options) -> Path:
     """Build an assembly from BIDS runs, one run (story) at a time.
 
     Parameters
@@ -586,6 +621,8 @@ def build(runs: Sequence[Run], out: str | os.PathLike, *, subject: str, dataset:
         Recorded in the store.
     mask : path, image or fitted nilearn masker, optional
         Brain mask on the BOLD grid; required for NIfTI runs unless ``surface`` is given.
+    options : ReaderOptions, optional
+        The options below, grouped (also accepted as keywords of their own).
     tr : float, optional
         Repetition time, s; checked against every run's ``_bold.json`` (one is needed when
         ``tr`` is None).
@@ -619,6 +656,10 @@ def build(runs: Sequence[Run], out: str | os.PathLike, *, subject: str, dataset:
     -------
     out : Path
     """
+    o = ReaderOptions.of(options, "bids.build", **reader_options)
+    tr, test_stories, confounds, detrend, high_pass = o.tr, o.test_stories, o.confounds, o.detrend, o.high_pass
+    zscore, surface, volume_time, voxel_chunk, overwrite, progress = (o.zscore, o.surface, o.volume_time,
+                                                                      o.voxel_chunk, o.overwrite, o.progress)
     runs = list(runs)
     if not runs:
         raise BIDSError("no runs to build")

@@ -22,11 +22,9 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from . import bids
 from .bids import BIDSError, Run
-from .writer import DEFAULT_VOXEL_CHUNK
 
 TR_SECONDS = 2.0
 STIMULUS_ONSET = 8.0
@@ -57,12 +55,10 @@ def section_runs(root: str | os.PathLike, subject: str, language: str = "EN", *,
 
 
 def build(root: str | os.PathLike, subject: str, language: str = "EN", out: str | os.PathLike | None = None, *,
-          sections: Sequence[int] | None = None, words_from: str = "csv", mask=None, tr: float | None = TR_SECONDS,
+          sections: Sequence[int] | None = None, words_from: str = "csv", mask=None,
           stimulus_onset: float = STIMULUS_ONSET, skip_volumes: int = SKIP_VOLUMES,
-          expected_volumes: Sequence[int] | Mapping[int, int] | None = None, test_stories: Sequence[str] = (),
-          confounds: str | Mapping[str, Any] | None = None, detrend: bool = False, high_pass: float | None = None,
-          surface: str | None = None, volume_time: str = "centre", space: str = SPACE,
-          voxel_chunk: int = DEFAULT_VOXEL_CHUNK, overwrite: bool = False, progress: bool = True) -> Path:
+          expected_volumes: Sequence[int] | Mapping[int, int] | None = None, space: str = SPACE,
+          options: bids.ReaderOptions | None = None, **reader_options) -> Path:
     """Build an assembly of one Le Petit Prince subject; stories ``section1`` .. ``section9``.
 
     Parameters
@@ -81,17 +77,18 @@ def build(root: str | os.PathLike, subject: str, language: str = "EN", out: str 
     mask : optional
         Brain mask (path, image, fitted nilearn masker); default the
         ``desc-brain_mask`` next to the first run.
-    tr : float or None
-        2.0 s, checked against the sidecar; None trusts the sidecar.
     stimulus_onset : float
         Seconds from the first volume to the section's audio start (8 s).
     skip_volumes : int
         Volumes dropped at the start of each run (4, LITcoder's ``brain_data[4:]``).
     expected_volumes : sequence of 9 int or dict section -> int, optional
         Checked volume counts, e.g. :data:`EN_VOLUMES` for the English release.
-    test_stories, confounds, detrend, high_pass, surface, volume_time, voxel_chunk, overwrite, progress
-        As in :func:`scalenc.assembly.bids.build`.
+    options : scalenc.assembly.bids.ReaderOptions, optional
+        The options shared by the BIDS readers (also accepted as keywords of their own), here
+        with ``tr`` 2.0 s by default (checked against the sidecar; None trusts the sidecar).
     """
+    o = bids.ReaderOptions.of(options or bids.ReaderOptions(tr=TR_SECONDS), "lpp.build", **reader_options)
+    surface = o.surface
     root = Path(root)
     sub = _sub(subject)
     files = section_runs(root, sub, language, space=space)
@@ -120,7 +117,5 @@ def build(root: str | os.PathLike, subject: str, language: str = "EN", out: str 
             raise BIDSError(f"no brain mask {cand}; pass mask=")
         mask = cand
     out = Path(out) if out is not None else root / "derivatives" / "scalenc" / f"{sub}.zarr"
-    return bids.build(runs, out, subject=sub, dataset=f"lpp{language}", mask=mask, tr=tr, test_stories=test_stories,
-                      confounds=confounds, detrend=detrend, high_pass=high_pass, surface=surface,
-                      volume_time=volume_time, word_clock="audio", voxel_chunk=voxel_chunk,
-                      attrs=dict(source_root=str(root), language=language), overwrite=overwrite, progress=progress)
+    return bids.build(runs, out, subject=sub, dataset=f"lpp{language}", mask=mask, word_clock="audio",
+                      attrs=dict(source_root=str(root), language=language), options=o)

@@ -30,7 +30,6 @@ from typing import Any
 
 from . import bids
 from .bids import BIDSError, Run
-from .writer import DEFAULT_VOXEL_CHUNK
 
 TR_SECONDS = 1.5
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
@@ -98,10 +97,8 @@ def run_files(root: str | os.PathLike, subject: str, task: str, *, derivatives: 
 
 def build(root: str | os.PathLike, subject: str, tasks: Sequence[str], out: str | os.PathLike | None = None, *,
           derivatives: str = "fmriprep", space: str = DEFAULT_SPACE, runs: Mapping[str, int] | None = None,
-          mask=None, tr: float | None = TR_SECONDS, test_stories: Sequence[str] = (),
-          confounds: str | Mapping[str, Any] | None = None, detrend: bool = False, high_pass: float | None = None,
-          surface: str | None = None, volume_time: str = "centre", trial_type: str = "story",
-          voxel_chunk: int = DEFAULT_VOXEL_CHUNK, overwrite: bool = False, progress: bool = True) -> Path:
+          mask=None, trial_type: str = "story", options: bids.ReaderOptions | None = None,
+          **reader_options) -> Path:
     """Build an assembly of one Narratives subject; one story per task.
 
     Parameters
@@ -121,16 +118,15 @@ def build(root: str | os.PathLike, subject: str, tasks: Sequence[str], out: str 
         For tasks with several runs.
     mask : optional
         Overrides the fMRIPrep ``desc-brain_mask`` (path, image or fitted nilearn masker).
-    tr : float or None
-        Expected TR (1.5 s); checked against the sidecar; None trusts the sidecar.
-    confounds : str or dict, optional
-        E.g. ``"narratives"`` (6 motion + cosine + 5 + 5 aCompCor, the authors' choice);
-        see :data:`scalenc.assembly.bids.CONFOUND_STRATEGIES`.
-    detrend, high_pass, surface, volume_time, voxel_chunk, overwrite, progress
-        As in :func:`scalenc.assembly.bids.build`.
+    options : scalenc.assembly.bids.ReaderOptions, optional
+        The options shared by the BIDS readers (also accepted as keywords of their own), here
+        with ``tr`` 1.5 s by default (checked against the sidecar; None trusts the sidecar);
+        ``confounds`` e.g. ``"narratives"`` (6 motion + cosine + 5 + 5 aCompCor, the authors'
+        choice; see :data:`scalenc.assembly.bids.CONFOUND_STRATEGIES`).
     trial_type : str
         The ``events.tsv`` row that is the story.
     """
+    o = bids.ReaderOptions.of(options or bids.ReaderOptions(tr=TR_SECONDS), "narratives.build", **reader_options)
     root = Path(root)
     if not tasks:
         raise BIDSError("tasks is empty: name the stories to read, e.g. tasks=['pieman']")
@@ -146,9 +142,6 @@ def build(root: str | os.PathLike, subject: str, tasks: Sequence[str], out: str 
             raise BIDSError(f"no desc-brain_mask for {sub} in {root / 'derivatives'}; pass mask=")
         mask = masks[0]
     out = Path(out) if out is not None else root / "derivatives" / "scalenc" / f"{sub}.zarr"
-    return bids.build(run_list, out, subject=sub, dataset="narratives", mask=mask, tr=tr,
-                      test_stories=test_stories, confounds=confounds, detrend=detrend, high_pass=high_pass,
-                      surface=surface, mesh=space if space.startswith("fsaverage") else None,
-                      volume_time=volume_time, word_clock="audio", voxel_chunk=voxel_chunk,
-                      attrs=dict(source_root=str(root), derivatives=derivatives, space=space),
-                      overwrite=overwrite, progress=progress)
+    return bids.build(run_list, out, subject=sub, dataset="narratives", mask=mask,
+                      mesh=space if space.startswith("fsaverage") else None, word_clock="audio",
+                      attrs=dict(source_root=str(root), derivatives=derivatives, space=space), options=o)
