@@ -35,7 +35,7 @@ from _common import emit, machine, peak_rss_bytes, run_child  # noqa: E402
 
 def make_tree(root: Path, n_stories: int, n_voxels: int, rows: int, test_repeats: int = 10, seed: int = 0) -> int:
     """Write a LeBel-layout tree with random responses; return the float64 bytes written."""
-    from scalenc.datasets.writers import write_story_files
+    from scalenc.synthetic.writers import write_story_files
 
     rng = np.random.default_rng(seed)
     total = 0

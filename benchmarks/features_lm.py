@@ -3,7 +3,7 @@
 Same run, same model for both: a random GPT-2 (6 layers, n_embd 512, 8 heads,
 n_positions 512) with a byte-level BPE tokenizer trained here on the text, both saved
 with ``save_pretrained`` to a temporary folder and loaded by path; 5,000 words of real
-English (``scalenc.datasets.synthetic.corpus_words()``), lookback 256, fullcontext
+English (``scalenc.synthetic.synthetic.corpus_words()``), lookback 256, fullcontext
 (stride 32).
 
 - ``extractor``: ``LanguageModelExtractor.compute`` (tokenization, shared causal windows,
@@ -20,7 +20,7 @@ and all of ``lookback`` tokens of context; ``stride=1`` gives every word exactly
 ``lookback`` tokens (LITcoder's fullcontext). The second table compares the two on the
 first ``--exact-words`` words: speed, the largest feature difference and how many words
 differ; the third their encoding performance on the synthetic dataset
-(:func:`scalenc.datasets.synthetic`, its ground truth known): the same random GPT-2 (with
+(:func:`scalenc.synthetic.synthetic`, its ground truth known): the same random GPT-2 (with
 a constant offset in feature 0 of the position embeddings, so that word presence is
 readable, as in trained GPT-2s), one layer, through ``AbstractTrainer`` on the held-out
 test story, median r over driven and over word-rate voxels, and the mean paired
@@ -105,7 +105,7 @@ def build_model(folder: Path, text: str, *, vocab_size: int, seed: int = 0, pres
 def encoding_performance(folder: Path, lookback: int, layer: int, device: str, work: Path, n_stories: int,
                          words_per_story: int, seed: int) -> dict:
     """Test-story r of the default-stride and stride-1 features on the synthetic dataset."""
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
     from scalenc.features.language_model import LanguageModelExtractor
     from scalenc.trainer import AbstractTrainer
 
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModel
 
-    from scalenc.datasets.synthetic import corpus_words
+    from scalenc.synthetic.synthetic import corpus_words
     from scalenc.features.language_model import LanguageModelExtractor, default_stride, tokenize_words
 
     if args.threads:

@@ -3,7 +3,7 @@
 Runs HuthLab/encoding-model-scaling-laws' ``extract_speech_features.py`` as its README
 does (``--model M --chunksz 100 --contextsz 16000 --use_featext --batchsz 64``), from the
 path given with ``--reference`` (fetch the repository; the file is never copied into
-scalenc), on a tiny random Whisper (:func:`scalenc.datasets.hub_cache.build_tiny_whisper`)
+scalenc), on a tiny random Whisper (:func:`scalenc.synthetic.hub_cache.build_tiny_whisper`)
 and WAV files of synthetic tones (``--seconds``, one story each, each longer than one
 window). The script writes
 ``features_cnk0.1_ctx16.0/<model>/`` (``encoder.0 .. encoder.N/<story>.npz``,
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     import torch
 
     from scalenc.align import Downsampler
-    from scalenc.datasets.hub_cache import build_tiny_whisper
+    from scalenc.synthetic.hub_cache import build_tiny_whisper
     from scalenc.features import FeatureExtractorFactory
     from scalenc.features.speech import SpeechExtractor
 

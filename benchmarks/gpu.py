@@ -163,8 +163,8 @@ def ridge(args, size) -> list[tuple]:
 
 def trainer(args, size) -> list[tuple]:
     from scalenc import AbstractTrainer, FeatureExtractorFactory, NestedCVModel
-    from scalenc.datasets import synthetic
-    from scalenc.datasets.tiny_lm import build_tiny_lm
+    from scalenc.synthetic import synthetic
+    from scalenc.synthetic.tiny_lm import build_tiny_lm
 
     c = size["trainer"]
     work = Path(args.workdir) / "trainer"
@@ -264,7 +264,7 @@ def speech(args, size) -> list[tuple]:
 
 def lm(args, size) -> list[tuple]:
     from features_lm import WordsAssembly
-    from scalenc.datasets.tiny_lm import build_tiny_lm
+    from scalenc.synthetic.tiny_lm import build_tiny_lm
     from scalenc.features.language_model import LanguageModelExtractor
 
     c = size["lm"]

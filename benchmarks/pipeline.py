@@ -56,7 +56,7 @@ def child(args) -> None:
 
     from scalenc import AbstractTrainer, FeatureExtractorFactory, NestedCVModel
     from scalenc.assembly import Assembly
-    from scalenc.datasets.tiny_lm import build_tiny_lm
+    from scalenc.synthetic.tiny_lm import build_tiny_lm
 
     work = Path(args.work)
     asm = Assembly(work / "data" / "SYN01.zarr")
@@ -171,8 +171,8 @@ def compare_litcoder(args, size: str) -> list[tuple[str, dict]]:
     from _common import drop_caches
 
     from scalenc.assembly import Assembly
-    from scalenc.datasets import synthetic
-    from scalenc.datasets.litcoder_pickle import write_litcoder_pickle
+    from scalenc.synthetic import synthetic
+    from scalenc.synthetic.litcoder_pickle import write_litcoder_pickle
 
     n_st, n_vox = (int(x) for x in size.split("x"))
     work = Path(tempfile.mkdtemp(prefix="scalenc-vs-litcoder-"))
@@ -268,7 +268,7 @@ def main() -> None:
             emit(litcoder_table(size, rows, agree, args), args.record)
     if not args.modes:
         return
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     rows = []
     for size in args.sizes:

@@ -1,7 +1,7 @@
 """Benchmark: plain ridge (spaces concatenated), banded ridge and stacked ridge on the synthetic
 dataset's ground truth (word rate + embeddings extractors, the trainer's designs and folds).
 
-The synthetic generator (:mod:`scalenc.datasets.synthetic`) knows, per voxel, which space
+The synthetic generator (:mod:`scalenc.synthetic.synthetic`) knows, per voxel, which space
 drives it (word rate, embeddings, both, or none) and its noise-free signal: the ceiling
 stored as ``noise_ceiling`` (source "ground truth") is the correlation of that signal with
 the observed test response, the best any model of these features can do.
@@ -81,7 +81,7 @@ def run(args) -> str:
     from scalenc import AbstractTrainer, FeatureExtractorFactory, NestedCVModel
     from scalenc.align.story import target_slice
     from scalenc.ridge.scoring import pearson_r
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="scalenc-stacking-"))
     ds = synthetic(work / "data", n_stories=args.stories, words_per_story=args.words, n_voxels=args.voxels,

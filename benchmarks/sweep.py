@@ -53,8 +53,8 @@ class _Timed:
 def run(args) -> str:
     import scalenc.ridge.solver as solver
     from scalenc import AbstractTrainer, FeatureExtractorFactory, NestedCVModel, results
-    from scalenc.datasets import synthetic
-    from scalenc.datasets.tiny_lm import build_tiny_lm
+    from scalenc.synthetic import synthetic
+    from scalenc.synthetic.tiny_lm import build_tiny_lm
     from scalenc.sweep import sweep
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="scalenc-sweep-bench-"))

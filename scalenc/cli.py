@@ -36,8 +36,8 @@ from .assembly.writer import DEFAULT_VOXEL_CHUNK
 from .sweep import from_config as sweep_from_config
 from .config import RunConfig, is_sweep, load_config
 from .engine import predict
-from .datasets import synthetic
-from .datasets.tiny_lm import build_tiny_lm
+from .synthetic import synthetic
+from .synthetic.tiny_lm import build_tiny_lm
 from .features import FeatureExtractorFactory
 from .models import NestedCVModel
 from .trainer import AbstractTrainer

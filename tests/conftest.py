@@ -15,7 +15,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def synthetic_small(tmp_path_factory):
     """A small synthetic dataset (6 stories x 120 voxels), generated once per session."""
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     return synthetic(tmp_path_factory.mktemp("synthetic"), n_stories=6, words_per_story=200, n_voxels=120,
                      embedding_dim=8, n_test_repeats=3, voxel_chunk=32, seed=1)
@@ -26,11 +26,11 @@ def hub_home(tmp_path_factory, synthetic_small):
     """An ``HF_HOME`` whose Hub cache holds tiny random ``gpt2`` (10 layers, word-level tokenizer
     over the synthetic corpus) and ``openai/whisper-tiny`` (4 encoder layers), and the packaged
     all-MiniLM-L6-v2 (real weights) as ``sentence-transformers/all-MiniLM-L6-v2``, laid out as
-    the Hub lays it out (:mod:`scalenc.datasets.hub_cache`). Use with :func:`use_hub_home`."""
+    the Hub lays it out (:mod:`scalenc.synthetic.hub_cache`). Use with :func:`use_hub_home`."""
     pytest.importorskip("transformers")
     from types import SimpleNamespace
 
-    from scalenc.datasets.hub_cache import build_tutorial_models
+    from scalenc.synthetic.hub_cache import build_tutorial_models
 
     home = tmp_path_factory.mktemp("hf_home")
     asm = synthetic_small.assembly()

@@ -54,7 +54,7 @@ def test_lanczos_matrix_matches_formula(cutoff_mult):
     else:
         # u = (4 - 10) * 0.8 / 2 = -2.4: inside the window once the cutoff is lowered
         assert W[2, 4] == pytest.approx(_lanczos(-2.4, 3), abs=1e-12) and W[2, 4] != 0.0
-    # same through the module-level function (used by scalenc.datasets.synthetic)
+    # same through the module-level function (used by scalenc.synthetic.synthetic)
     W2 = lanczos_matrix(EVENTS, TRS, tr=2.0, window=3, cutoff_mult=cutoff_mult)
     np.testing.assert_allclose(W2.toarray(), ref, rtol=0, atol=1e-12)
 

@@ -61,7 +61,7 @@ def test_banded_needs_feature_space():
 
 
 def test_banded_by_layer_gives_each_layer_a_band(synthetic_small, tmp_path):
-    from scalenc.datasets.tiny_lm import build_tiny_lm
+    from scalenc.synthetic.tiny_lm import build_tiny_lm
 
     asm = synthetic_small.assembly()
     words = [str(w) for s in asm.stories for w in asm.words(s).word.values]
@@ -85,7 +85,7 @@ def test_a_registered_solver_output_reaches_results_zarr(tmp_path):
     """The ARCHITECTURE recipe "a solver output": one register_solver call (fit + outputs)
     and the output is a variable of the run's results.zarr, through the trainer unchanged."""
     from scalenc import results
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
     from scalenc.features import FeatureExtractorFactory
     from scalenc.models.solvers import SOLVERS, Solver, register_solver
 

@@ -33,7 +33,7 @@ def test_pipeline_tutorial_child_runs_the_litcoder_comparison_code_with_scalenc(
     import json
     import os
 
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     ds = synthetic(tmp_path / "data", n_stories=4, words_per_story=600, n_voxels=120, audio=False, seed=3)
     env = {**os.environ, "WANDB_MODE": "disabled"}

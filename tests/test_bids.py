@@ -14,7 +14,7 @@ pytest.importorskip("nilearn")
 from scalenc.assembly import Assembly, bids, lpp, narratives  # noqa: E402
 from scalenc.assembly.bids import BIDSError, Run  # noqa: E402
 from scalenc.cli import main  # noqa: E402
-from scalenc.datasets.bids_synthetic import MOTION, synthetic_bids  # noqa: E402
+from scalenc.synthetic.bids_synthetic import MOTION, synthetic_bids  # noqa: E402
 
 ALPHAS = np.logspace(-1, 5, 7)
 
@@ -332,7 +332,7 @@ def test_mask_as_nilearn_masker_equals_mask_file(narr, tmp_path):
 
 def test_word_readers_agree_and_skip_non_words(tmp_path):
     from scalenc.assembly.textgrid import Interval, Tier
-    from scalenc.datasets.writers import write_textgrid
+    from scalenc.synthetic.writers import write_textgrid
 
     tg = tmp_path / "s.TextGrid"
     write_textgrid(tg, [Tier("words", "IntervalTier", [Interval(0, 0.5, "#"), Interval(0.5, 0.9, "once"),

@@ -87,7 +87,7 @@ def test_error_messages_name_cli_flags(tmp_path, capsys):
 def test_features_progress_bar_counts_feature_sets(monkeypatch, tmp_path):
     import scalenc.engine as engine_mod
     import scalenc.trainer as trainer_mod
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
     from scalenc.features import FeatureExtractorFactory
 
     bars = []
@@ -103,7 +103,7 @@ def test_features_progress_bar_counts_feature_sets(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_local_cluster_run_is_quiet_by_default(tmp_path):
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     ds = synthetic(tmp_path / "d", n_stories=4, words_per_story=200, n_voxels=20, embedding_dim=4,
                    n_test_repeats=2, audio=False, progress=False)

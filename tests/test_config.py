@@ -22,7 +22,7 @@ from scalenc.trainer import AbstractTrainer
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     return synthetic(tmp_path_factory.mktemp("config"), n_stories=4, words_per_story=260, n_voxels=40,
                      embedding_dim=6, n_test_repeats=2, audio=False, seed=7)

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from scalenc.datasets import synthetic
-    from scalenc.datasets.litcoder_pickle import write_litcoder_pickle
+    from scalenc.synthetic import synthetic
+    from scalenc.synthetic.litcoder_pickle import write_litcoder_pickle
 
     root = tmp_path_factory.mktemp("tutorials")
     ds = synthetic(root / "data", n_stories=3, words_per_story=60, n_voxels=60, embedding_dim=8, tr=0.25,
@@ -140,7 +140,7 @@ def test_scaling_laws_sweep_config(data, hub_home, monkeypatch, capsys, tmp_path
     import pandas as pd
 
     from scalenc.cli import main
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     root, ds, _ = data
     other = synthetic(tmp_path / "s2", n_stories=3, words_per_story=60, n_voxels=40, embedding_dim=8, tr=0.25,

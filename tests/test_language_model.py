@@ -429,7 +429,7 @@ def test_missing_model_names_the_cache_and_the_download_command(tiny, tmp_path, 
 # models from the Hugging Face cache (laid out as the Hub does; HF_HUB_OFFLINE=1)
 # --------------------------------------------------------------------------------------
 def _snapshot(hub, repo):
-    from scalenc.datasets.hub_cache import repo_folder
+    from scalenc.synthetic.hub_cache import repo_folder
 
     return repo_folder(hub.cache, repo) / "snapshots" / hub.commits[repo]
 
@@ -451,7 +451,7 @@ def test_hub_id_and_transformer_lens_alias_resolve_through_the_cache(tiny, use_h
 
 
 def test_hub_new_revision_is_a_cache_miss(tiny, use_hub_home, tmp_path, monkeypatch):
-    from scalenc.datasets.hub_cache import add_snapshot, build_tiny_gpt2, repo_folder
+    from scalenc.synthetic.hub_cache import add_snapshot, build_tiny_gpt2, repo_folder
 
     a, story = tiny["assembly"], tiny["story"]
     hub = use_hub_home

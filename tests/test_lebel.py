@@ -10,7 +10,7 @@ import pytest
 
 from scalenc.assembly import Assembly, AssemblyError, lebel
 from scalenc.cli import main
-from scalenc.datasets.writers import write_story_files
+from scalenc.synthetic.writers import write_story_files
 
 SUBJ = "UTS01"
 

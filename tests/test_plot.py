@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from scalenc import plot  # noqa: E402
 from scalenc import results as results_mod  # noqa: E402
-from scalenc.datasets.layout import CENTRES, LayoutError, make_layout  # noqa: E402
+from scalenc.synthetic.layout import CENTRES, LayoutError, make_layout  # noqa: E402
 from scalenc.plot.maps import FSAVERAGE5_HEMI, BrainSpace, MapError  # noqa: E402
 
 
@@ -276,7 +276,7 @@ def test_mni_layout_places_voxels_by_ground_truth(mni_layout):
 
 
 def test_fsaverage5_layout_and_synthetic_hook(tmp_path):
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     kw = dict(n_stories=2, words_per_story=60, n_voxels=40, audio=False, seed=5)
     plain = synthetic(tmp_path / "plain", **kw)
@@ -394,7 +394,7 @@ def test_report_draws_r_and_split_maps_from_the_results(tmp_path):
 
 @pytest.mark.slow
 def test_report_of_a_synthetic_run_with_mni_layout(tmp_path):
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
     from scalenc.features import FeatureExtractorFactory
     from scalenc.models import NestedCVModel
     from scalenc.trainer import AbstractTrainer

@@ -54,7 +54,7 @@ def test_surface_views_label_left_and_right():
 
 @pytest.fixture(scope="module")
 def mni():
-    from scalenc.datasets.layout import make_layout
+    from scalenc.synthetic.layout import make_layout
 
     n = 600
     lay = make_layout("mni", np.array(["both"] * n), np.ones(n), voxel_size=6.0)

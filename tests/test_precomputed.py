@@ -1,6 +1,6 @@
 """The ``precomputed`` feature source: model folders in the scaling-laws layout.
 
-Files are written by :func:`scalenc.datasets.writers.write_precomputed`; numbers are
+Files are written by :func:`scalenc.synthetic.writers.write_precomputed`; numbers are
 checked against the arrays written, a dense Lanczos kernel and FIR written out here, and
 the synthetic dataset's ground truth (its noise-free signal and the fit's recovery).
 """
@@ -14,7 +14,7 @@ import xarray as xr
 
 from scalenc import results
 from scalenc.align import Downsampler, TrimmingConfig, align_story
-from scalenc.datasets.writers import write_precomputed
+from scalenc.synthetic.writers import write_precomputed
 from scalenc.features import FeatureError, FeatureExtractorFactory
 from scalenc.features.precomputed import PrecomputedExtractor
 

@@ -45,7 +45,7 @@ def _stored(store, story):
 
 
 def test_speech_runs_from_another_folder_after_moves_and_relocate(tmp_path, monkeypatch, speech_model, capsys):
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
     from scalenc.features import FeatureError
 
     # built as a user does it: a relative output folder from the project folder
@@ -88,7 +88,7 @@ def test_speech_runs_from_another_folder_after_moves_and_relocate(tmp_path, monk
 
 
 def test_relocate_refuses_a_folder_missing_a_file_and_changes_nothing(tmp_path, capsys):
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     ds = synthetic(tmp_path / "syn", n_stories=2, words_per_story=60, n_voxels=8, embedding_dim=4,
                    n_test_repeats=1, seed=4)
@@ -109,7 +109,7 @@ def test_relocate_refuses_a_folder_missing_a_file_and_changes_nothing(tmp_path, 
 def test_older_store_with_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
     """Stores written before this convention kept paths as given: still found from the
     folder they were built in, and rewritten in the new convention on the next save."""
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     monkeypatch.chdir(tmp_path)
     ds = synthetic("syn", n_stories=2, words_per_story=60, n_voxels=8, embedding_dim=4, n_test_repeats=1, seed=5)

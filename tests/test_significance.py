@@ -101,7 +101,7 @@ def test_synthetic_tutorial_trimming_finds_the_signal_voxels(tmp_path):
     # the README pipeline: the test story keeps ~30 rows; the permutation test could not get
     # below p = 0.16 there, the effective-dof t-test finds most signal voxels and few noise ones
     from scalenc import AbstractTrainer, Downsampler, FeatureExtractorFactory, NestedCVModel, load_assembly
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     ds = synthetic(tmp_path / "syn", n_stories=6, n_voxels=300, audio=False)
     ex = [FeatureExtractorFactory.create_extractor("embeddings", str(ds.embeddings_path), {}, tmp_path / "c")]

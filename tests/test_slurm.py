@@ -79,7 +79,7 @@ def test_scalenc_run_on_slurm_with_two_worker_jobs_equals_in_process(tmp_path):
     partition, why = _slurm_partition()
     if partition is None:
         pytest.skip(why)
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     data = synthetic(tmp_path / "data", n_stories=5, words_per_story=220, n_voxels=48, embedding_dim=8,
                      n_test_repeats=2, audio=False, voxel_chunk=16, seed=5)
@@ -159,7 +159,7 @@ def test_sbatch_script_runs_scheduler_workers_and_client_over_tls(tmp_path):
     partition, why = _slurm_partition()
     if partition is None:
         pytest.skip(why)
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     data = synthetic(tmp_path / "data", n_stories=4, words_per_story=200, n_voxels=16, embedding_dim=8,
                      n_test_repeats=2, audio=False, voxel_chunk=16, seed=6)

@@ -391,7 +391,7 @@ def test_nonexistent_model_errors(asm, audio, tmp_path, monkeypatch):
 def test_whisper_tiny_from_the_hub_cache(models, asm, audio, use_hub_home):
     """The tutorial's "openai/whisper-tiny" resolves through the Hub cache (offline) and gives
     the features of the same snapshot loaded as a folder; the cache key holds the commit."""
-    from scalenc.datasets.hub_cache import repo_folder
+    from scalenc.synthetic.hub_cache import repo_folder
 
     cfg = {**CFG, "layer": 3}
     ex = SpeechExtractor("openai/whisper-tiny", cfg)

@@ -32,7 +32,7 @@ def deep_features(words, times):
 @pytest.fixture(scope="module")
 def subjects(tmp_path_factory):
     """Two subjects who heard the same stories (same words and times), different voxels."""
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     root = tmp_path_factory.mktemp("sweep")
     a = synthetic(root / "s1", n_stories=4, words_per_story=200, n_voxels=36, embedding_dim=6, n_test_repeats=2,

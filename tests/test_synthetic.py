@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 
-from scalenc.datasets import synthetic
-from scalenc.datasets.synthetic import TEST_STORY
+from scalenc.synthetic import synthetic
+from scalenc.synthetic.synthetic import TEST_STORY
 
 
 def _naive_lanczos(t_events, t_trs, tr=2.0, a=3):

@@ -21,7 +21,7 @@ from scalenc.assembly.textgrid import (
     read_textgrid,
     read_words,
 )
-from scalenc.datasets.writers import write_textgrid
+from scalenc.synthetic.writers import write_textgrid
 
 # --------------------------------------------------------------------------- helpers
 

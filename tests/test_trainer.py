@@ -23,7 +23,7 @@ ALPHAS = np.logspace(-1, 5, 7)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from scalenc.datasets import synthetic
+    from scalenc.synthetic import synthetic
 
     return synthetic(tmp_path_factory.mktemp("trainer"), n_stories=5, words_per_story=260, n_voxels=60,
                      embedding_dim=8, n_test_repeats=3, audio=False, seed=3)
@@ -113,7 +113,7 @@ def test_resume_reads_cache_and_layers(data, tmp_path, monkeypatch):
 
 
 def test_several_layers_from_one_extraction(data, tmp_path):
-    from scalenc.datasets.tiny_lm import build_tiny_lm
+    from scalenc.synthetic.tiny_lm import build_tiny_lm
 
     asm = data.assembly()
     lm = build_tiny_lm(tmp_path / "lm", [str(w) for s in asm.stories for w in asm.words(s).word.values],

@@ -5,7 +5,7 @@
   in ``writer.py``, which imports no other reader (no import cycle);
 - ``lebel.py`` builds an assembly from the OpenNeuro ds003020 tree;
 - ``textgrid.py`` parses Praat TextGrids (test-data writers are in
-  :mod:`scalenc.datasets.writers`);
+  :mod:`scalenc.synthetic.writers`);
 - ``legacy.py`` imports LITcoder pickles without running pickled code;
 - stored audio paths count from the store folder (or are absolute); :func:`relocate`
   (``scalenc assembly relocate``) re-points them when the data moved;

@@ -1,6 +1,6 @@
 """Read Praat TextGrid files (our own parser, no third-party library).
 
-The writer used to make test data lives in :mod:`scalenc.datasets.writers`.
+The writer used to make test data lives in :mod:`scalenc.synthetic.writers`.
 
 Used to read the word and phone timings of the LeBel fMRI dataset (OpenNeuro
 ds003020, ``derivative/TextGrids/<story>.TextGrid``): a phone tier and a word tier,

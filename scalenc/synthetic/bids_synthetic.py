@@ -16,7 +16,7 @@ benchmark (nothing can be downloaded here).
   per-section TextGrids, ``stimuli/task-lppEN_section-<n>.wav``;
 - ``embeddings.w2v.txt``: the word vectors of the generative model.
 
-Generative model (the pipeline's own stages, as in :mod:`scalenc.datasets.synthetic`):
+Generative model (the pipeline's own stages, as in :mod:`scalenc.synthetic.synthetic`):
 per story, word rate and a random word vector per word are Lanczos-downsampled onto the
 volume times of the reader's convention (TR centres on the audio clock, after the
 skipped volumes), FIR-delayed and z-scored; in-mask voxels are pure noise, or driven by

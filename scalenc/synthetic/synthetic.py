@@ -199,7 +199,7 @@ def synthetic(out: str | os.PathLike, *, n_stories: int = 6, words_per_story: in
     seed : int
         Everything is reproducible from it.
     layout : {None, "mni", "fsaverage5"}
-        Place the voxels on a template (:mod:`scalenc.datasets.layout`: ``mask_indices``,
+        Place the voxels on a template (:mod:`scalenc.synthetic.layout`: ``mask_indices``,
         ``roi`` and space attrs in the assembly's ``voxels``) so that maps can be drawn;
         the responses are the same with or without a layout. Needs nilearn.
 

@@ -1,6 +1,6 @@
 """Voxel layouts for the synthetic dataset: where each synthetic voxel sits on a brain.
 
-The synthetic responses (:mod:`scalenc.datasets.synthetic`) have no anatomy; a layout
+The synthetic responses (:mod:`scalenc.synthetic.synthetic`) have no anatomy; a layout
 places them on a template so that the demo and the tests can draw brain maps. Two
 layouts, both in millimetre coordinates of the MNI/fsaverage (Talairach-like) frame:
 
@@ -216,4 +216,4 @@ def write_layout(assembly_path, layout: VoxelLayout) -> None:
             raise LayoutError(f"{assembly_path}: voxels/{name} already exists; not overwritten")
     _write_array(vox, "mask_indices", layout.mask_indices.astype(np.int64), ["voxel"])
     _write_array(vox, "roi", layout.roi.astype(str), ["voxel"])
-    vox.attrs.update({**layout.attrs, "layout": f"synthetic ({layout.kind}), see scalenc.datasets.layout"})
+    vox.attrs.update({**layout.attrs, "layout": f"synthetic ({layout.kind}), see scalenc.synthetic.layout"})

@@ -77,7 +77,7 @@ def add_snapshot(cache_dir: str | os.PathLike, repo_id: str, folder: str | os.Pa
 
 def build_tiny_gpt2(out: str | os.PathLike, words: Iterable[str], *, n_layer: int = 10, n_embd: int = 32,
                     n_head: int = 2, seed: int = 0, presence: float = 0.5) -> Path:
-    """A random GPT-2 with a word-level tokenizer (:func:`scalenc.datasets.tiny_lm.build_tiny_lm`),
+    """A random GPT-2 with a word-level tokenizer (:func:`scalenc.synthetic.tiny_lm.build_tiny_lm`),
     deep enough for the tutorial's ``layer_idx=9``."""
     from .tiny_lm import build_tiny_lm
 
