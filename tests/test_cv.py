@@ -87,7 +87,7 @@ def test_story_kfold_shuffle_seeded():
 
 
 def test_story_kfold_errors():
-    with pytest.raises(ValueError, match="groups"):
+    with pytest.raises(ValueError, match="stories"):
         list(StoryKFold(3).split(N))
     with pytest.raises(ValueError, match="n_splits >= 2.*got 1"):
         StoryKFold(n_splits=1)

@@ -140,7 +140,7 @@ def test_outer_loop_permutes_within_stories(monkeypatch):
 
     seen = []
     orig = ncv.block_permutation_pvalues
-    monkeypatch.setattr(ncv, "block_permutation_pvalues", lambda *a, **k: seen.append(k["groups"]) or orig(*a, **k))
+    monkeypatch.setattr(ncv, "block_permutation_pvalues", lambda *a, **k: seen.append(k["stories"]) or orig(*a, **k))
     X, Y, groups = _data(seed=2)
     NestedCVModel(alphas=ALPHAS, n_outer_folds=4, n_inner_folds=3, n_permutations=19).fit_predict(X, Y, stories=groups)
     outer = [te for _, te in ChunkKFold(chunk_length=20, n_splits=4, seed=0).split(len(X), groups)]

@@ -187,9 +187,9 @@ def test_block_permutation_methods_agree_and_match_definition(backend):
     pred = 0.2 * y + rng.standard_normal((93, 6))
     groups = np.repeat([0, 1, 2], [31, 40, 22])
     p_g, null_g = block_permutation_pvalues(backend.asarray(y), backend.asarray(pred), block_length=8,
-                                            n_permutations=50, groups=groups,
+                                            n_permutations=50, stories=groups,
                                             return_null=True, method="gather")
-    p_b, null_b = block_permutation_pvalues(y, pred, block_length=8, n_permutations=50, groups=groups,
+    p_b, null_b = block_permutation_pvalues(y, pred, block_length=8, n_permutations=50, stories=groups,
                                             return_null=True, method="blocks")
     np.testing.assert_allclose(null_g, null_b, atol=1e-12)
     np.testing.assert_array_equal(p_g, p_b)

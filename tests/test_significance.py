@@ -27,7 +27,7 @@ def test_autocorrelation_of_ar1_and_orderings():
     np.testing.assert_allclose(acf, [0.6, 0.36, 0.216], atol=0.02)
     # within stories: a series and its copy stacked as two stories has the same autocorrelation
     two = np.concatenate([x[:, :5], x[:, :5]])
-    np.testing.assert_allclose(autocorrelation(two, 3, groups=np.repeat([0, 1], 4000)), autocorrelation(x[:, :5], 3))
+    np.testing.assert_allclose(autocorrelation(two, 3, stories=np.repeat([0, 1], 4000)), autocorrelation(x[:, :5], 3))
     # orderings: 30 rows in blocks of 10: 3! = 6; 28 rows: blocks 10, 10, 8: 2
     assert distinct_block_orderings(30, 10) == 6 and distinct_block_orderings(28, 10) == 2
     assert distinct_block_orderings(70, 10) == 5040 and distinct_block_orderings(70, 10, cap=100) == 100

@@ -235,12 +235,12 @@ class NestedCVModel:
         folds = list(self._splitter(self.n_inner_folds, stories).split(len(X), stories))
         return self.solver.prepare(self, X, folds)
 
-    def _pvalues(self, y, pred, r, groups=None) -> tuple[np.ndarray, str]:
+    def _pvalues(self, y, pred, r, stories=None) -> tuple[np.ndarray, str]:
         """(p-values, the method used): :func:`scalenc.ridge.scoring.significance` (block length
         from the data with ``permutation_block="auto"``; too few test rows for the permutation
         test: the effective-degrees-of-freedom t-test, with a warning)."""
         p, info = significance(y, pred, method=self.pvalue_method, block_length=self.permutation_block,
-                               n_permutations=self.n_permutations, seed=self.seed, groups=groups,
+                               n_permutations=self.n_permutations, seed=self.seed, stories=stories,
                                voxel_block=self.voxel_block)
         self._pvalue_info = info
         return p, info["pvalue_method"]

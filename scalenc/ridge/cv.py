@@ -1,12 +1,12 @@
 """Cross-validation splitters over TRs: story-grouped K-fold, chunked K-fold, bootstrap.
 
-Every splitter follows the scikit-learn protocol loosely: ``split(n_samples, groups)``
+Every splitter follows the scikit-learn protocol loosely: ``split(n_samples, stories)``
 yields ``(train_idx, test_idx)`` pairs of sorted ``int64`` indices into the TR axis,
 ``get_n_splits`` says how many pairs ``split`` yields. All randomness comes from
 :func:`numpy.random.default_rng` seeded by the splitter's ``seed``, so calling ``split``
 twice on the same input yields the same folds (LITcoder's folds were unseeded).
 
-``groups`` is always a per-TR story label, shape ``(n_samples,)``. Chunk-based
+``stories`` is always a per-TR story label, shape ``(n_samples,)``. Chunk-based
 splitters cut the time axis into contiguous chunks that never straddle a story boundary
 (a boundary is any place where the label changes between consecutive TRs), so a held-out
 chunk never contains the end of one story and the start of the next.
@@ -34,9 +34,9 @@ Split = tuple[np.ndarray, np.ndarray]
 class Splitter(Protocol):
     """What :func:`check_cv` accepts as a splitter object."""
 
-    def split(self, n_samples: int, groups: Any = None) -> Iterator[Split]: ...
+    def split(self, n_samples: int, stories: Any = None) -> Iterator[Split]: ...
 
-    def get_n_splits(self, n_samples: int | None = None, groups: Any = None) -> int: ...
+    def get_n_splits(self, n_samples: int | None = None, stories: Any = None) -> int: ...
 
 
 # --------------------------------------------------------------------------------------
@@ -50,11 +50,11 @@ def _check_n_samples(n_samples: Any) -> int:
     return int(n_samples)
 
 
-def _check_groups(groups: Any, n_samples: int) -> np.ndarray:
-    g = np.asarray(groups)
+def _check_stories(stories: Any, n_samples: int) -> np.ndarray:
+    g = np.asarray(stories)
     if g.ndim != 1 or g.shape[0] != n_samples:
         raise ValueError(
-            f"groups must be a 1-D array of story labels with one entry per sample "
+            f"stories must be a 1-D array of story labels with one entry per sample "
             f"(shape ({n_samples},)), got shape {g.shape}"
         )
     return g
@@ -68,24 +68,24 @@ def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _segments(n_samples: int, groups: Any) -> tuple[np.ndarray, np.ndarray]:
+def _segments(n_samples: int, stories: Any) -> tuple[np.ndarray, np.ndarray]:
     """Starts and stops of the maximal runs of equal consecutive story labels.
 
     Returns
     -------
     starts, stops : (n_segments,) int64 arrays
-        Without ``groups`` the whole axis is one segment ``[0, n_samples)``.
+        Without ``stories`` the whole axis is one segment ``[0, n_samples)``.
     """
-    if groups is None:
+    if stories is None:
         return np.array([0], dtype=np.int64), np.array([n_samples], dtype=np.int64)
-    g = _check_groups(groups, n_samples)
+    g = _check_stories(stories, n_samples)
     change = np.flatnonzero(g[1:] != g[:-1]) + 1
     starts = np.concatenate([[0], change]).astype(np.int64)
     stops = np.concatenate([change, [n_samples]]).astype(np.int64)
     return starts, stops
 
 
-def contiguous_chunks(n_samples: int, chunk_length: int, groups: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def contiguous_chunks(n_samples: int, chunk_length: int, stories: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``[0, n_samples)`` into contiguous chunks that never straddle a story boundary.
 
     Parameters
@@ -94,8 +94,8 @@ def contiguous_chunks(n_samples: int, chunk_length: int, groups: Any = None) -> 
         Number of TRs.
     chunk_length : int
         Chunk length in TRs; the last chunk of each story (or of the whole axis when
-        ``groups`` is None) may be shorter.
-    groups : (n_samples,) array-like or None
+        ``stories`` is None) may be shorter.
+    stories : (n_samples,) array-like or None
         Story label of each TR; chunks are cut within each run of equal labels.
 
     Returns
@@ -105,7 +105,7 @@ def contiguous_chunks(n_samples: int, chunk_length: int, groups: Any = None) -> 
     """
     n_samples = _check_n_samples(n_samples)
     chunk_length = _check_positive_int(chunk_length, "chunk_length")
-    seg_starts, seg_stops = _segments(n_samples, groups)
+    seg_starts, seg_stops = _segments(n_samples, stories)
     lengths = seg_stops - seg_starts
     n_per_seg = -(-lengths // chunk_length)  # ceil
     seg_of_chunk = np.repeat(np.arange(len(lengths)), n_per_seg)
@@ -177,13 +177,13 @@ class StoryKFold:
     def __repr__(self) -> str:
         return f"StoryKFold(n_splits={self.n_splits}, shuffle={self.shuffle}, seed={self.seed})"
 
-    def _stories(self, n_samples: int, groups: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _stories(self, n_samples: int, stories: Any) -> tuple[np.ndarray, np.ndarray]:
         """Story index of each sample (in order of first appearance) and story sizes."""
-        if groups is None:
+        if stories is None:
             raise ValueError(
-                "StoryKFold needs groups: a (n_samples,) array giving the story label of every TR"
+                "StoryKFold needs stories: a (n_samples,) array giving the story label of every TR"
             )
-        g = _check_groups(groups, n_samples)
+        g = _check_stories(stories, n_samples)
         _, first, inverse, counts = np.unique(g, return_index=True, return_inverse=True, return_counts=True)
         order = np.argsort(first, kind="stable")  # unique labels -> order of first appearance
         rank = np.empty_like(order)
@@ -191,25 +191,25 @@ class StoryKFold:
         story = rank[inverse.reshape(-1)]
         sizes = counts[order]
         if sizes.size < 2:
-            raise ValueError(f"StoryKFold needs at least 2 stories in groups, found {sizes.size}")
+            raise ValueError(f"StoryKFold needs at least 2 stories in stories, found {sizes.size}")
         return story.astype(np.int64), sizes.astype(np.int64)
 
-    def assign_folds(self, n_samples: int, groups: Any) -> np.ndarray:
+    def assign_folds(self, n_samples: int, stories: Any) -> np.ndarray:
         """Fold of each story.
 
         Parameters
         ----------
         n_samples : int
-        groups : (n_samples,) array-like
+        stories : (n_samples,) array-like
             Story label of each TR.
 
         Returns
         -------
         fold_of_story : (n_stories,) int64 array
-            Fold index of each story, stories in order of first appearance in ``groups``.
+            Fold index of each story, stories in order of first appearance in ``stories``.
         """
         n_samples = _check_n_samples(n_samples)
-        _, sizes = self._stories(n_samples, groups)
+        _, sizes = self._stories(n_samples, stories)
         return self._assign(sizes)
 
     def _assign(self, sizes: np.ndarray) -> np.ndarray:
@@ -232,31 +232,31 @@ class StoryKFold:
             totals[f] += sizes[s]
         return fold
 
-    def get_n_splits(self, n_samples: int | None = None, groups: Any = None) -> int:
-        """Number of splits; needs ``groups`` when ``n_splits`` is None.
+    def get_n_splits(self, n_samples: int | None = None, stories: Any = None) -> int:
+        """Number of splits; needs ``stories`` when ``n_splits`` is None.
 
         Parameters
         ----------
         n_samples : int, optional
-        groups : (n_samples,) array-like, optional
+        stories : (n_samples,) array-like, optional
             Story labels; when given the result is ``min(n_splits, n_stories)``.
         """
-        if groups is None:
+        if stories is None:
             if self.n_splits is None:
-                raise ValueError("StoryKFold(n_splits=None) is leave-one-story-out: pass groups to count the splits")
+                raise ValueError("StoryKFold(n_splits=None) is leave-one-story-out: pass stories to count the splits")
             return self.n_splits
-        g = np.asarray(groups)
+        g = np.asarray(stories)
         n_stories = np.unique(g).size
         return n_stories if self.n_splits is None else min(self.n_splits, n_stories)
 
-    def split(self, n_samples: int, groups: Any = None) -> Iterator[Split]:
+    def split(self, n_samples: int, stories: Any = None) -> Iterator[Split]:
         """Yield ``(train_idx, test_idx)``, one pair per fold.
 
         Parameters
         ----------
         n_samples : int
             Number of TRs.
-        groups : (n_samples,) array-like
+        stories : (n_samples,) array-like
             Story label of each TR (required).
 
         Yields
@@ -264,7 +264,7 @@ class StoryKFold:
         train_idx, test_idx : sorted int64 arrays
         """
         n_samples = _check_n_samples(n_samples)
-        story, sizes = self._stories(n_samples, groups)
+        story, sizes = self._stories(n_samples, stories)
         fold_of_sample = self._assign(sizes)[story]
         for f in range(int(fold_of_sample.max()) + 1):
             test_mask = fold_of_sample == f
@@ -275,7 +275,7 @@ class ChunkKFold:
     """K-fold over shuffled contiguous chunks of TRs (LITcoder's inner folds, seeded).
 
     The time axis is cut into chunks of ``chunk_length`` TRs (within each story when
-    ``groups`` is given: a story's last chunk may be shorter, and no chunk straddles a
+    ``stories`` is given: a story's last chunk may be shorter, and no chunk straddles a
     story boundary). The chunks are shuffled with ``np.random.default_rng(seed)`` and
     dealt round-robin into ``n_splits`` folds, so fold sizes differ by at most one chunk.
 
@@ -297,18 +297,18 @@ class ChunkKFold:
     def __repr__(self) -> str:
         return f"ChunkKFold(chunk_length={self.chunk_length}, n_splits={self.n_splits}, seed={self.seed})"
 
-    def get_n_splits(self, n_samples: int | None = None, groups: Any = None) -> int:
+    def get_n_splits(self, n_samples: int | None = None, stories: Any = None) -> int:
         """Number of splits (``n_splits``)."""
         return self.n_splits
 
-    def split(self, n_samples: int, groups: Any = None) -> Iterator[Split]:
+    def split(self, n_samples: int, stories: Any = None) -> Iterator[Split]:
         """Yield ``(train_idx, test_idx)``, one pair per fold.
 
         Parameters
         ----------
         n_samples : int
             Number of TRs.
-        groups : (n_samples,) array-like, optional
+        stories : (n_samples,) array-like, optional
             Story label of each TR; chunks never straddle a story boundary.
 
         Yields
@@ -316,7 +316,7 @@ class ChunkKFold:
         train_idx, test_idx : sorted int64 arrays
         """
         n_samples = _check_n_samples(n_samples)
-        starts, stops = contiguous_chunks(n_samples, self.chunk_length, groups)
+        starts, stops = contiguous_chunks(n_samples, self.chunk_length, stories)
         n_chunks = starts.size
         if n_chunks < self.n_splits:
             raise ValueError(
@@ -334,7 +334,7 @@ class Bootstrap:
     """HuthLab-style bootstrap: hold out random chunks, train on the rest.
 
     The time axis is cut into chunks of ``chunk_length`` TRs (within each story when
-    ``groups`` is given, as in :class:`ChunkKFold`). Each of the ``n_boots`` splits holds
+    ``stories`` is given, as in :class:`ChunkKFold`). Each of the ``n_boots`` splits holds
     out ``n_chunks`` distinct chunks drawn without replacement and trains on all other
     TRs. One ``np.random.default_rng(seed)`` drives all splits, so ``split`` is
     reproducible; test sets of different splits may overlap.
@@ -360,18 +360,18 @@ class Bootstrap:
         return (f"Bootstrap(n_boots={self.n_boots}, chunk_length={self.chunk_length}, "
                 f"n_chunks={self.n_chunks}, seed={self.seed})")
 
-    def get_n_splits(self, n_samples: int | None = None, groups: Any = None) -> int:
+    def get_n_splits(self, n_samples: int | None = None, stories: Any = None) -> int:
         """Number of splits (``n_boots``)."""
         return self.n_boots
 
-    def split(self, n_samples: int, groups: Any = None) -> Iterator[Split]:
+    def split(self, n_samples: int, stories: Any = None) -> Iterator[Split]:
         """Yield ``(train_idx, test_idx)``, one pair per bootstrap.
 
         Parameters
         ----------
         n_samples : int
             Number of TRs.
-        groups : (n_samples,) array-like, optional
+        stories : (n_samples,) array-like, optional
             Story label of each TR; chunks never straddle a story boundary.
 
         Yields
@@ -379,7 +379,7 @@ class Bootstrap:
         train_idx, test_idx : sorted int64 arrays
         """
         n_samples = _check_n_samples(n_samples)
-        starts, stops = contiguous_chunks(n_samples, self.chunk_length, groups)
+        starts, stops = contiguous_chunks(n_samples, self.chunk_length, stories)
         total = starts.size
         if total < self.n_chunks + 1:
             raise ValueError(
@@ -427,20 +427,20 @@ def _validate_pair(pair: Any, k: int, n_samples: int) -> Split:
     return out[0], out[1]
 
 
-def check_cv(cv: int | Splitter | Iterable[Any], n_samples: int, groups: Any = None) -> list[Split]:
+def check_cv(cv: int | Splitter | Iterable[Any], n_samples: int, stories: Any = None) -> list[Split]:
     """Turn a cross-validation specification into an explicit list of splits.
 
     Parameters
     ----------
     cv : int, splitter object, or iterable of (train_idx, test_idx) pairs
-        - int: ``StoryKFold(n_splits=cv)`` when ``groups`` is given, else
+        - int: ``StoryKFold(n_splits=cv)`` when ``stories`` is given, else
           ``ChunkKFold(n_splits=cv)`` (20-TR chunks, seed 0).
-        - an object with ``split(n_samples, groups)`` (:class:`StoryKFold`,
+        - an object with ``split(n_samples, stories)`` (:class:`StoryKFold`,
           :class:`ChunkKFold`, :class:`Bootstrap`, or your own).
         - explicit pairs of integer index arrays.
     n_samples : int
         Number of TRs.
-    groups : (n_samples,) array-like, optional
+    stories : (n_samples,) array-like, optional
         Story label of each TR.
 
     Returns
@@ -450,20 +450,20 @@ def check_cv(cv: int | Splitter | Iterable[Any], n_samples: int, groups: Any = N
         duplicates, train and test non-empty and disjoint.
     """
     n_samples = _check_n_samples(n_samples)
-    if groups is not None:
-        _check_groups(groups, n_samples)
+    if stories is not None:
+        _check_stories(stories, n_samples)
     if isinstance(cv, (bool, np.bool_)):
         raise TypeError("cv must be an int, a splitter or a list of (train, test) pairs, got a bool")
     if isinstance(cv, (int, np.integer)):
-        splitter: Any = StoryKFold(n_splits=int(cv)) if groups is not None else ChunkKFold(n_splits=int(cv))
-        pairs: Iterable[Any] = splitter.split(n_samples, groups)
+        splitter: Any = StoryKFold(n_splits=int(cv)) if stories is not None else ChunkKFold(n_splits=int(cv))
+        pairs: Iterable[Any] = splitter.split(n_samples, stories)
     elif hasattr(cv, "split") and callable(cv.split):
-        pairs = cv.split(n_samples, groups)
+        pairs = cv.split(n_samples, stories)
     elif isinstance(cv, Iterable) and not isinstance(cv, (str, bytes, np.ndarray)):
         pairs = cv
     else:
         raise TypeError(
-            f"cv must be an int, a splitter with split(n_samples, groups), or a list of (train, test) pairs; "
+            f"cv must be an int, a splitter with split(n_samples, stories), or a list of (train, test) pairs; "
             f"got {type(cv).__name__}"
         )
     splits = [_validate_pair(p, k, n_samples) for k, p in enumerate(pairs)]

@@ -210,8 +210,8 @@ def pearson_pvalues(
     return np.asarray(p, dtype=np.float64)
 
 
-def _block_layout(n_samples: int, block_length: int, groups: Any) -> tuple[np.ndarray, np.ndarray]:
-    starts, stops = contiguous_chunks(n_samples, block_length, groups)
+def _block_layout(n_samples: int, block_length: int, stories: Any) -> tuple[np.ndarray, np.ndarray]:
+    starts, stops = contiguous_chunks(n_samples, block_length, stories)
     return starts, stops - starts
 
 
@@ -282,14 +282,14 @@ def block_permutation_pvalues(
     block_length: int = 10,
     n_permutations: int = 1000,
     seed: int | None = 0,
-    groups: Any = None,
+    stories: Any = None,
     return_null: bool = False,
     method: Literal["auto", "gather", "blocks"] = "auto",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """One-sided permutation p-values of Pearson r that respect autocorrelation.
 
     The time axis is cut into contiguous blocks of ``block_length`` TRs (within each
-    story when ``groups`` is given; a story's last block may be shorter). Each
+    story when ``stories`` is given; a story's last block may be shorter). Each
     permutation shuffles the blocks of ``y_pred`` (blocks of equal length trade places,
     so a story's short last block only trades with other short blocks) and recomputes r
     for every voxel with the same permutation. Autocorrelation within a block is kept,
@@ -308,7 +308,7 @@ def block_permutation_pvalues(
     n_permutations : int, default 1000
     seed : int or None, default 0
         Seed of ``np.random.default_rng``; the same seed gives the same permutations.
-    groups : (n_trs,) array-like, optional
+    stories : (n_trs,) array-like, optional
         Story label of each TR; blocks never straddle a story boundary.
     return_null : bool, default False
         Also return the null correlations.
@@ -332,7 +332,7 @@ def block_permutation_pvalues(
         raise ValueError(f"n_permutations must be a positive int, got {n_permutations!r}")
     if method not in ("auto", "gather", "blocks"):
         raise ValueError(f"method must be 'auto', 'gather' or 'blocks', got {method!r}")
-    starts, lengths = _block_layout(n, block_length, groups)
+    starts, lengths = _block_layout(n, block_length, stories)
     rng = np.random.default_rng(seed)
     perms, classes = _block_permutations(lengths, int(n_permutations), rng)
     if not any(c.size > 1 for c in classes):
@@ -369,22 +369,22 @@ def block_permutation_pvalues(
 # --------------------------------------------------------------------------------------
 # autocorrelation-aware significance: block length, short test sets, degenerate voxels
 # --------------------------------------------------------------------------------------
-def _segments_of(n: int, groups: Any) -> list[slice]:
-    if groups is None:
+def _segments_of(n: int, stories: Any) -> list[slice]:
+    if stories is None:
         return [slice(0, n)]
-    g = np.asarray(groups)
+    g = np.asarray(stories)
     if g.shape != (n,):
-        raise ValueError(f"groups must have one label per row ({n}), got shape {g.shape}")
+        raise ValueError(f"stories must have one label per row ({n}), got shape {g.shape}")
     cut = np.flatnonzero(g[1:] != g[:-1]) + 1
     bounds = np.concatenate([[0], cut, [n]])
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def autocorrelation(x: Any, max_lag: int, groups: Any = None) -> np.ndarray:
+def autocorrelation(x: Any, max_lag: int, stories: Any = None) -> np.ndarray:
     """Sample autocorrelation of each column at lags ``1 .. max_lag``.
 
     The usual (biased) estimator ``sum_t x_t x_{t+k} / sum_t x_t^2`` of the mean-removed
-    series; with ``groups`` each story's mean is removed and only pairs within a story
+    series; with ``stories`` each story's mean is removed and only pairs within a story
     count (sums pooled over stories). Constant columns give 0; NaN gives NaN.
 
     Returns
@@ -398,7 +398,7 @@ def autocorrelation(x: Any, max_lag: int, groups: Any = None) -> np.ndarray:
     max_lag = int(max_lag)
     num = np.zeros((max_lag, v))
     den = np.zeros(v)
-    for seg in _segments_of(n, groups):
+    for seg in _segments_of(n, stories):
         xs = np.asarray(a[seg], dtype=np.float64)
         xs = xs - xs.mean(axis=0)
         den += np.einsum("ij,ij->j", xs, xs)
@@ -409,10 +409,10 @@ def autocorrelation(x: Any, max_lag: int, groups: Any = None) -> np.ndarray:
     return np.where(np.isnan(den), np.nan, out)
 
 
-def distinct_block_orderings(n_samples: int, block_length: int, groups: Any = None, cap: int = 10**9) -> int:
+def distinct_block_orderings(n_samples: int, block_length: int, stories: Any = None, cap: int = 10**9) -> int:
     """Distinct orderings the block permutation test can produce: the product over
     classes of equal-length blocks of (blocks in the class)!, capped at ``cap``."""
-    starts, lengths = _block_layout(n_samples, int(block_length), groups)
+    starts, lengths = _block_layout(n_samples, int(block_length), stories)
     total = 1
     for L in np.unique(lengths):
         total *= math.factorial(min(int(np.count_nonzero(lengths == L)), 20))
@@ -421,7 +421,7 @@ def distinct_block_orderings(n_samples: int, block_length: int, groups: Any = No
     return int(total)
 
 
-def choose_block_length(y_true: Any, y_pred: Any = None, *, groups: Any = None, threshold: float = 0.1,
+def choose_block_length(y_true: Any, y_pred: Any = None, *, stories: Any = None, threshold: float = 0.1,
                         min_length: int = 10, max_loss: float = 0.05, max_lag: int | None = None) -> int:
     """Block length (TRs) of the block permutation test from the data's autocorrelation.
 
@@ -439,7 +439,7 @@ def choose_block_length(y_true: Any, y_pred: Any = None, *, groups: Any = None, 
     Parameters
     ----------
     y_true, y_pred : (n_trs, n_voxels) arrays
-    groups : (n_trs,) array-like, optional
+    stories : (n_trs,) array-like, optional
         Story of each row (autocorrelations within stories).
     threshold, min_length, max_loss : see above
     max_lag : int, optional
@@ -455,12 +455,12 @@ def choose_block_length(y_true: Any, y_pred: Any = None, *, groups: Any = None, 
     n = a.shape[0]
     max_lag = max(1, min(int(max_lag or n // 4), n - 2))
     ok = np.all(np.isfinite(a), axis=0)
-    cy = np.nanmean(autocorrelation(a[:, ok], max_lag, groups), axis=1) if ok.any() else np.zeros(max_lag)
+    cy = np.nanmean(autocorrelation(a[:, ok], max_lag, stories), axis=1) if ok.any() else np.zeros(max_lag)
     if y_pred is not None:
         b = host_array(y_pred)
         b = b[:, None] if b.ndim == 1 else b
         okp = ok & np.all(np.isfinite(b), axis=0)
-        cp = np.nanmean(autocorrelation(b[:, okp], max_lag, groups), axis=1) if okp.any() else np.zeros(max_lag)
+        cp = np.nanmean(autocorrelation(b[:, okp], max_lag, stories), axis=1) if okp.any() else np.zeros(max_lag)
     else:
         cp = cy
     below = np.flatnonzero(cy < threshold)
@@ -480,7 +480,7 @@ def choose_block_length(y_true: Any, y_pred: Any = None, *, groups: Any = None, 
     return int(length)
 
 
-def effective_dof_pvalues(y_true: Any, y_pred: Any, *, groups: Any = None, max_lag: int | None = None,
+def effective_dof_pvalues(y_true: Any, y_pred: Any, *, stories: Any = None, max_lag: int | None = None,
                           alternative: Literal["greater", "two-sided"] = "greater") -> np.ndarray:
     """Student-t p-values of Pearson r with degrees of freedom corrected for autocorrelation.
 
@@ -507,8 +507,8 @@ def effective_dof_pvalues(y_true: Any, y_pred: Any, *, groups: Any = None, max_l
     M = max(1, int(max_lag if max_lag is not None else n // 5))
     M = min(M, n - 2) if n > 2 else 1
     r = pearson_r(a, b)
-    ry = autocorrelation(a, M, groups) + 1.0 / n
-    rp = autocorrelation(b, M, groups) + 1.0 / n
+    ry = autocorrelation(a, M, stories) + 1.0 / n
+    rp = autocorrelation(b, M, stories) + 1.0 / n
     k = np.arange(1, M + 1)[:, None]
     factor = 1.0 + 2.0 * np.sum((n - k) / n * ry * rp, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -595,7 +595,7 @@ def scatter_voxels(ds: Any, keep: np.ndarray, n_voxels: int) -> Any:
 
 
 def significance(y_true: Any, y_pred: Any, *, method: str = "permutation", block_length: int | str = "auto",
-                 n_permutations: int = 1000, seed: int | None = 0, groups: Any = None,
+                 n_permutations: int = 1000, seed: int | None = 0, stories: Any = None,
                  min_orderings: int | None = None, voxel_block: int | None = 2000,
                  workers: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """One-sided p-values of each voxel's test correlation, with the method chosen for the data.
@@ -643,11 +643,11 @@ def significance(y_true: Any, y_pred: Any, *, method: str = "permutation", block
         if isinstance(block_length, str):
             if block_length != "auto":
                 raise ValueError(f"block_length must be an int or 'auto', got {block_length!r}")
-            L = choose_block_length(a[:, good], b[:, good], groups=groups) if n >= 4 else max(1, n)
+            L = choose_block_length(a[:, good], b[:, good], stories=stories) if n >= 4 else max(1, n)
         else:
             L = int(block_length)
         need = int(min(MIN_ORDERINGS, n_permutations) if min_orderings is None else min_orderings)
-        orderings = distinct_block_orderings(n, L, groups, cap=max(need, 2))
+        orderings = distinct_block_orderings(n, L, stories, cap=max(need, 2))
         if orderings < max(need, 2):
             logger.warning("%d test rows in blocks of %d TRs allow only %d distinct block orderings (fewer than %d): "
                            "p-values from the effective-degrees-of-freedom t-test instead of the permutation test",
@@ -665,11 +665,11 @@ def significance(y_true: Any, y_pred: Any, *, method: str = "permutation", block
 
         def one(sl):
             return block_permutation_pvalues(a[:, sl], b[:, sl], block_length=info["permutation_block"],
-                                             n_permutations=int(n_permutations), seed=seed, groups=groups)
+                                             n_permutations=int(n_permutations), seed=seed, stories=stories)
 
         run_blocks(one, spans, pg.__setitem__, workers=local_workers(len(spans)) if workers is None else workers)
     elif used == "effective_dof":
-        pg = effective_dof_pvalues(a, b, groups=groups)
+        pg = effective_dof_pvalues(a, b, stories=stories)
     else:
         pg = pearson_pvalues(pearson_r(a, b), n)
     p = np.where(bad, 1.0, pg)
