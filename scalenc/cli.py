@@ -272,8 +272,12 @@ def _cmd_run_secured(args) -> int:
                                           source=str(args.config), overwrite=args.overwrite or None)
     m = trainer.train()
     which = "" if m.get("layer") in (None, "0") else f" (layer {m['layer']}, the best of {len(m.get('per_layer', [1]))})"
+    how = str(m.get("pvalue_method", ""))
+    asked = getattr(trainer.model, "pvalue_method", how)
+    pvals = "" if how == asked else (f"; p-values by {how} (the test set is too short for the {asked} test "
+                                     "to reach small p)")
     print(f"run {trainer.run_name}{which}: median r {m['median_score']:.4f}, {m['n_significant']} significant voxels "
-          f"({m['percent_significant']:.1f} %); results in {m['results_dir']}")
+          f"({m['percent_significant']:.1f} %){pvals}; results in {m['results_dir']}")
     return 0
 
 

@@ -178,17 +178,29 @@ def summary_rows(subject: str, model: str, res, run_dir, train_stories, min_ceil
 
 
 def plot_scaling(summary, path: str | os.PathLike, *, parameters: Mapping[str, float] | None = None) -> Path:
-    """``scaling.png``: the paper's average r² (mean ``r |r|``), median r and fraction of the
-    noise ceiling vs layer, one line per (model, subject), one colour per model; with
-    ``parameters`` (model -> parameter count) a fourth panel puts each model's best layer
-    on a log-scale model-size axis. Written atomically."""
+    """``scaling.png`` (:func:`scaling_figure`), written atomically."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig = scaling_figure(summary, parameters=parameters)
+    tmp = path.with_name(f".tmp-{path.name}")
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def scaling_figure(summary, *, parameters: Mapping[str, float] | None = None):
+    """The paper's average r² (mean ``r |r|``), median r and fraction of the noise ceiling vs
+    layer (integer layer ticks, y axes from 0), one line per (model, subject), one colour per
+    model, a title; with ``parameters`` (model -> parameter count) a fourth panel puts each
+    model's best layer on a log-scale model-size axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    path = Path(path)
     cols = [("mean_r_abs_r", "average r² (mean r·|r|)"), ("median_r", "median test r"),
             ("fraction_of_ceiling", "fraction of noise ceiling")]
     n_panels = len(cols) + bool(parameters)
@@ -229,11 +241,7 @@ def plot_scaling(summary, path: str | os.PathLike, *, parameters: Mapping[str, f
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(f"scaling: {len(models)} model(s), {summary['subject'].nunique()} subject(s)")
     fig.tight_layout()
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,4 +459,4 @@ def from_config(cfg: dict[str, Any], *, cluster: Any = None, source: str = "conf
 
 
 __all__ = ["SUMMARY_COLUMNS", "SweepError", "SweepResult", "fraction_of_ceiling", "from_config", "mean_r_abs_r",
-           "median_r_norm", "plot_scaling", "sweep"]
+           "median_r_norm", "plot_scaling", "scaling_figure", "sweep"]

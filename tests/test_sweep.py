@@ -221,3 +221,42 @@ model_name = "{a.embeddings_path}"
     bad.write_text(cfg.read_text().replace('name = "wr+emb"\n', ""))
     assert main(["run", str(bad)]) == 2
     assert "[[models]] #1 needs a 'name'" in capsys.readouterr().err
+
+
+def test_scaling_figure_reads_at_a_glance():
+    """Integer layer ticks (not 1.0, 1.2, ...), y axes from 0, a title, a model-size axis."""
+    import matplotlib.pyplot as plt
+
+    from scalenc.sweep import mean_r_abs_r, scaling_figure
+
+    rows = []
+    for model, base in (("small", 0.1), ("large", 0.2)):
+        for layer in range(4):
+            r = np.full(10, base + 0.01 * layer)
+            rows.append({"subject": "S1", "model": model, "layer": str(layer), "median_r": float(np.median(r)),
+                         "mean_r_abs_r": mean_r_abs_r(r), "fraction_of_ceiling": base * 2})
+    fig = scaling_figure(pd.DataFrame(rows), parameters={"small": 1e6, "large": 1e8})
+    assert "scaling" in fig._suptitle.get_text()
+    for ax in fig.axes[:3]:
+        ticks = [t for t in ax.get_xticks() if 0 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+        assert ax.get_ylim()[0] == 0.0
+    assert fig.axes[3].get_xscale() == "log"
+    plt.close(fig)
+    assert mean_r_abs_r(np.array([0.5, -0.5, np.nan, 0.2])) == pytest.approx((0.25 - 0.25 + 0.04) / 3)
+
+
+def test_subjects_with_different_story_sets_are_noted(subjects, tmp_path, caplog):
+    import logging
+
+    a, b = subjects
+    fewer = b.assembly().subset(stories=b.assembly().stories[1:])
+    model = NestedCVModel(alphas=ALPHAS, n_inner_folds=3, seed=2)
+    with caplog.at_level(logging.WARNING, logger="scalenc.sweep"):
+        res = sweep([a.assembly(), fewer], {"wr+emb": _models(a, tmp_path / "c")["wr+emb"]}, model=model,
+                    results_dir=tmp_path, name="mixed")
+    assert "training sets differ" in caplog.text
+    n = res.summary.set_index("subject").n_train_stories
+    assert n["SYN01"] == n["SYN02"] + 1
+    assert res.summary.set_index("subject").train_stories["SYN02"] in \
+        res.summary.set_index("subject").train_stories["SYN01"]

@@ -207,12 +207,47 @@ model_name = "{data.embeddings_path}"
 cache_dir = "cache"
 """)
     assert main(["run", str(cfg)]) == 0
-    assert "run toml: median r" in capsys.readouterr().out
+    line = capsys.readouterr().out
+    assert "run toml: median r" in line and "p-values by" not in line  # the permutation test, as asked
     res = results.load(tmp_path / "out" / "toml")
     assert res.layer()["r"].shape == (60,)
     # the resolved config written with the results is itself a valid run configuration
     again = load_config(tmp_path / "out" / "toml" / "config.toml")
     assert again["fir_delays"] == [1, 2, 3, 4] and len(again["extractors"]) == 2
+
+
+def test_short_test_set_summary_line_names_the_pvalue_method(data, tmp_path, capsys):
+    """The tutorials' LeBel trimming leaves this test story a few dozen rows: the permutation
+    test cannot reach small p there, so the effective-dof test is used, and the run's summary
+    line and results say so; strongly predicted voxels get small p."""
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f"""
+run_name = "short"
+results_dir = "out"
+assembly = "{data.assembly_path}"
+logger_backend = "none"
+[trimming]
+train_features_start = 10
+train_features_end = -5
+test_features_start = 50
+test_features_end = -5
+test_targets_start = 40
+[model]
+alphas_logspace = [-1, 5, 7]
+[[extractors]]
+modality = "embeddings"
+model_name = "{data.embeddings_path}"
+""")
+    assert main(["run", str(cfg)]) == 0
+    line = capsys.readouterr().out
+    res = results.load(tmp_path / "out" / "short")
+    assert res.dataset.attrs["pvalue_method"] == "effective_dof"
+    assert "p-values by effective_dof (the test set is too short for the permutation test" in line
+    lay = res.layer().load()
+    n_test = int(res.dataset.attrs["n_test"])
+    # a handful of rows: no block permutation could give p below 1/2 here; this test can
+    strong = lay["r"].values > 0.8
+    assert n_test < 40 and strong.any() and float(lay["p"].values[strong].max()) < 0.05
 
 
 @pytest.mark.parametrize("text, match", [
