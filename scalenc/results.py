@@ -13,6 +13,9 @@ it with ``to_zarr``. Variables (:data:`VARIABLES`):
     weights       (layer, feature, voxel) when saved; ``feature_space`` and ``delay`` coordinates
     intercept     (layer, voxel)        when the weights are saved
     noise_ceiling (voxel)               when known; its source in ``attrs["noise_ceiling_source"]``
+    r_norm        (layer, voxel)        r / noise_ceiling (CC_norm), NaN below ``attrs["ceiling_threshold"]``
+    solver outputs                      e.g. banded ``gamma, r2_split, r_split``; stacking
+                                        ``stack_weight`` ... over (layer, space, voxel)
 
 Settings and other scalars are attributes (``pvalue_method``, ``alpha_fdr``,
 ``feature_spaces`` as JSON, ``n_test``...). :func:`to_metrics` turns one layer into the
@@ -24,7 +27,9 @@ Layout of ``<results_dir>/<run_name>/``::
     metrics.json     summary numbers per layer (median/mean r, n significant, ...)
     config.toml      the resolved configuration of the run
     report.png       r histogram; r vs noise ceiling; median r per layer; brain maps
-    report.html      all figures (maps/*.png) and summary numbers (scalenc.plot.report)
+    report.html      one self-contained interactive page: maps with a selector and threshold,
+                     a voxel's values, per-layer curves, ROI table, config (scalenc.plot.report)
+    maps/, export/   the maps as PNG, and as NIfTI / GIFTI / .npy with JSON sidecars
 
 Everything is written to a temporary folder and renamed at the end, so a crash never
 loses or half-writes results. This module is the data contract only: it imports nothing
