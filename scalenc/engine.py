@@ -253,7 +253,8 @@ def _x_side_task(model, designs: Sequence[xr.DataArray], shared: bool):
 
 def _grid_key(asm, story: str) -> tuple:
     grid = np.ascontiguousarray(asm.tr_times(story).values, dtype="<f8")
-    return (grid.tobytes(), int(asm.grid_offset(story)), int(asm.bold(story).shape[0]))
+    rows = asm.bold_data(story).shape[0] if hasattr(asm, "bold_data") else asm.bold(story).shape[0]
+    return (grid.tobytes(), int(asm.grid_offset(story)), int(rows))
 
 
 def _shares_x_side(model) -> bool:

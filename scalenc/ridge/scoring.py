@@ -421,8 +421,17 @@ def distinct_block_orderings(n_samples: int, block_length: int, stories: Any = N
     return int(total)
 
 
+def _spread(mask: np.ndarray, k: int) -> np.ndarray:
+    """``k`` of the True entries of ``mask``, evenly spaced (a mask of the same shape)."""
+    idx = np.flatnonzero(mask)
+    keep = np.zeros_like(mask)
+    keep[idx[np.unique(np.linspace(0, idx.size - 1, k).round().astype(np.int64))]] = True
+    return keep
+
+
 def choose_block_length(y_true: Any, y_pred: Any = None, *, stories: Any = None, threshold: float = 0.1,
-                        min_length: int = 10, max_loss: float = 0.05, max_lag: int | None = None) -> int:
+                        min_length: int = 10, max_loss: float = 0.05, max_lag: int | None = None,
+                        max_voxels: int | None = 4096) -> int:
     """Block length (TRs) of the block permutation test from the data's autocorrelation.
 
     Let ``c_y(d)`` and ``c_p(d)`` be the autocorrelations at lag ``d`` of ``y_true`` and
@@ -444,6 +453,9 @@ def choose_block_length(y_true: Any, y_pred: Any = None, *, stories: Any = None,
     threshold, min_length, max_loss : see above
     max_lag : int, optional
         Lags considered (default ``n_trs // 4``).
+    max_voxels : int or None
+        The voxel averages use at most this many voxels, evenly spaced over the finite ones
+        (a mean over thousands of voxels is stable; the choice stays deterministic). None: all.
 
     Returns
     -------
@@ -455,11 +467,16 @@ def choose_block_length(y_true: Any, y_pred: Any = None, *, stories: Any = None,
     n = a.shape[0]
     max_lag = max(1, min(int(max_lag or n // 4), n - 2))
     ok = np.all(np.isfinite(a), axis=0)
-    cy = np.nanmean(autocorrelation(a[:, ok], max_lag, stories), axis=1) if ok.any() else np.zeros(max_lag)
     if y_pred is not None:
         b = host_array(y_pred)
         b = b[:, None] if b.ndim == 1 else b
         okp = ok & np.all(np.isfinite(b), axis=0)
+        if max_voxels is not None and okp.sum() > max_voxels:
+            okp = _spread(okp, max_voxels)
+    if max_voxels is not None and ok.sum() > max_voxels:
+        ok = _spread(ok, max_voxels)
+    cy = np.nanmean(autocorrelation(a[:, ok], max_lag, stories), axis=1) if ok.any() else np.zeros(max_lag)
+    if y_pred is not None:
         cp = np.nanmean(autocorrelation(b[:, okp], max_lag, stories), axis=1) if okp.any() else np.zeros(max_lag)
     else:
         cp = cy
