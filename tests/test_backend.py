@@ -25,8 +25,9 @@ def _np(backend, x):
 
 
 def test_one_list_of_backends():
-    assert BACKENDS == tuple(_MODULES) == ("numpy", "cupy", "torch", "torch_cuda")
-    assert GPU_BACKENDS == ("cupy", "torch_cuda")
+    assert BACKENDS == tuple(_MODULES) and {"numpy", "cupy", "torch", "torch_cuda"} <= set(BACKENDS)
+    assert GPU_BACKENDS == tuple(n for n, (_, _, gpu) in _MODULES.items() if gpu)
+    assert {"cupy", "torch_cuda"} <= set(GPU_BACKENDS) and "numpy" not in GPU_BACKENDS
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
