@@ -276,8 +276,13 @@ def _cmd_run_secured(args) -> int:
     asked = getattr(trainer.model, "pvalue_method", how)
     pvals = "" if how == asked else (f"; p-values by {how} (the test set is too short for the {asked} test "
                                      "to reach small p)")
-    print(f"run {trainer.run_name}{which}: median r {m['median_score']:.4f}, {m['n_significant']} significant voxels "
-          f"({m['percent_significant']:.1f} %){pvals}; results in {m['results_dir']}")
+    rn = m.get("normalized_correlations")
+    ceil = ""
+    if rn is not None and np.isfinite(np.asarray(rn, float)).any():
+        rn = np.asarray(rn, float)
+        ceil = f", median r / ceiling {np.nanmedian(rn):.3f} over {int(np.isfinite(rn).sum())} voxels"
+    print(f"run {trainer.run_name}{which}: median r {m['median_score']:.4f}{ceil}, {m['n_significant']} significant "
+          f"voxels ({m['percent_significant']:.1f} %){pvals}; results in {m['results_dir']}")
     return 0
 
 

@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 #: Dataset variable -> LITcoder metrics key
 VARIABLES = {"r": "correlations", "r2": "r2_scores", "alpha": "best_alphas", "p": "p_values",
              "q": "corrected_p_values", "significant": "significant_mask", "r_fold": "fold_correlations",
-             "noise_ceiling": "noise_ceiling"}
+             "noise_ceiling": "noise_ceiling", "r_norm": "normalized_correlations"}
 PER_VOXEL = tuple(VARIABLES.values())
 
 
@@ -172,6 +172,10 @@ def summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
             out[k] = _json_ready(v)
     if metrics.get("noise_ceiling") is not None:
         out["median_noise_ceiling"] = float(np.nanmedian(np.asarray(metrics["noise_ceiling"], float)))
+    if metrics.get("normalized_correlations") is not None:  # r / ceiling over the voxels with a ceiling
+        rn = np.asarray(metrics["normalized_correlations"], float)
+        out["median_r_norm"] = float(np.nanmedian(rn)) if np.isfinite(rn).any() else float("nan")
+        out["n_ceiling_voxels"] = int(np.isfinite(rn).sum())
     return out
 
 

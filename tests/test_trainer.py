@@ -210,6 +210,15 @@ cache_dir = "cache"
     line = capsys.readouterr().out
     assert "run toml: median r" in line and "p-values by" not in line  # the permutation test, as asked
     res = results.load(tmp_path / "out" / "toml")
+    # scores against the noise ceiling (here the ground truth's): r / ceiling where the ceiling >= 0.1
+    lay = res.layer().load()
+    c, r = lay["noise_ceiling"].values, lay["r"].values
+    direct = np.where(c >= 0.1, r / np.where(c >= 0.1, c, 1), np.nan)
+    np.testing.assert_allclose(lay["r_norm"].values, direct)
+    summ = json.loads((tmp_path / "out" / "toml" / "metrics.json").read_text())["layers"]["0"]
+    assert summ["median_r_norm"] == pytest.approx(float(np.nanmedian(direct)))
+    assert summ["n_ceiling_voxels"] == int(np.isfinite(direct).sum()) > 0
+    assert f"median r / ceiling {np.nanmedian(direct):.3f} over {int(np.isfinite(direct).sum())} voxels" in line
     assert res.layer()["r"].shape == (60,)
     # the resolved config written with the results is itself a valid run configuration
     again = load_config(tmp_path / "out" / "toml" / "config.toml")
