@@ -244,6 +244,40 @@ def scaling_figure(summary, *, parameters: Mapping[str, float] | None = None):
     return fig
 
 
+def _stacked_runs(stack: Mapping[str, list], mods: Mapping[str, list], rows: list, runs: Mapping, trainers: Mapping,
+                  asms, make_trainer) -> tuple[list, dict]:
+    """The runs of ``stack`` (name -> models): per subject, the models' extractors side by
+    side, each multi-layer model pinned at its best layer (highest mean ``r |r|`` averaged
+    over subjects, from the models' summary ``rows``). Returns ``[(trainer, run)]`` and
+    ``{stack name: {model: best layer}}``."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    sruns, chosen = [], {}
+    for sname, names in stack.items():
+        missing = [m for m in names if m not in mods]
+        if missing or len(names) < 2 or sname in mods:
+            raise SweepError(f"sweep: stack {sname!r} needs two or more of the sweep's models {list(mods)} and a "
+                             f"name of its own (unknown: {missing})")
+        best = {m: str(table[table.model == m].groupby("layer", sort=False)["mean_r_abs_r"].mean().idxmax())
+                for m in names}
+        chosen[sname] = best
+        for asm in asms:
+            subj = str(asm.subject)
+            exs, pins = [], []
+            for m in names:
+                run = runs[(subj, m)]
+                if run.multi is not None:
+                    layer = next(lay for lay in run.layers if engine.layer_label(lay) == best[m])
+                    pins.append((len(exs) + run.multi, layer))
+                exs += trainers[(subj, m)].feature_extractors
+            tr = make_trainer(asm, exs, sname)
+            run = tr.plan().runs[0]
+            run.layers, run.multi = [engine.Pinned(pins)], None
+            sruns.append((tr, run))
+    return sruns, chosen
+
+
 # ---------------------------------------------------------------------------------------------
 def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alignment | None = None,
           use_train_test_split: bool = True, stories=None, results_dir: str | os.PathLike = "results",
@@ -331,7 +365,15 @@ def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alig
     mods = _as_models(models)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(results_dir) / "feature_cache"
 
-    # one trainer per (subject, model): its run is what the single run would fit
+    def trainer_of(asm, exs, run_name: str, fit_model, layer_idx=None) -> AbstractTrainer:
+        """The trainer of one (subject, model): its run is what the single run would fit."""
+        return AbstractTrainer(asm, exs, align.downsampler, fit_model, align.fir_delays, align.trimming,
+                               use_train_test_split=use_train_test_split, logger_backend="none",
+                               results_dir=root / str(asm.subject), downsample_config=align.downsample_config,
+                               layer_idx=layer_idx, lookback=lookback, story_selection=stories, run_name=run_name,
+                               client=None, save_weights=save_weights, zscore_targets=align.zscore_targets,
+                               cache_dir=cache_dir, overwrite=True)
+
     trainers: dict[tuple[str, str], AbstractTrainer] = {}
     for subj, asm in zip(subjects, asms):
         if stories is not None:
@@ -339,12 +381,7 @@ def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alig
             if missing:
                 raise SweepError(f"subject {subj!r} ({asm.path}) lacks stories {missing}")
         for mname, exs in mods.items():
-            trainers[(subj, mname)] = AbstractTrainer(
-                asm, exs, align.downsampler, model, align.fir_delays, align.trimming,
-                use_train_test_split=use_train_test_split, logger_backend="none", results_dir=root / subj,
-                downsample_config=align.downsample_config, layer_idx=_layers_for(layers, mname), lookback=lookback,
-                story_selection=stories, run_name=mname, client=None, save_weights=save_weights,
-                zscore_targets=align.zscore_targets, cache_dir=cache_dir, overwrite=True)
+            trainers[(subj, mname)] = trainer_of(asm, exs, mname, model, _layers_for(layers, mname))
     train_sets = {tuple(tr.split()[0]) for tr in trainers.values()}
     if len(train_sets) > 1:
         logger.warning("sweep %s: the subjects' training sets differ (%d different sets); compare their scores "
@@ -361,38 +398,10 @@ def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alig
                              tr.split()[0], min_ceiling)
     stacked = {}
     if stack:
-        import pandas as pd_
-
-        table = pd_.DataFrame(rows)
         stack_model = stack_model if stack_model is not None else \
             type(model)(**{**model.get_params(), "model_name": "stacking"})
-        sruns, chosen = [], {}
-        for sname, names in stack.items():
-            missing = [m for m in names if m not in mods]
-            if missing or len(names) < 2 or sname in mods:
-                raise SweepError(f"sweep: stack {sname!r} needs two or more of the sweep's models {list(mods)} and a "
-                                 f"name of its own (unknown: {missing})")
-            best = {}
-            for m in names:
-                by_layer = table[table.model == m].groupby("layer", sort=False)["mean_r_abs_r"].mean()
-                best[m] = str(by_layer.idxmax())
-            chosen[sname] = best
-            for subj, asm in zip(subjects, asms):
-                exs, pins = [], []
-                for m in names:
-                    run = runs[(subj, m)]
-                    if run.multi is not None:
-                        layer = next(lay for lay in run.layers if engine.layer_label(lay) == best[m])
-                        pins.append((len(exs) + run.multi, layer))
-                    exs += trainers[(subj, m)].feature_extractors
-                tr = AbstractTrainer(asm, exs, align.downsampler, stack_model, align.fir_delays, align.trimming,
-                                     use_train_test_split=use_train_test_split, logger_backend="none",
-                                     results_dir=root / subj, downsample_config=align.downsample_config,
-                                     story_selection=stories, run_name=sname, save_weights=save_weights,
-                                     zscore_targets=align.zscore_targets, cache_dir=cache_dir, overwrite=True)
-                run = tr.plan().runs[0]
-                run.layers, run.multi = [engine.Pinned(pins)], None
-                sruns.append((tr, run))
+        sruns, stacked = _stacked_runs(stack, mods, rows, runs, trainers, asms,
+                                       lambda asm, exs, sname: trainer_of(asm, exs, sname, stack_model))
         sout = engine.Plan([r for _, r in sruns], align, stack_model, save_weights=save_weights, client=client,
                            retries=retries, overwrite=True, name=f"{name}-stack").execute()
         for tr, run in sruns:
@@ -401,7 +410,6 @@ def sweep(assemblies, models, layers=None, *, model=None, alignment: engine.Alig
             out.run_dirs[run.key] = sout.run_dirs[run.key]
         for k in ("extract", "align", "fit", "write", "n_extract", "n_design", "n_x_side", "n_fits"):
             t[k] += sout.timings[k]
-        stacked = chosen
 
     # ---- summary table, figure, settings -----------------------------------------------------
     t0 = time.perf_counter()

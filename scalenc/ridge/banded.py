@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, get_backend
+from ._params import EstimatorParams
 from .cv import check_cv
 from .scoring import pearson_r, r2_score
 from .solver import (Output, cv_block, device_voxel_block, intercept, map_voxel_blocks, predict_linear,
@@ -217,7 +218,7 @@ def predict_split(X, coef: np.ndarray, space_of_feature: np.ndarray, n_spaces: i
                      for b in range(n_spaces)])
 
 
-class BandedRidgeCV:
+class BandedRidgeCV(EstimatorParams):
     """Banded ridge with one cross-validated penalty per feature space and voxel.
 
     Parameters
@@ -256,8 +257,6 @@ class BandedRidgeCV:
     n_features_in_ : int
     """
 
-    _PARAMS = ("feature_space", "alphas", "n_iter", "concentration", "candidates", "cv", "fit_intercept", "scoring",
-               "random_state", "voxel_block", "backend", "device", "dtype")
 
     def __init__(self, feature_space=None, alphas=None, n_iter: int = 20, concentration=(0.1, 1.0), candidates=None,
                  cv=5, *, fit_intercept: bool = True, scoring: str = "r", random_state: int | None = 0,
@@ -276,16 +275,6 @@ class BandedRidgeCV:
         self.backend = backend
         self.device = device
         self.dtype = dtype
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in self._PARAMS}
-
-    def set_params(self, **params) -> BandedRidgeCV:
-        for k, v in params.items():
-            if k not in self._PARAMS:
-                raise ValueError(f"invalid parameter {k!r} for BandedRidgeCV; valid: {sorted(self._PARAMS)}")
-            setattr(self, k, v)
-        return self
 
     def fit(self, X, Y, stories=None) -> BandedRidgeCV:
         """Fit on ``X`` (n_trs, n_features) and ``Y`` (n_trs, n_voxels); ``stories`` (n_trs,)
@@ -306,14 +295,6 @@ class BandedRidgeCV:
         self.cv_scores_, self.candidates_, self.spaces_ = res.cv_scores, res.candidates, res.spaces
         self.n_features_in_ = p
         return self
-
-    def _check_X(self, X) -> np.ndarray:
-        if not hasattr(self, "coef_"):
-            raise RuntimeError("this BandedRidgeCV is not fitted yet; call fit(X, Y) first")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
-        return X
 
     def predict(self, X, split: bool = False) -> np.ndarray:
         """Predictions: (n_trs, n_voxels), or with ``split`` (n_spaces, n_trs, n_voxels),

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._params import EstimatorParams
 from .cv import check_cv
 from .scoring import pearson_r, r2_score
 from .solver import predict_linear, solve_ridge_cv
 
 
-class RidgeCV:
+class RidgeCV(EstimatorParams):
     """Ridge regression with cross-validated penalty per voxel (p-space solver).
 
     The loss is ``||Y - X W - b||^2 + alpha ||W||^2`` (himalaya's convention). Grids in
@@ -60,23 +61,6 @@ class RidgeCV:
         self.device = device
         self.dtype = dtype
 
-    # scikit-learn protocol ------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in ("alphas", "cv", "fit_intercept", "scoring", "single_alpha",
-                                               "alpha_squared", "voxel_block", "backend", "device", "dtype")}
-
-    def set_params(self, **params) -> RidgeCV:
-        valid = self.get_params()
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"invalid parameter {k!r} for RidgeCV; valid: {sorted(valid)}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None)
-        return f"RidgeCV({args})"
-
     def fit(self, X, Y, stories=None) -> RidgeCV:
         """Fit on ``X`` (n_trs, n_features) and ``Y`` (n_trs, n_voxels); ``stories`` (n_trs,)
         labels the story of each row (for story-grouped folds)."""
@@ -99,16 +83,9 @@ class RidgeCV:
         self.n_features_in_ = int(np.shape(X)[1])
         return self
 
-    def _check_fitted(self):
-        if not hasattr(self, "coef_"):
-            raise RuntimeError("this RidgeCV is not fitted yet; call fit(X, Y) first")
-
     def predict(self, X) -> np.ndarray:
         """(n_trs, n_voxels) predictions, on the fit's backend, returned as numpy."""
-        self._check_fitted()
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
+        X = self._check_X(X)
         return predict_linear(X, self.coef_, self.intercept_, backend=self.backend or "numpy", device=self.device,
                               dtype=self.dtype)
 

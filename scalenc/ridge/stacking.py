@@ -33,6 +33,7 @@ import numpy as np
 
 from .backend import array_module_of, host_array
 from .banded import feature_spaces
+from ._params import EstimatorParams
 from .cv import check_cv
 from .scoring import pearson_r, r2_score
 from .solver import local_workers, predict_linear, run_blocks, solve_ridge_cv, solver_targets
@@ -356,7 +357,7 @@ def structured_variance_partitioning(result: StackingCVResult, X, Y) -> dict[str
 
 
 # ---- estimator ----------------------------------------------------------------------------------------
-class StackingCV:
+class StackingCV(EstimatorParams):
     """Stacked ridge over feature spaces (scikit-learn style; :func:`solve_stacking_cv`).
 
     Parameters
@@ -388,8 +389,6 @@ class StackingCV:
     n_features_in_ : int
     """
 
-    _PARAMS = ("feature_space", "alphas", "cv", "fit_intercept", "scoring", "single_alpha", "alpha_squared",
-               "voxel_block", "backend", "device", "dtype")
 
     def __init__(self, feature_space=None, alphas=None, cv=5, *, fit_intercept: bool = True, scoring: str = "r",
                  single_alpha: bool = False, alpha_squared: bool = False, voxel_block: int | None = 10_000,
@@ -405,16 +404,6 @@ class StackingCV:
         self.backend = backend
         self.device = device
         self.dtype = dtype
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in self._PARAMS}
-
-    def set_params(self, **params) -> StackingCV:
-        for k, val in params.items():
-            if k not in self._PARAMS:
-                raise ValueError(f"invalid parameter {k!r} for StackingCV; valid: {sorted(self._PARAMS)}")
-            setattr(self, k, val)
-        return self
 
     def fit(self, X, Y, stories=None) -> StackingCV:
         """Fit on ``X`` (n_trs, n_features) and ``Y`` (n_trs, n_voxels); ``stories`` (n_trs,)
@@ -433,14 +422,6 @@ class StackingCV:
         self.alphas_, self.space_alphas_, self.spaces_ = res.best_alphas, res.space_alphas, res.spaces
         self.n_features_in_ = p
         return self
-
-    def _check_X(self, X) -> np.ndarray:
-        if not hasattr(self, "coef_"):
-            raise RuntimeError("this StackingCV is not fitted yet; call fit(X, Y) first")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X must have {self.n_features_in_} features, got shape {X.shape}")
-        return X
 
     def predict(self, X, split: bool = False) -> np.ndarray:
         """Stacked predictions (n_trs, n_voxels); with ``split`` the weighted parts
