@@ -218,7 +218,34 @@ def predict_split(X, coef: np.ndarray, space_of_feature: np.ndarray, n_spaces: i
                      for b in range(n_spaces)])
 
 
-class BandedRidgeCV(EstimatorParams):
+class SpacePredictions(EstimatorParams):
+    """Predictions and scores of a fitted estimator over feature spaces (``coef_``,
+    ``intercept_``, ``spaces_``, ``result_.space_of_feature``, ``scoring``): shared by
+    :class:`BandedRidgeCV` and :class:`~scalenc.ridge.stacking.StackingCV`."""
+
+    def predict(self, X, split: bool = False) -> np.ndarray:
+        """Predictions (n_trs, n_voxels); with ``split`` (n_spaces, n_trs, n_voxels), one part
+        per feature space without the intercept (they sum to the joint prediction minus
+        ``intercept_``)."""
+        X = self._check_X(X)
+        if split:
+            return predict_split(X, self.coef_, self.result_.space_of_feature, len(self.spaces_))
+        return predict_linear(X, self.coef_, self.intercept_)
+
+    def score(self, X, Y) -> np.ndarray:
+        """Per-voxel score of the joint prediction (Pearson r, or R² with ``scoring="r2"``)."""
+        P = self.predict(X)
+        return pearson_r(Y, P) if self.scoring == "r" else r2_score(Y, P)
+
+    def score_split(self, X, Y) -> np.ndarray:
+        """(n_spaces, n_voxels) split of :meth:`score` over the feature spaces:
+        :func:`~scalenc.ridge.split.r2_score_split` or
+        :func:`~scalenc.ridge.split.correlation_score_split`."""
+        P = self.predict(X, split=True)
+        return correlation_score_split(Y, P) if self.scoring == "r" else r2_score_split(Y, P)
+
+
+class BandedRidgeCV(SpacePredictions):
     """Banded ridge with one cross-validated penalty per feature space and voxel.
 
     Parameters
@@ -295,24 +322,3 @@ class BandedRidgeCV(EstimatorParams):
         self.cv_scores_, self.candidates_, self.spaces_ = res.cv_scores, res.candidates, res.spaces
         self.n_features_in_ = p
         return self
-
-    def predict(self, X, split: bool = False) -> np.ndarray:
-        """Predictions: (n_trs, n_voxels), or with ``split`` (n_spaces, n_trs, n_voxels),
-        one per feature space without the intercept (they sum to the joint prediction
-        minus ``intercept_``)."""
-        X = self._check_X(X)
-        if split:
-            return predict_split(X, self.coef_, self.result_.space_of_feature, len(self.spaces_))
-        return predict_linear(X, self.coef_, self.intercept_)
-
-    def score(self, X, Y) -> np.ndarray:
-        """Per-voxel score of the joint prediction (Pearson r, or R² with ``scoring="r2"``)."""
-        P = self.predict(X)
-        return pearson_r(Y, P) if self.scoring == "r" else r2_score(Y, P)
-
-    def score_split(self, X, Y) -> np.ndarray:
-        """(n_spaces, n_voxels) split of :meth:`score` over the feature spaces:
-        :func:`~scalenc.ridge.split.r2_score_split` or
-        :func:`~scalenc.ridge.split.correlation_score_split`."""
-        P = self.predict(X, split=True)
-        return correlation_score_split(Y, P) if self.scoring == "r" else r2_score_split(Y, P)

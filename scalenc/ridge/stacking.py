@@ -32,12 +32,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from .backend import array_module_of, host_array
-from .banded import feature_spaces
-from ._params import EstimatorParams
+from .banded import SpacePredictions, feature_spaces
 from .cv import check_cv
-from .scoring import pearson_r, r2_score
+from .scoring import r2_score
 from .solver import local_workers, predict_linear, run_blocks, solve_ridge_cv, solver_targets
-from .split import correlation_score_split, r2_score_split
 
 __all__ = ["StackingCV", "StackingCVResult", "simplex_least_squares", "solve_stacking_cv",
            "structured_variance_partitioning"]
@@ -357,7 +355,7 @@ def structured_variance_partitioning(result: StackingCVResult, X, Y) -> dict[str
 
 
 # ---- estimator ----------------------------------------------------------------------------------------
-class StackingCV(EstimatorParams):
+class StackingCV(SpacePredictions):
     """Stacked ridge over feature spaces (scikit-learn style; :func:`solve_stacking_cv`).
 
     Parameters
@@ -422,26 +420,6 @@ class StackingCV(EstimatorParams):
         self.alphas_, self.space_alphas_, self.spaces_ = res.best_alphas, res.space_alphas, res.spaces
         self.n_features_in_ = p
         return self
-
-    def predict(self, X, split: bool = False) -> np.ndarray:
-        """Stacked predictions (n_trs, n_voxels); with ``split`` the weighted parts
-        ``w_b X_b coef_b`` (n_spaces, n_trs, n_voxels), without the intercept."""
-        X = self._check_X(X)
-        if split:
-            from .banded import predict_split
-
-            return predict_split(X, self.coef_, self.result_.space_of_feature, len(self.spaces_))
-        return predict_linear(X, self.coef_, self.intercept_)
-
-    def score(self, X, Y) -> np.ndarray:
-        """Per-voxel score of the stacked prediction (Pearson r, or R² with ``scoring="r2"``)."""
-        P = self.predict(X)
-        return pearson_r(Y, P) if self.scoring == "r" else r2_score(Y, P)
-
-    def score_split(self, X, Y) -> np.ndarray:
-        """(n_spaces, n_voxels) split of :meth:`score` over the weighted parts."""
-        P = self.predict(X, split=True)
-        return correlation_score_split(Y, P) if self.scoring == "r" else r2_score_split(Y, P)
 
     def variance_partitioning(self, X, Y) -> dict[str, np.ndarray]:
         """:func:`structured_variance_partitioning` of this fit on ``X, Y``."""
